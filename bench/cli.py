@@ -1,0 +1,190 @@
+"""Command line: `commbench list | run | sweep | report` (also `python -m bench`)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+DEFAULT_RESULTS = Path("results")
+DEFAULT_REPORTS = Path("reports")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from bench.models.zoo import MODELS
+    from bench.runner.suite import builtin_suites
+    from bench.strategies import STRATEGIES
+    from bench.workloads.registry import WORKLOADS
+
+    what = args.what
+    if what in ("all", "strategies"):
+        print("strategies:")
+        aliases: dict[str, list[str]] = {}
+        for alias, name in STRATEGIES.aliases().items():
+            aliases.setdefault(name, []).append(alias)
+        for name in STRATEGIES.names():
+            cls = STRATEGIES.get(name)
+            extra = f" (alias: {', '.join(aliases[name])})" if name in aliases else ""
+            print(f"  {name:<22} {cls.summary}{extra}")
+    if what in ("all", "models"):
+        print("models:")
+        for name in MODELS.names():
+            spec = MODELS.get(name)
+            print(f"  {name:<22} {spec.family:<6} {spec.size:<10} {spec.objective:<7} {spec.notes}")
+    if what in ("all", "workloads"):
+        print("workloads:")
+        for name in WORKLOADS.names():
+            print(f"  {name:<22} {WORKLOADS.get(name).summary}")
+    if what in ("all", "suites"):
+        print("suites:")
+        for path in builtin_suites():
+            print(f"  {path.stem:<22} {path}")
+    return 0
+
+
+def _parse_sets(items: list[str]) -> dict[str, Any]:
+    """`--set data.states=128 --set lr=0.01` -> nested dict of raw strings."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise BenchError(f"--set {item!r}: expected key=value")
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return out
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from bench.runner.suite import Suite, Trial, make_config, pre_launch_skip
+    from bench.runner.sweep import run_sweep
+    from bench.strategies import parse
+
+    if args.config:
+        try:
+            raw = json.loads(Path(args.config).read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise BenchError(f"cannot read config {args.config}: {exc}") from None
+        point = {k: raw.pop(k) for k in ("strategy", "model", "workload", "device", "world_size") if k in raw}
+        raw.pop("suite", None)
+        plugins = tuple(raw.pop("plugins", ()))
+    else:
+        point = {"strategy": args.strategy, "model": args.model, "workload": args.workload, "device": args.device, "world_size": args.world_size}
+        raw, plugins = {}, tuple(args.plugin)
+    for key in ("steps", "warmup_steps", "batch_size", "seq_len", "timeout_s"):
+        value = getattr(args, key)
+        if value is not None:
+            raw[key] = value
+    raw.update(_parse_sets(args.set))
+    comp = parse(str(point["strategy"]))
+    point["strategy"] = comp.canonical
+    cfg = make_config(args.suite, point, raw, plugins, where="run")
+    suite = Suite(args.suite, "ad-hoc trial", Path("."), [Trial(cfg, comp, pre_launch_skip(cfg, comp))])
+    return _finish(suite, run_sweep(suite, args.results, force=True, progress=False), args)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.runner import suite as suites
+    from bench.runner.sweep import plan, print_plan, run_sweep
+
+    suite = suites.load(args.suite)
+    if args.dry_run:
+        print_plan(plan(suite, args.results / suite.name, args.force))
+        return 0
+    return _finish(suite, run_sweep(suite, args.results, force=args.force, progress=not args.no_progress), args)
+
+
+def _finish(suite: Any, outcome: Any, args: argparse.Namespace) -> int:
+    from bench.reports.html import write_report
+
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(outcome.counts.items()))
+    print(f"{suite.name}: {counts or 'nothing to run'}; {outcome.cached} already done")
+    if outcome.results_path:
+        print(f"results: {outcome.results_path}")
+        if not getattr(args, "no_report", False):
+            out = args.reports / suite.name / f"{outcome.run_id}.html"
+            write_report([outcome.results_path], out)
+            print(f"report:  {out}")
+    return 1 if outcome.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.reports.html import write_report
+    from bench.storage.parquet import trial_files
+
+    files = trial_files(args.results)
+    if not files:
+        raise BenchError(f"no results files under {', '.join(map(str, args.results))}")
+    out = args.out or args.reports / "report.html"
+    write_report(files, out, args.title)
+    print(f"report: {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="commbench", description="Benchmark communication optimizations for LLMs.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    ls = sub.add_parser("list", help="list strategies, models, workloads and suites")
+    ls.add_argument("what", nargs="?", default="all", choices=["all", "strategies", "models", "workloads", "suites"])
+    ls.set_defaults(func=_cmd_list)
+
+    run = sub.add_parser("run", help="run one trial from flags")
+    run.add_argument("--strategy", default="baseline", help="composition, e.g. 'fp16_compress' (default: baseline)")
+    run.add_argument("--model", default="gpt2-tiny")
+    run.add_argument("--workload", default="train")
+    run.add_argument("--device", default="cpu")
+    run.add_argument("--world-size", type=int, default=2)
+    run.add_argument("--steps", type=int)
+    run.add_argument("--warmup-steps", type=int)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--seq-len", type=int)
+    run.add_argument("--timeout-s", type=float)
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="any trial setting, e.g. data.states=128")
+    run.add_argument("--plugin", action="append", default=[], help="module to import in every rank (custom strategies)")
+    run.add_argument("--config", help="rerun a stored trial: a JSON file holding a row's `config`")
+    run.add_argument("--suite", default="adhoc", help="results go to RESULTS/SUITE/ (default: adhoc)")
+    run.set_defaults(func=_cmd_run)
+
+    sw = sub.add_parser("sweep", help="run every trial of a suite file")
+    sw.add_argument("suite", help="suite file, or the name of one in suites/")
+    sw.add_argument("--dry-run", action="store_true", help="list the trials and which are already done")
+    sw.add_argument("--force", action="store_true", help="rerun trials already recorded ok")
+    sw.add_argument("--no-report", action="store_true")
+    sw.add_argument("--no-progress", action="store_true")
+    sw.set_defaults(func=_cmd_sweep)
+
+    rp = sub.add_parser("report", help="HTML report from results files or directories")
+    rp.add_argument("results", nargs="+", type=Path)
+    rp.add_argument("--out", type=Path)
+    rp.add_argument("--title")
+    rp.set_defaults(func=_cmd_report)
+
+    for sp in (run, sw, rp):
+        sp.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)")
+        sp.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: reports/)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if hasattr(args, "results_dir") and args.command != "report":
+        args.results = args.results_dir
+    try:
+        return int(args.func(args))
+    except BenchError as exc:
+        print(f"commbench: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("commbench: interrupted; trials finished so far are saved", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

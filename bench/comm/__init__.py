@@ -1,0 +1,1 @@
+"""Bytes communicated, three ways: logical (per collective), wire (kernel counters), analytic."""

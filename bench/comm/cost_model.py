@@ -1,0 +1,155 @@
+"""Analytic communication cost: the oracle that measured bytes are checked against.
+
+Per collective: the message size S (nccl-tests' convention), bytes each rank sends and
+receives under the textbook ring algorithm, and the algorithm/bus bandwidth definitions
+of nccl-tests' doc/PERFORMANCE.md:
+
+    algbw = S / t
+    busbw = algbw * 2(n-1)/n   all_reduce
+          = algbw * (n-1)/n    all_gather, reduce_scatter, all_to_all
+          = algbw * 1          broadcast, reduce, send/recv
+
+For all_gather and reduce_scatter S is the *total* array size (per-rank count x element
+size x n).
+
+Where gloo's implementation differs from the textbook, `wire(...)` models gloo itself and
+`GLOO_NOTES` says how: ProcessGroupGloo runs reduce_scatter as an all_reduce of the whole
+input (2(n-1)/n S per rank on the wire instead of (n-1)/n S), and broadcast as the root
+sending the buffer to every other rank (the root sends (n-1) S; others send nothing).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Algorithm = Literal["ring", "gloo"]
+
+BUS_FACTOR = {
+    "all_reduce": lambda n: 2 * (n - 1) / n,
+    "all_gather": lambda n: (n - 1) / n,
+    "reduce_scatter": lambda n: (n - 1) / n,
+    "all_to_all": lambda n: (n - 1) / n,
+    "broadcast": lambda n: 1.0,
+    "reduce": lambda n: 1.0,
+    "send": lambda n: 1.0,
+    "recv": lambda n: 1.0,
+}
+
+GLOO_NOTES = {
+    "reduce_scatter": "gloo runs reduce_scatter as all_reduce of the whole input, then keeps this rank's "
+    "shard: 2(n-1)/n x S on the wire per rank instead of the ring's (n-1)/n x S, and the flight "
+    "recorder logs it as all_reduce",
+    "broadcast": "gloo's broadcast sends the whole buffer from the root to each rank: the root sends "
+    "(n-1) x S, the others send nothing (same total as a pipelined ring, all of it on one rank)",
+    "all_reduce": "gloo's ring all_reduce (reduce-scatter + all-gather): 2(n-1)/n x S per rank, like NCCL's ring",
+    "all_gather": "gloo's ring all_gather: (n-1)/n x S per rank, like NCCL's ring",
+}
+
+
+def bus_factor(op: str, n: int) -> float:
+    return BUS_FACTOR[op](n) if n > 1 else 0.0
+
+
+def algbw(msg_bytes: float, seconds: float) -> float:
+    """Algorithm bandwidth in bytes/s: S / t."""
+    return msg_bytes / seconds
+
+
+def busbw(op: str, msg_bytes: float, seconds: float, n: int) -> float:
+    """Bus bandwidth in bytes/s: algbw scaled so it is comparable across ops and world sizes."""
+    return algbw(msg_bytes, seconds) * bus_factor(op, n)
+
+
+@dataclass(frozen=True, slots=True)
+class WireCost:
+    """Bytes one collective puts on the wire, summed over all ranks and per rank (received)."""
+
+    op: str
+    n: int
+    msg_bytes: int
+    total: float  # sum over ranks of bytes received
+    per_rank: tuple[float, ...]  # bytes received by each rank (rank 0 is the root where there is one)
+
+
+def wire(op: str, msg_bytes: int, n: int, algorithm: Algorithm = "ring", root: int = 0) -> WireCost:
+    """Modelled received bytes for one collective of nccl-tests size `msg_bytes` over `n` ranks."""
+    s = float(msg_bytes)
+    if n <= 1 or op == "barrier":
+        per = [0.0] * max(n, 1)
+    elif op == "all_reduce":
+        per = [2 * (n - 1) / n * s] * n
+    elif op == "all_gather" or op == "all_to_all":
+        per = [(n - 1) / n * s] * n
+    elif op == "reduce_scatter":
+        factor = 2 * (n - 1) / n if algorithm == "gloo" else (n - 1) / n
+        per = [factor * s] * n
+    elif op == "broadcast":
+        per = [0.0 if r == root else s for r in range(n)]
+    elif op in ("reduce", "gather"):
+        # reduce: a tree delivers S to the root per level; gather: the root receives every shard.
+        per = [s * (n - 1) / n if op == "gather" and r == root else (s if op == "reduce" and r == root else 0.0)
+               for r in range(n)]  # fmt: skip
+    elif op == "scatter":
+        per = [0.0 if r == root else s / n for r in range(n)]
+    elif op in ("send", "recv"):
+        per = [s] + [0.0] * (n - 1)  # the receiving side; caller attributes it to the peer
+    else:
+        raise ValueError(f"no wire model for {op!r}")
+    return WireCost(op, n, int(msg_bytes), sum(per), tuple(per))
+
+
+# --- whole-step models for strategy families ------------------------------------------
+
+
+def ddp_step(grad_bytes: int, n: int, wire_dtype_bytes: int = 4, param_dtype_bytes: int = 4) -> dict[str, float]:
+    """DDP: one all_reduce of every gradient per step.
+
+    Logical bytes per rank = gradient bytes at the wire dtype (fp16 hooks halve it); wire
+    bytes received per rank = 2(n-1)/n of that (ring).
+    """
+    logical = grad_bytes * wire_dtype_bytes / param_dtype_bytes
+    return {"all_reduce": logical, "logical": logical, "wire_per_rank": 2 * (n - 1) / n * logical if n > 1 else 0.0}
+
+
+def fsdp_step(param_bytes: int, n: int, algorithm: Algorithm = "ring") -> dict[str, float]:
+    """FSDP/ZeRO-3: all_gather params in forward and backward, reduce_scatter grads.
+
+    Ring wire per rank: 3 x (n-1)/n x Psi, versus DDP's 2 x (n-1)/n x Psi. On gloo the
+    reduce_scatter is an all_reduce, so it costs 4 x (n-1)/n x Psi instead.
+    """
+    f = (n - 1) / n if n > 1 else 0.0
+    rs = 2 * f if algorithm == "gloo" else f
+    return {
+        "all_gather": 2 * param_bytes,
+        "reduce_scatter": param_bytes,
+        "logical": 3 * param_bytes,
+        "wire_per_rank": (2 * f + rs) * param_bytes,
+    }
+
+
+def powersgd_elements(shape: tuple[int, int], rank: int, min_compression_rate: float = 2.0) -> tuple[int, bool]:
+    """Elements PowerSGD all-reduces for one gradient viewed as n x m.
+
+    With r' = min(n, m, rank): P (n x r') and Q (m x r'), i.e. r'(n + m) elements, but only
+    when compression pays, (n + m) r' * min_compression_rate < n m; otherwise the tensor goes
+    uncompressed (n m elements). Returns (elements, compressed).
+    """
+    n, m = shape
+    r = min(n, m, rank)
+    if (n + m) * r * min_compression_rate < n * m:
+        return r * (n + m), True
+    return n * m, False
+
+
+def tensor_parallel_step(batch: int, seq: int, hidden: int, layers: int, dtype_bytes: int = 4) -> dict[str, float]:
+    """Megatron TP: per layer two all_reduces of b*s*h activations forward, two backward."""
+    act = batch * seq * hidden * dtype_bytes
+    return {"all_reduce": 4 * layers * act, "logical": 4 * layers * act}
+
+
+def pipeline_step(batch: int, seq: int, hidden: int, stages: int, microbatches: int, dtype_bytes: int = 4) -> dict[str, float]:
+    """Pipeline: each stage boundary sends activations forward and their gradients back, per microbatch."""
+    act = batch * seq * hidden * dtype_bytes  # whole batch; microbatches split it
+    boundaries = stages - 1
+    return {"send": 2 * boundaries * act, "logical": 2 * boundaries * act, "microbatches": microbatches}

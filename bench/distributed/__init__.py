@@ -1,0 +1,1 @@
+"""torch.distributed plumbing: process-group setup per rank and the elastic launcher."""

@@ -1,0 +1,70 @@
+"""Per-rank distributed environment: backend choice, process group, threads, device."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+
+# Flight-recorder ring size per process. Collective accounting reads this buffer, so it
+# must hold every collective of a measured window (FSDP issues thousands per step on a big
+# model). Set before the first process group exists: the recorder is a lazy singleton.
+FLIGHT_RECORDER_ENTRIES = 200_000
+
+
+@dataclass(frozen=True, slots=True)
+class RankEnv:
+    """Where this rank runs and how it talks to the others."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    device: torch.device
+    backend: str  # "gloo" or "nccl"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def backend_for(device: str) -> str:
+    """gloo on CPU, NCCL on CUDA: the backends each device is benchmarked with."""
+    return "nccl" if device == "cuda" else "gloo"
+
+
+def threads_for(world_size: int, requested: int | None) -> int:
+    """Intra-op threads per rank: the machine's cores shared evenly, at least one.
+
+    Oversubscribing (each of 4 ranks using all cores) makes every timing measure the
+    OS scheduler instead of the strategy.
+    """
+    if requested:
+        return requested
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // world_size)
+
+
+def init_rank(device: str, threads: int | None) -> RankEnv:
+    """Initialise the default process group from the launcher's env vars."""
+    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(FLIGHT_RECORDER_ENTRIES))
+    rank = int(os.environ["RANK"])
+    world_size = int(os.environ["WORLD_SIZE"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    torch.set_num_threads(threads_for(world_size, threads))
+    backend = backend_for(device)
+    if device == "cuda":
+        torch.cuda.set_device(local_rank)
+        dev = torch.device("cuda", local_rank)
+    else:
+        dev = torch.device("cpu")
+    if not dist.is_initialized():
+        kwargs = {"device_id": dev} if device == "cuda" else {}
+        dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
+    return RankEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, backend=backend)
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()

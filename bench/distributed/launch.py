@@ -1,0 +1,145 @@
+"""Run one function on N ranks through torch's elastic launcher and collect their dicts.
+
+`launch()` is what `torchrun --standalone --nproc-per-node N` does, from Python:
+`torch.distributed.launcher.api.elastic_launch` with a c10d rendezvous on a free local
+port, so ranks get the real RANK/WORLD_SIZE/MASTER_* environment and torchelastic's
+failure handling. Each rank returns a plain dict; a rank's exception comes back as its
+traceback text.
+
+The parent does not spin while ranks run: torchelastic's monitor loop sleeps between
+checks (`monitor_interval`, 0.2 s here), so on a 2-core machine the parent's CPU time
+over a trial is a few milliseconds (measured per trial as `launcher_cpu_s`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+MONITOR_INTERVAL_S = 0.2
+# gloo's message when a peer died first: never the root cause when another rank failed.
+_SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "SIGTERM", "Signals.SIGTERM")
+
+
+class TrialTimeout(Exception):
+    """Raised in the parent when ranks outlive the trial's timeout; the agent then kills them."""
+
+
+@dataclass
+class LaunchResult:
+    outputs: dict[int, Any] = field(default_factory=dict)  # rank -> returned dict
+    error: str | None = None  # root-cause traceback tail when any rank failed
+    failed_rank: int | None = None
+    timed_out: bool = False
+    wall_s: float = 0.0
+    launcher_cpu_s: float = 0.0  # parent CPU time while ranks ran (proves it blocks)
+    log_dir: str = ""
+
+
+def _quiet_torchelastic() -> None:
+    for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _tail(text: str, lines: int = 25) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
+    failures = sorted(exc.failures.items(), key=lambda kv: kv[1].timestamp)
+
+    def text(f: Any) -> str:
+        msg = f.message
+        if isinstance(msg, dict):
+            extra = msg.get("extraInfo", {})
+            return extra.get("py_callstack") or msg.get("message", "") or str(msg)
+        return str(msg) or f"exit code {f.exitcode}"
+
+    primary = [kv for kv in failures if not any(s in text(kv[1]) for s in _SECONDARY)]
+    rank, failure = (primary or failures)[0]
+    return rank, _tail(text(failure))
+
+
+class _Alarm:
+    """SIGALRM-based timeout for the main thread; a no-op elsewhere (signals need it)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self.active = threading.current_thread() is threading.main_thread()
+
+    def __enter__(self) -> None:
+        if self.active:
+            self._old = signal.signal(signal.SIGALRM, self._fire)
+            signal.setitimer(signal.ITIMER_REAL, self.seconds)
+
+    def __exit__(self, *exc: object) -> None:
+        if self.active:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, self._old)
+
+    def _fire(self, signum: int, frame: object) -> None:
+        raise TrialTimeout(f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed")
+
+
+def launch(
+    entry: Callable[..., Any],
+    payload: Any,
+    *,
+    nprocs: int,
+    log_dir: Path,
+    timeout_s: float,
+    env: dict[str, str] | None = None,
+) -> LaunchResult:
+    """Run `entry(payload)` on `nprocs` local ranks; blocks until all finish or fail.
+
+    `entry` must be importable by module path (ranks are spawned, not forked). Rank
+    stdout/stderr go to files under `log_dir`.
+    """
+    _quiet_torchelastic()
+    log_dir.mkdir(parents=True, exist_ok=True)
+    run_id = uuid.uuid4().hex[:12]
+    config = LaunchConfig(
+        min_nodes=1,
+        max_nodes=1,
+        nproc_per_node=nprocs,
+        run_id=run_id,
+        rdzv_backend="c10d",
+        rdzv_endpoint="127.0.0.1:0",
+        max_restarts=0,
+        monitor_interval=MONITOR_INTERVAL_S,
+        start_method="spawn",
+        logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL, tee=Std.NONE),
+        shutdown_timeout=5,
+    )
+    result = LaunchResult(log_dir=str(log_dir))
+    saved = {k: os.environ.get(k) for k in (env or {})}
+    os.environ.update(env or {})
+    t0, c0 = time.perf_counter(), time.process_time()
+    try:
+        with _Alarm(timeout_s):
+            result.outputs = dict(elastic_launch(config, entry)(payload))
+    except ChildFailedError as exc:
+        result.failed_rank, result.error = _root_cause(exc)
+    except TrialTimeout as exc:
+        result.timed_out, result.error = True, str(exc)
+    finally:
+        result.wall_s = time.perf_counter() - t0
+        result.launcher_cpu_s = time.process_time() - c0
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    return result

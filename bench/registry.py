@@ -1,0 +1,65 @@
+"""A tiny named registry: register once, look up by name, list the names."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from bench.errors import BenchError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names (and optional aliases) to objects of one kind.
+
+    Registering a name twice is a programming error and raises; looking up an unknown
+    name raises a `BenchError` that lists every known name, so a typo in a suite file
+    tells the user what they could have written.
+    """
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, *, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
+        """Decorator form of `add`."""
+
+        def deco(obj: T) -> T:
+            self.add(name, obj, aliases=aliases)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, *, aliases: tuple[str, ...] = ()) -> None:
+        for key in (name, *aliases):
+            if key in self._items or key in self._aliases:
+                raise ValueError(f"{self.kind} {key!r} is already registered")
+        self._items[name] = obj
+        for alias in aliases:
+            self._aliases[alias] = name
+
+    def canonical(self, name: str) -> str:
+        """The registered name for `name` (resolving aliases); raises on unknown names."""
+        if name in self._items:
+            return name
+        if name in self._aliases:
+            return self._aliases[name]
+        known = ", ".join(self.names())
+        raise BenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+
+    def get(self, name: str) -> T:
+        return self._items[self.canonical(name)]
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def aliases(self) -> dict[str, str]:
+        return dict(self._aliases)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items or name in self._aliases
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

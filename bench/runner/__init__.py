@@ -1,0 +1,1 @@
+"""Suites, trials and the sweep that runs them."""

@@ -1,0 +1,194 @@
+"""Suite files: a declarative matrix (strategies x models x workloads x devices x world sizes) in TOML.
+
+    name = "default"
+    description = "..."
+    [matrix]
+    strategies = ["baseline", "fp16_compress"]
+    models = ["gpt2-tiny", "bert-tiny"]
+    workloads = ["train", "infer"]
+    devices = ["cpu"]
+    world_sizes = [1, 2]
+    [settings]            # any TrialConfig field; [settings.data] for the synthetic source
+    steps = 20
+    [[override]]          # settings for the trials that match (keys of the matrix, singular)
+    match = { model = "gpt2-small" }
+    batch_size = 4
+    [[exclude]]           # trials to leave out
+    workload = "infer"
+    world_size = 4
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.config import build
+from bench.errors import BenchError
+from bench.models.zoo import MODELS
+from bench.runner.config import TrialConfig
+from bench.strategies import STRATEGIES, Composition, parse
+from bench.workloads.registry import WORKLOADS
+
+SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
+_MATRIX = {"strategies": "strategy", "models": "model", "workloads": "workload", "devices": "device", "world_sizes": "world_size"}
+_TOP = {"name", "description", "matrix", "settings", "override", "exclude", "plugins"}
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One expanded trial: its config, parsed composition, and a reason if it must be skipped."""
+
+    config: TrialConfig
+    composition: Composition
+    skip: str | None
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    path: Path
+    trials: list[Trial]
+
+
+def resolve_path(name_or_path: str) -> Path:
+    """A path, or the name of a suite in suites/ (`default` -> suites/default.toml)."""
+    p = Path(name_or_path)
+    if p.exists():
+        return p
+    candidate = SUITES_DIR / f"{name_or_path}.toml"
+    if candidate.exists():
+        return candidate
+    raise BenchError(f"no suite file {name_or_path!r} (and no suites/{name_or_path}.toml)")
+
+
+def load(name_or_path: str) -> Suite:
+    path = resolve_path(name_or_path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise BenchError(f"malformed suite file {path}: {exc}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise BenchError(f"cannot read suite file {path}: {exc}") from None
+    return from_dict(raw, path)
+
+
+def _list(raw: dict[str, Any], key: str, path: Path) -> list[Any]:
+    value = raw.get(key)
+    if not isinstance(value, list) or not value:
+        raise BenchError(f"{path}: matrix.{key} must be a non-empty list")
+    return value
+
+
+def from_dict(raw: dict[str, Any], path: Path) -> Suite:
+    unknown = sorted(set(raw) - _TOP)
+    if unknown:
+        raise BenchError(f"{path}: unknown top-level key(s) {', '.join(unknown)}; valid: {', '.join(sorted(_TOP))}")
+    name = raw.get("name") or path.stem
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise BenchError(f"{path}: name must be letters, digits, '-' or '_'")
+    matrix = raw.get("matrix")
+    if not isinstance(matrix, dict):
+        raise BenchError(f"{path}: missing [matrix] table")
+    bad = sorted(set(matrix) - set(_MATRIX))
+    if bad:
+        raise BenchError(f"{path}: unknown matrix key(s) {', '.join(bad)}; valid: {', '.join(_MATRIX)}")
+    axes = {key: _list(matrix, key, path) for key in _MATRIX if key in matrix or key in ("strategies", "models")}
+    axes.setdefault("workloads", ["train"])
+    axes.setdefault("devices", ["cpu"])
+    axes.setdefault("world_sizes", [1])
+    compositions = {s: parse(s) for s in axes["strategies"]}
+    for m in axes["models"]:
+        MODELS.get(m)
+    for w in axes["workloads"]:
+        WORKLOADS.get(w)
+    settings = raw.get("settings", {})
+    overrides = raw.get("override", [])
+    excludes = raw.get("exclude", [])
+    plugins = tuple(raw.get("plugins", ()))
+    trials = []
+    for combo in itertools.product(*(axes[k] for k in _MATRIX)):
+        point = dict(zip(_MATRIX.values(), combo))
+        if any(_matches(ex, point, path, "exclude") for ex in excludes):
+            continue
+        merged = _merge_settings(settings, overrides, point, path)
+        comp = compositions[point["strategy"]]
+        cfg = make_config(name, {**point, "strategy": comp.canonical}, merged, plugins, where=f"{path}")
+        trials.append(Trial(cfg, comp, pre_launch_skip(cfg, comp)))
+    return Suite(name, raw.get("description", ""), path, trials)
+
+
+def _matches(rule: dict[str, Any], point: dict[str, Any], path: Path, kind: str) -> bool:
+    if not isinstance(rule, dict):
+        raise BenchError(f"{path}: each [[{kind}]] must be a table")
+    bad = sorted(set(rule) - set(point))
+    if bad:
+        raise BenchError(f"{path}: [[{kind}]] keys {', '.join(bad)} are not matrix axes ({', '.join(point)})")
+    return all(point[k] == v for k, v in rule.items())
+
+
+def _merge_settings(settings: dict[str, Any], overrides: list[Any], point: dict[str, Any], path: Path) -> dict[str, Any]:
+    merged = {k: (dict(v) if isinstance(v, dict) else v) for k, v in settings.items()}
+    for ov in overrides:
+        if not isinstance(ov, dict) or "match" not in ov:
+            raise BenchError(f"{path}: each [[override]] needs a match = {{...}} table")
+        if _matches(ov["match"], point, path, "override"):
+            for k, v in ov.items():
+                if k == "match":
+                    continue
+                if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                    merged[k] = {**merged[k], **v}
+                else:
+                    merged[k] = v
+    return merged
+
+
+def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plugins: tuple[str, ...], where: str) -> TrialConfig:
+    """Build and validate one TrialConfig; every error names the offending dotted key."""
+    clash = sorted(set(settings) & set(point))
+    if clash:
+        raise BenchError(f"{where}: settings.{clash[0]} is a matrix axis; set it under [matrix]")
+    bad = sorted(set(settings) & {"suite", "plugins"})
+    if bad:
+        raise BenchError(f"{where}: settings.{bad[0]} cannot be set here")
+    cfg = build(TrialConfig, {**settings, **point, "suite": suite, "plugins": plugins}, where=f"{where}: settings")
+    check_feasible(cfg, where)
+    return cfg
+
+
+def check_feasible(cfg: TrialConfig, where: str) -> None:
+    """Errors for configs that can never run, whatever the machine."""
+    spec = MODELS.get(cfg.model)
+    if cfg.seq_len > spec.max_positions:
+        raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")
+    if cfg.data.states + 1 > spec.vocab_size:
+        raise BenchError(f"{where}: data.states {cfg.data.states} needs a vocab of at least states+1 ({cfg.model} has {spec.vocab_size})")
+    if cfg.world_size > 64:
+        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size (max 64)")
+
+
+def pre_launch_skip(cfg: TrialConfig, comp: Composition) -> str | None:
+    """Why a trial cannot run on this machine, decided without launching it."""
+    if cfg.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():
+            return "CUDA is not available on this machine"
+        if torch.cuda.device_count() < cfg.world_size:
+            return f"needs {cfg.world_size} GPUs, found {torch.cuda.device_count()}"
+    return comp.skip_reason(cfg)
+
+
+def builtin_suites() -> list[Path]:
+    return sorted(SUITES_DIR.glob("*.toml"))
+
+
+def strategies_in(suite: Suite) -> list[str]:
+    return sorted({t.config.strategy for t in suite.trials})
+
+
+__all__ = ["Suite", "Trial", "load", "make_config", "STRATEGIES"]

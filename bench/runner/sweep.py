@@ -1,0 +1,85 @@
+"""Run a suite: expand it, skip what is already done, run each trial, write rows as they finish."""
+
+from __future__ import annotations
+
+import secrets
+import sys
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from bench.runner.suite import Suite, Trial
+from bench.runner.trial import base_row, run_trial, skipped_row
+from bench.storage.parquet import RunWriter, completed_trials
+from bench.system import now_utc
+
+
+def new_run_id() -> str:
+    return now_utc().strftime("%Y%m%dT%H%M%SZ") + "-" + secrets.token_hex(3)
+
+
+@dataclass
+class SweepOutcome:
+    run_id: str
+    results_path: Path | None
+    counts: Counter[str] = field(default_factory=Counter)
+    cached: int = 0
+
+    @property
+    def failed(self) -> int:
+        return self.counts["failed"]
+
+
+def plan(suite: Suite, results_dir: Path, force: bool) -> list[tuple[Trial, str]]:
+    """Each trial with what a sweep would do with it: run, skip (reason) or done (cached)."""
+    done = set() if force else completed_trials(results_dir)
+    out = []
+    for t in suite.trials:
+        if t.skip:
+            out.append((t, f"skip: {t.skip}"))
+        elif t.config.trial_id in done:
+            out.append((t, "done"))
+        else:
+            out.append((t, "run"))
+    return out
+
+
+def describe(t: Trial) -> str:
+    c = t.config
+    return f"{c.strategy} | {c.model} | {c.workload} | {c.device} | ws={c.world_size}"
+
+
+def print_plan(entries: list[tuple[Trial, str]]) -> None:
+    width = max((len(describe(t)) for t, _ in entries), default=0)
+    for t, action in entries:
+        print(f"{t.config.trial_id}  {describe(t):<{width}}  {action}")
+    counts = Counter(a.split(":")[0] for _, a in entries)
+    print(f"{len(entries)} trials: {counts['run']} to run, {counts['done']} already done, {counts['skip']} skipped")
+
+
+def run_sweep(suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True) -> SweepOutcome:
+    results_dir = results_root / suite.name
+    entries = plan(suite, results_dir, force)
+    run_id = new_run_id()
+    writer = RunWriter(results_dir, run_id)
+    outcome = SweepOutcome(run_id, None)
+    todo = [(t, a) for t, a in entries if a != "done"]
+    outcome.cached = len(entries) - len(todo)
+    bar = tqdm(todo, desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+    for trial, action in bar:
+        bar.set_postfix_str(describe(trial), refresh=True)
+        cfg = trial.config
+        if action.startswith("skip"):
+            row, comm = skipped_row(base_row(cfg, run_id, trial.composition.params()), trial.skip or ""), []
+        else:
+            log_dir = results_dir / "logs" / run_id / cfg.trial_id
+            row, comm = run_trial(cfg, run_id, trial.composition.params(), log_dir)
+        writer.add(row, comm)
+        outcome.counts[row["status"]] += 1
+        if row["status"] == "failed":
+            first = (row["error"] or "").strip().splitlines()[-1:] or [""]
+            tqdm.write(f"FAILED {describe(trial)}: {first[0]}", file=sys.stderr)
+    outcome.results_path = writer.trials_path if writer.rows else None
+    return outcome

@@ -1,0 +1,243 @@
+"""One trial: launch its ranks, then turn their dicts into one result row plus per-collective rows.
+
+Aggregation across ranks (documented in the README):
+- step latency: per step, the max over ranks (the step is done when the slowest rank
+  is); the per-step max-min spread is kept beside it;
+- memory: per rank, and as max and sum over ranks;
+- bytes: per rank and summed over ranks;
+- loss: mean over ranks per step.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.comm.cost_model import wire as wire_model
+from bench.distributed.env import backend_for, threads_for
+from bench.distributed.launch import LaunchResult, launch
+from bench.runner.config import TrialConfig
+from bench.runner.worker import rank_main
+from bench.storage.schema import SCHEMA_VERSION
+from bench.system import environment, history_key, now_utc
+from bench.trackers.latency import percentiles
+
+
+def case_of(cfg: TrialConfig) -> dict[str, Any]:
+    """The part of a config that defines *what* is measured (for the history key)."""
+    d = cfg.to_dict()
+    for k in ("suite", "timeout_s", "plugins"):
+        d.pop(k)
+    return d
+
+
+def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]]) -> dict[str, Any]:
+    env = environment()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": run_id,
+        "trial_id": cfg.trial_id,
+        "suite": cfg.suite,
+        "strategy": cfg.strategy,
+        "strategy_params": json.dumps(strategy_params),
+        "model": cfg.model,
+        "workload": cfg.workload,
+        "device": cfg.device,
+        "backend": backend_for(cfg.device),
+        "world_size": cfg.world_size,
+        "dp": cfg.world_size,
+        "tp": 1,
+        "pp": 1,
+        "batch_size": cfg.batch_size,
+        "seq_len": cfg.seq_len,
+        "steps": cfg.steps,
+        "warmup_steps": cfg.warmup_steps,
+        **{k: env[k] for k in ("git_sha", "git_dirty", "torch_version", "transformers_version", "python_version")},
+        "packages": json.dumps(env["packages"]),
+        **{k: env[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "hostname")},
+        "threads_per_rank": threads_for(cfg.world_size, cfg.threads_per_rank),
+        "started_at": now_utc(),
+        "history_key": history_key(case_of(cfg), env),
+        "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+
+
+def skipped_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
+    return {**base, "status": "skipped", "error": reason}
+
+
+def failed_row(base: dict[str, Any], error: str, result: LaunchResult | None = None) -> dict[str, Any]:
+    row = {**base, "status": "failed", "error": error}
+    if result is not None:
+        row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
+    return row
+
+
+def run_trial(
+    cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]], log_dir: Path
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Launch `cfg` on its ranks and return (trial row, per-collective rows)."""
+    base = base_row(cfg, run_id, strategy_params)
+    result = launch(
+        rank_main,
+        cfg.to_dict(),
+        nprocs=cfg.world_size,
+        log_dir=log_dir,
+        timeout_s=cfg.timeout_s,
+    )
+    if result.error is not None:
+        where = f" (rank {result.failed_rank})" if result.failed_rank is not None else ""
+        return failed_row(base, f"{result.error}{where}", result), []
+    outputs = [result.outputs[r] for r in sorted(result.outputs)]
+    if any(o.get("status") == "skipped" for o in outputs):
+        reason = next(o["reason"] for o in outputs if o.get("status") == "skipped")
+        return {**skipped_row(base, reason), "trial_wall_s": result.wall_s, "log_dir": result.log_dir}, []
+    try:
+        row = {**base, **aggregate(cfg, outputs), "status": "ok", "error": None}
+    except Exception:
+        return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result), []
+    row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
+    return row, comm_rows(run_id, cfg, outputs)
+
+
+def _stack_latency(outputs: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+    per_rank = np.array([o["step_times_s"] for o in outputs], dtype=np.float64)
+    return per_rank.max(axis=0).tolist(), (per_rank.max(axis=0) - per_rank.min(axis=0)).tolist()
+
+
+def _maxsum(values: list[int | None]) -> tuple[int | None, int | None]:
+    present = [v for v in values if v is not None]
+    return (max(present), sum(present)) if present else (None, None)
+
+
+def _sample(curve: list[float], points: int) -> list[float]:
+    if len(curve) <= points:
+        return curve
+    idx = np.linspace(0, len(curve) - 1, points).round().astype(int)
+    return [curve[i] for i in idx]
+
+
+def modelled_wire(outputs: list[dict[str, Any]], backend: str) -> float:
+    """Cost model applied to what each rank issued: bytes it should receive, summed over ranks."""
+    algorithm = "gloo" if backend == "gloo" else "ring"
+    total = 0.0
+    for o in outputs:
+        for r in o["comm_records"]:
+            if r["op"] == "recv":
+                total += r["msg_bytes"]
+            elif r["op"] != "send":
+                cost = wire_model(r["op"], r["msg_bytes"], r["group_size"], algorithm)
+                total += cost.total / r["group_size"]
+    return total
+
+
+def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Combine the ranks' dicts into the measurement columns of one row."""
+    steps = cfg.steps
+    samples, spread = _stack_latency(outputs)
+    stats = percentiles(samples)
+    first = outputs[0]
+    reasons: dict[str, str] = {}
+    for o in outputs:
+        reasons.update(o["memory"].pop("null_reasons", {}))
+    mem = [o["memory"] for o in outputs]
+    rss = [m["rss_peak"] for m in mem]
+    row: dict[str, Any] = {
+        "latency_p50_s": stats["p50"],
+        "latency_p90_s": stats["p90"],
+        "latency_p99_s": stats["p99"],
+        "latency_mean_s": stats["mean"],
+        "latency_std_s": stats["std"],
+        "latency_samples_s": samples,
+        "latency_spread_s": spread,
+        "tokens_per_step": first["tokens_per_step"],
+        "tokens_per_s": first["tokens_per_step"] * len(outputs) / stats["p50"] if stats["p50"] else None,
+        "model_params": first["metrics"].get("model_params"),
+        "mem_rss_peak_bytes_per_rank": rss,
+    }
+    row["mem_rss_peak_bytes_max"], row["mem_rss_peak_bytes_sum"] = _maxsum(rss)
+    row["mem_cuda_max_allocated_bytes_max"], row["mem_cuda_max_allocated_bytes_sum"] = _maxsum(
+        [m["cuda_max_allocated"] for m in mem]
+    )
+    row["mem_cuda_max_reserved_bytes_max"], _ = _maxsum([m["cuda_max_reserved"] for m in mem])
+    row["mem_nvml_process_bytes_max"], _ = _maxsum([m["nvml_process_used"] for m in mem])
+    row["mem_nvml_device_used_bytes_max"], _ = _maxsum([m["nvml_device_used"] for m in mem])
+    row.update(_bytes_columns(outputs, steps, cfg, reasons))
+    row.update(_accuracy_columns(cfg, outputs))
+    gen = [o.get("generate") for o in outputs]
+    if all(g is not None for g in gen):
+        row["gen_tokens_per_s"] = sum(g["tokens_per_s"] for g in gen)
+    else:
+        reasons["gen_tokens_per_s"] = "generation applies to causal LMs in the infer workload"
+    parallel = first.get("parallel") or {}
+    row.update({k: parallel.get(k, 1) for k in ("tp", "pp")}, dp=parallel.get("dp", cfg.world_size))
+    row["metrics"] = json.dumps(first.get("metrics", {}), default=str)
+    row["null_reasons"] = json.dumps(reasons)
+    return row
+
+
+def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, reasons: dict[str, str]) -> dict[str, Any]:
+    per_rank = [o["comm_summary"]["msg_bytes_per_step"] for o in outputs]
+    out: dict[str, Any] = {
+        "comm_logical_bytes_per_step": float(sum(per_rank)),
+        "comm_logical_bytes_per_step_per_rank": per_rank,
+        "comm_calls_per_step": outputs[0]["comm_summary"]["calls"] / steps,
+        "analytic_logical_bytes_per_step_per_rank": outputs[0].get("analytic_logical_per_rank"),
+    }
+    if out["analytic_logical_bytes_per_step_per_rank"] is None:
+        reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
+    backend = backend_for(cfg.device)
+    modelled = modelled_wire(outputs, backend) / steps
+    out["modelled_wire_bytes_per_step"] = modelled
+    if any(o["wire"] is None for o in outputs):
+        reasons["wire_bytes_per_step"] = outputs[0].get("wire_reason", "not measured")
+        return out
+    wire_rank = [o["wire"]["received"] / steps for o in outputs]
+    out["wire_bytes_per_step_per_rank"] = wire_rank
+    out["wire_bytes_per_step"] = float(sum(wire_rank))
+    if modelled > 0:
+        out["wire_ratio"] = out["wire_bytes_per_step"] / modelled
+    else:
+        reasons["wire_ratio"] = "no modelled wire bytes (no collectives or a single rank)"
+    return out
+
+
+def _accuracy_columns(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]:
+    acc = outputs[0]["accuracy"]
+    out: dict[str, Any] = {k: acc.get(k) for k in ("eval_loss", "bayes_loss", "entropy_rate")}
+    if acc.get("eval_loss") is not None and acc.get("bayes_loss") is not None:
+        out["loss_gap_to_floor"] = acc["eval_loss"] - acc["bayes_loss"]
+    curves = [o.get("train_losses") for o in outputs]
+    if all(curves):
+        measured = np.array(curves, dtype=np.float64).mean(axis=0).tolist()
+        out["final_train_loss"] = measured[-1]
+        out["loss_curve"] = _sample(measured, cfg.loss_curve_points)
+    return out
+
+
+def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The per-op breakdown table: one row per (rank, op, dtype, group size)."""
+    rows = []
+    for o in outputs:
+        for op in o["comm_summary"]["ops"]:
+            backend_ops = {r["backend_op"] for r in o["comm_records"] if r["op"] == op["op"] and r["dtype"] == op["dtype"]}
+            rows.append(
+                {
+                    "run_id": run_id,
+                    "trial_id": cfg.trial_id,
+                    "rank": o["rank"],
+                    "op": op["op"],
+                    "backend_op": ",".join(sorted(backend_ops)),
+                    "dtype": op["dtype"],
+                    "group_size": op["group_size"],
+                    "calls": int(op["calls"]),
+                    "numel": int(op["numel"]),
+                    "msg_bytes": int(op["msg_bytes"]),
+                    "msg_bytes_per_step": float(op["msg_bytes_per_step"]),
+                }
+            )
+    return rows

@@ -1,0 +1,42 @@
+"""The function every rank runs: set up the process group, run the workload, return a plain dict."""
+
+from __future__ import annotations
+
+import importlib
+import traceback
+from typing import Any
+
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from bench.distributed.env import init_rank, shutdown
+from bench.errors import SkipTrial
+from bench.runner.config import TrialConfig
+
+
+@record
+def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
+    """Entry point spawned by the launcher on each rank (must stay importable by path)."""
+    cfg = TrialConfig.from_dict(payload)
+    for module in cfg.plugins:
+        importlib.import_module(module)
+    from bench.strategies import parse
+    from bench.workloads.registry import WORKLOADS
+
+    env = init_rank(cfg.device, cfg.threads_per_rank)
+    try:
+        comp = parse(cfg.strategy)
+        run = WORKLOADS.get(cfg.workload).runner()
+        try:
+            out = run(cfg, comp, env)
+        except SkipTrial as skip:
+            # Skip decisions are deterministic, so every rank reaches the same one.
+            return {"rank": env.rank, "status": "skipped", "reason": skip.reason}
+        out.update(rank=env.rank, status="ok")
+        return out
+    except Exception:
+        # Keep torchelastic's error file as the channel (it carries the traceback), but
+        # make sure the text names the rank even when the error file cannot be written.
+        traceback.print_exc()
+        raise
+    finally:
+        shutdown()

@@ -1,0 +1,1 @@
+"""Result storage: the parquet schema and atomic, resumable writes."""

@@ -1,0 +1,102 @@
+"""Atomic parquet writes per run, and reading a results directory back (with resume support)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from bench.errors import BenchError
+from bench.storage.schema import COMM_SCHEMA, SCHEMA_VERSION, TRIAL_SCHEMA
+
+COMM_SUFFIX = ".comm.parquet"
+
+
+def _atomic_write(table: pa.Table, path: Path) -> None:
+    """Write to a temp file in the same directory, then rename: a crash never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        pq.write_table(table, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+class RunWriter:
+    """Accumulates one run's rows and rewrites its two files after every trial."""
+
+    def __init__(self, results_dir: Path, run_id: str) -> None:
+        self.trials_path = results_dir / f"{run_id}.parquet"
+        self.comm_path = results_dir / f"{run_id}{COMM_SUFFIX}"
+        self.rows: list[dict[str, Any]] = []
+        self.comm_rows: list[dict[str, Any]] = []
+
+    def add(self, row: dict[str, Any], comm_rows: list[dict[str, Any]]) -> None:
+        self.rows.append(row)
+        self.comm_rows.extend(comm_rows)
+        _atomic_write(pa.Table.from_pylist(self.rows, schema=TRIAL_SCHEMA), self.trials_path)
+        _atomic_write(pa.Table.from_pylist(self.comm_rows, schema=COMM_SCHEMA), self.comm_path)
+
+
+def trial_files(paths: list[Path]) -> list[Path]:
+    """Expand directories to the trial parquet files inside them (recursively)."""
+    files: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            files.extend(sorted(f for f in p.rglob("*.parquet") if not f.name.endswith(COMM_SUFFIX)))
+        elif p.exists():
+            files.append(p)
+        else:
+            raise BenchError(f"no such results file or directory: {p}")
+    return files
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """One results file as a DataFrame; a corrupt or foreign file is a BenchError naming it."""
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as exc:
+        raise BenchError(f"corrupt results file {path}: {exc}") from None
+    meta = table.schema.metadata or {}
+    version = meta.get(b"commbench_schema_version")
+    if version is None:
+        raise BenchError(f"{path} is not a commbench results file (no schema version)")
+    if int(version) > SCHEMA_VERSION:
+        raise BenchError(f"{path} has schema version {int(version)}; this commbench reads up to {SCHEMA_VERSION}")
+    return table.to_pandas()
+
+
+def read_results(paths: list[Path]) -> pd.DataFrame:
+    """All trial rows under `paths` (files or directories), concatenated."""
+    files = trial_files(paths)
+    if not files:
+        return pd.DataFrame(columns=TRIAL_SCHEMA.names)
+    return pd.concat([read_table(f) for f in files], ignore_index=True)
+
+
+def read_comm(paths: list[Path]) -> pd.DataFrame:
+    """The per-collective tables beside the given trial files."""
+    frames = []
+    for f in trial_files(paths):
+        comm = f.with_name(f.name.removesuffix(".parquet") + COMM_SUFFIX)
+        if comm.exists():
+            frames.append(read_table(comm))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMM_SCHEMA.names)
+
+
+def completed_trials(results_dir: Path) -> set[str]:
+    """Trial ids recorded with status ok anywhere under `results_dir`."""
+    if not results_dir.exists():
+        return set()
+    df = read_results([results_dir])
+    if df.empty:
+        return set()
+    return set(df.loc[df["status"] == "ok", "trial_id"])

@@ -1,0 +1,171 @@
+"""Result columns: name, arrow type, unit and meaning. The README's schema table is generated from here.
+
+Bump SCHEMA_VERSION when a column changes meaning or type; readers refuse newer versions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pyarrow as pa
+
+SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Column:
+    name: str
+    type: pa.DataType
+    unit: str
+    doc: str
+    group: str
+
+
+def _cols(group: str, *specs: tuple[str, pa.DataType, str, str]) -> list[Column]:
+    return [Column(n, t, u, d, group) for n, t, u, d in specs]
+
+
+F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
+LIST_F64, LIST_I64 = pa.list_(pa.float64()), pa.list_(pa.int64())
+TS = pa.timestamp("us", tz="UTC")
+
+TRIAL_COLUMNS: list[Column] = [
+    *_cols(
+        "identity",
+        ("schema_version", I64, "", "version of this schema"),
+        ("run_id", STR, "", "one sweep invocation"),
+        ("trial_id", STR, "", "hash of the resolved trial config (stable across runs)"),
+        ("suite", STR, "", "suite name"),
+        ("strategy", STR, "", "canonical composition, e.g. `fp16_compress` or `prune(amount=0.5)+quant_int8`"),
+        ("strategy_params", STR, "JSON", "every strategy's full params, defaults included"),
+        ("model", STR, "", "model zoo name"),
+        ("model_params", I64, "count", "distinct parameters of the model before strategies"),
+        ("workload", STR, "", "train | infer"),
+        ("device", STR, "", "cpu | cuda"),
+        ("backend", STR, "", "gloo | nccl"),
+        ("world_size", I64, "ranks", "number of ranks"),
+        ("dp", I64, "ranks", "data-parallel degree"),
+        ("tp", I64, "ranks", "tensor-parallel degree"),
+        ("pp", I64, "ranks", "pipeline-parallel degree"),
+        ("batch_size", I64, "sequences", "per-rank (micro-)batch size"),
+        ("seq_len", I64, "tokens", "sequence length"),
+        ("steps", I64, "steps", "measured steps (after warmup)"),
+        ("warmup_steps", I64, "steps", "steps run before measuring, excluded from every statistic"),
+        ("tokens_per_step", I64, "tokens", "tokens one rank processes per step"),
+    ),
+    *_cols(
+        "outcome",
+        ("status", STR, "", "ok | failed | skipped"),
+        ("error", STR, "", "skipped: the reason; failed: the root-cause rank's traceback tail"),
+    ),
+    *_cols(
+        "latency",
+        ("latency_p50_s", F64, "s", "median step time; a step's time is the max over ranks"),
+        ("latency_p90_s", F64, "s", "90th percentile step time"),
+        ("latency_p99_s", F64, "s", "99th percentile step time"),
+        ("latency_mean_s", F64, "s", "mean step time"),
+        ("latency_std_s", F64, "s", "standard deviation of step time"),
+        ("latency_samples_s", LIST_F64, "s", "every measured step: max over ranks"),
+        ("latency_spread_s", LIST_F64, "s", "every measured step: max minus min over ranks"),
+        ("tokens_per_s", F64, "tokens/s", "all ranks' tokens per step / median step time"),
+        ("gen_tokens_per_s", F64, "tokens/s", "infer, causal LMs: greedy generate throughput summed over ranks"),
+    ),
+    *_cols(
+        "memory",
+        ("mem_rss_peak_bytes_max", I64, "B", "max over ranks of the kernel RSS high-water mark (VmHWM) in the window"),
+        ("mem_rss_peak_bytes_sum", I64, "B", "sum over ranks of the same"),
+        ("mem_rss_peak_bytes_per_rank", LIST_I64, "B", "per rank"),
+        ("mem_cuda_max_allocated_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_allocated (tensors)"),
+        ("mem_cuda_max_allocated_bytes_sum", I64, "B", "sum over ranks of the same"),
+        ("mem_cuda_max_reserved_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_reserved (allocator pool)"),
+        ("mem_nvml_process_bytes_max", I64, "B", "max over ranks of NVML's memory for the rank's process (incl. context)"),
+        ("mem_nvml_device_used_bytes_max", I64, "B", "NVML used memory of the whole device (all processes), max over ranks"),
+    ),
+    *_cols(
+        "bytes",
+        ("comm_logical_bytes_per_step", F64, "B/step", "sum over ranks of collective message bytes (nccl-tests S) per step"),
+        ("comm_logical_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
+        ("comm_calls_per_step", F64, "calls/step", "collectives per step on rank 0"),
+        ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step"),
+        ("wire_bytes_per_step", F64, "B/step", "TCP payload bytes received by all ranks' backend sockets per step"),
+        ("wire_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
+        ("modelled_wire_bytes_per_step", F64, "B/step", "cost model applied to the recorded collectives (backend's algorithm)"),
+        ("wire_ratio", F64, "ratio", "wire_bytes_per_step / modelled_wire_bytes_per_step"),
+    ),
+    *_cols(
+        "accuracy",
+        ("final_train_loss", F64, "nats", "train: mean over ranks of the last step's loss"),
+        ("eval_loss", F64, "nats", "loss on held-out synthetic batches after the run"),
+        ("bayes_loss", F64, "nats", "the Bayes-optimal loss on the same held-out batches (the floor)"),
+        ("entropy_rate", F64, "nats/token", "entropy rate of the synthetic Markov source"),
+        ("loss_gap_to_floor", F64, "nats", "eval_loss - bayes_loss"),
+        ("loss_curve", LIST_F64, "nats", "train loss per step (mean over ranks), sampled to at most loss_curve_points"),
+    ),
+    *_cols(
+        "details",
+        ("metrics", STR, "JSON", "strategy-specific measurements (e.g. achieved sparsity, compression stats)"),
+        ("null_reasons", STR, "JSON", "for each null measurement column: why it could not be read"),
+        ("launcher_cpu_s", F64, "s", "CPU time of the launching (parent) process while ranks ran"),
+        ("trial_wall_s", F64, "s", "wall time of the whole trial, launch to teardown"),
+        ("log_dir", STR, "", "where each rank's stdout/stderr were written"),
+    ),
+    *_cols(
+        "environment",
+        ("git_sha", STR, "", "commit of commbench, null outside a git checkout"),
+        ("git_dirty", BOOL, "", "uncommitted changes to tracked files"),
+        ("torch_version", STR, "", "torch version"),
+        ("transformers_version", STR, "", "transformers version"),
+        ("python_version", STR, "", "Python version"),
+        ("packages", STR, "JSON", "versions of the packages that matter"),
+        ("cpu_model", STR, "", "CPU model name"),
+        ("cpu_cores", I64, "cores", "cores available to the process"),
+        ("threads_per_rank", I64, "threads", "torch intra-op threads per rank"),
+        ("gpu_name", STR, "", "GPU model, null on CPU-only machines"),
+        ("gpu_count", I64, "GPUs", "visible GPUs"),
+        ("gpu_driver", STR, "", "NVIDIA driver version, null without a GPU"),
+        ("cuda_version", STR, "", "CUDA version torch was built with, null without a GPU"),
+        ("hostname", STR, "", "machine name (info only, not in the history key)"),
+        ("started_at", TS, "UTC", "when the trial started"),
+        ("history_key", STR, "", "hash of case + software context + hardware: rows with equal keys are comparable"),
+        ("config", STR, "JSON", "the full resolved trial config; `commbench run --config` reruns it"),
+    ),
+]
+
+COMM_COLUMNS: list[Column] = _cols(
+    "comm",
+    ("run_id", STR, "", "run"),
+    ("trial_id", STR, "", "trial (joins the trials table)"),
+    ("rank", I64, "", "issuing rank"),
+    ("op", STR, "", "collective as the backend ran it (all_reduce, all_gather, reduce_scatter, broadcast, send, ...)"),
+    ("backend_op", STR, "", "as recorded, e.g. gloo:all_reduce"),
+    ("dtype", STR, "", "element type on the wire"),
+    ("group_size", I64, "ranks", "size of the process group"),
+    ("calls", I64, "calls", "collectives in the measured window"),
+    ("numel", I64, "elements", "input elements, summed over calls"),
+    ("msg_bytes", I64, "B", "message bytes (nccl-tests S), summed over calls"),
+    ("msg_bytes_per_step", F64, "B/step", "msg_bytes / steps"),
+)
+
+
+def arrow_schema(columns: list[Column]) -> pa.Schema:
+    meta = {b"commbench_schema_version": str(SCHEMA_VERSION).encode()}
+    return pa.schema([pa.field(c.name, c.type) for c in columns], metadata=meta)
+
+
+TRIAL_SCHEMA = arrow_schema(TRIAL_COLUMNS)
+COMM_SCHEMA = arrow_schema(COMM_COLUMNS)
+
+
+def markdown(columns: list[Column]) -> str:
+    """The schema as a Markdown table (pasted into README.md; a test keeps them in sync)."""
+    lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
+    for c in columns:
+        lines.append(f"| `{c.name}` | {c.type} | {c.unit} | {c.doc} |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print("### Trials table (`<run_id>.parquet`)\n")
+    print(markdown(TRIAL_COLUMNS))
+    print("\n### Collectives table (`<run_id>.comm.parquet`)\n")
+    print(markdown(COMM_COLUMNS))

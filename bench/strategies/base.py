@@ -1,0 +1,146 @@
+"""The strategy contract: typed params, a phase that fixes when it applies, and the trial state it edits."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import ABC
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from bench.distributed.env import RankEnv
+    from bench.models.zoo import ModelSpec
+    from bench.runner.config import TrialConfig
+
+
+class Phase(IntEnum):
+    """When a strategy applies. Compositions run phases in this order.
+
+    MODEL transforms weights (prune, low-rank, quantize, cast); PRECISION sets the numeric
+    policy of a step; LAYOUT configures or replaces the parallel wrapper (DDP is the
+    default); COMM registers a DDP communication hook; LOOP changes the training loop.
+    """
+
+    NONE = 0
+    MODEL = 10
+    PRECISION = 20
+    LAYOUT = 30
+    COMM = 40
+    LOOP = 50
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class NoParams:
+    """For strategies without parameters."""
+
+
+@dataclass(kw_only=True)
+class TrialState:
+    """What a rank builds for one trial; strategies edit it in their phase.
+
+    The workload owns it: it builds `model`, applies the MODEL/PRECISION/LAYOUT/COMM/LOOP
+    strategies in order, then runs. Strategies record what they measured about
+    themselves (achieved sparsity, compression stats) in `metrics`.
+    """
+
+    cfg: TrialConfig
+    env: RankEnv
+    spec: ModelSpec
+    model: nn.Module
+    wrapped: nn.Module | None = None  # the parallel wrapper (DDP, FSDP, ...) once applied
+    wrapper: str | None = None  # its name, e.g. "ddp"
+    ddp_options: dict[str, Any] = field(default_factory=dict)
+    autocast_dtype: torch.dtype | None = None
+    micro_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
+    comm_hook: str | None = None
+    comm_hook_state: Any = None
+    parallel: dict[str, int] = field(default_factory=dict)  # e.g. {"dp": 2, "tp": 1, "pp": 1}
+    metrics: dict[str, Any] = field(default_factory=dict)
+    # Called after every optimizer step with the step index (e.g. to read hook stats).
+    after_step: list[Callable[[int], None]] = field(default_factory=list)
+
+    @property
+    def train_module(self) -> nn.Module:
+        return self.wrapped if self.wrapped is not None else self.model
+
+    def autocast(self) -> AbstractContextManager[Any]:
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+
+
+class Strategy(ABC):
+    """One named, parameterised technique.
+
+    Subclasses set the class attributes and override `apply` (and `skip_reason` when
+    the technique cannot run somewhere). Adding a strategy means one class in the file
+    of its family and one `@STRATEGIES.register(...)` line.
+    """
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    phase: ClassVar[Phase]
+    # Position inside the phase: the written order of a composition must not decrease.
+    order: ClassVar[int] = 0
+    Params: ClassVar[type] = NoParams
+    # Workloads the strategy changes; on others its row is `skipped` as not applicable.
+    workloads: ClassVar[frozenset[str]] = frozenset({"train", "infer", "transfer"})
+    # Strategies sharing a group are mutually exclusive (e.g. two DDP comm hooks).
+    exclusive: ClassVar[str | None] = None
+    # A LAYOUT strategy that replaces DDP; comm hooks need DDP.
+    replaces_ddp: ClassVar[bool] = False
+
+    def __init__(self, params: Any) -> None:
+        self.params = params
+
+    def skip_reason(self, cfg: TrialConfig) -> str | None:
+        """Why this strategy cannot run for `cfg` here, known before launching; None if it can."""
+        return None
+
+    def apply(self, state: TrialState) -> None:
+        """Edit `state` in this strategy's phase (called on every rank)."""
+
+    def analytic_logical_bytes(self, state: TrialState) -> float | None:
+        """Cost-model message bytes per rank per step when this strategy sets the step's traffic.
+
+        COMM and LAYOUT strategies override this; None means "no opinion" (the default
+        layout's model applies).
+        """
+        return None
+
+    # --- naming -------------------------------------------------------------------
+    def param_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self.params)
+
+    def canonical(self) -> str:
+        """`name(k=v,...)` listing only the params that differ from their defaults."""
+        diffs = []
+        for f in dataclasses.fields(self.params):
+            value = getattr(self.params, f.name)
+            default = f.default if f.default is not dataclasses.MISSING else object()
+            if value != default:
+                diffs.append(f"{f.name}={format_value(value)}")
+        return f"{self.name}({','.join(diffs)})" if diffs else self.name
+
+    def __repr__(self) -> str:
+        return self.canonical()
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "[" + ";".join(format_value(v) for v in value) + "]"
+    return str(value)
+
+
+def phase_strategies(strategies: tuple[Strategy, ...], phase: Phase) -> Iterator[Strategy]:
+    return (s for s in strategies if s.phase == phase)

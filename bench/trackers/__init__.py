@@ -1,0 +1,1 @@
+"""Per-rank measurement: step latency and memory."""

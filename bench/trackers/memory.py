@@ -1,0 +1,134 @@
+"""Peak memory of one rank over a window: host RSS, torch's CUDA allocator, and NVML.
+
+Meanings (also in the README's schema table):
+- `rss_peak`: the kernel's resident-set high-water mark (VmHWM) for this rank's process,
+  reset at the window start by writing 5 to /proc/self/clear_refs. Exact, not sampled.
+  Where that is not possible, a psutil sampler thread reads RSS every 5 ms instead and
+  the reason says so.
+- `rss_end`: psutil RSS at the window end.
+- `cuda_max_allocated` / `cuda_max_reserved`: torch's caching allocator peaks (tensors
+  vs. memory held from the driver), reset at the window start.
+- `nvml_process_used`: device memory NVML attributes to this process (includes the CUDA
+  context); `nvml_device_used`: used memory of the whole device (all processes).
+A value that cannot be read is None and its reason is in `null_reasons`.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Any
+
+import psutil
+import torch
+
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+
+
+def _read_hwm() -> int | None:
+    try:
+        with open(_STATUS) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_hwm() -> bool:
+    try:
+        with open(_CLEAR_REFS, "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class _Sampler(threading.Thread):
+    """Fallback when VmHWM cannot be reset: sample RSS with psutil every `interval` seconds."""
+
+    def __init__(self, interval: float = 0.005) -> None:
+        super().__init__(daemon=True)
+        self.proc = psutil.Process()
+        self.interval = interval
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def stop(self) -> int:
+        self._stop.set()
+        self.join()
+        return max(self.peak, self.proc.memory_info().rss)
+
+
+class MemoryTracker:
+    """`start()` at the window start, `stop()` at its end returns the peaks in bytes."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._sampler: _Sampler | None = None
+        self._hwm_reset = False
+
+    def start(self) -> None:
+        self._hwm_reset = _reset_hwm() and _read_hwm() is not None
+        if not self._hwm_reset:
+            self._sampler = _Sampler()
+            self._sampler.start()
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+
+    def stop(self) -> dict[str, Any]:
+        reasons: dict[str, str] = {}
+        out: dict[str, Any] = {"rss_end": psutil.Process().memory_info().rss}
+        if self._sampler is not None:
+            out["rss_peak"] = self._sampler.stop()
+            out["rss_peak_method"] = "psutil-sampled-5ms"
+        else:
+            out["rss_peak"] = _read_hwm()
+            out["rss_peak_method"] = "kernel-VmHWM"
+        out.update(self._cuda(reasons))
+        out.update(_nvml(self.device, reasons))
+        out["null_reasons"] = reasons
+        return out
+
+    def _cuda(self, reasons: dict[str, str]) -> dict[str, int | None]:
+        if self.device.type != "cuda":
+            for k in ("cuda_max_allocated", "cuda_max_reserved"):
+                reasons[k] = "CPU trial: no CUDA allocator"
+            return {"cuda_max_allocated": None, "cuda_max_reserved": None}
+        torch.cuda.synchronize(self.device)
+        return {
+            "cuda_max_allocated": torch.cuda.max_memory_allocated(self.device),
+            "cuda_max_reserved": torch.cuda.max_memory_reserved(self.device),
+        }
+
+
+def _nvml(device: torch.device, reasons: dict[str, str]) -> dict[str, int | None]:
+    keys = ("nvml_process_used", "nvml_device_used")
+    if device.type != "cuda":
+        reasons.update({k: "CPU trial: no GPU" for k in keys})
+        return dict.fromkeys(keys)
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            index = device.index if device.index is not None else torch.cuda.current_device()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            device_used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+            procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
+            mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory is not None]
+            process_used = int(sum(mine)) if mine else None
+            if process_used is None:
+                reasons["nvml_process_used"] = "NVML lists no memory for this pid (containerised pid namespace?)"
+            return {"nvml_process_used": process_used, "nvml_device_used": device_used}
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception as exc:  # NVML missing or not permitted: a reason, never a zero
+        reasons.update({k: f"NVML unavailable: {exc}" for k in keys})
+        return dict.fromkeys(keys)

@@ -1,0 +1,51 @@
+"""What every workload does first: build the model, apply strategies, make batches, evaluate."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from bench.distributed.env import RankEnv
+from bench.models.zoo import MODELS, build_model, count_params, grad_bytes
+from bench.runner.config import TrialConfig
+from bench.strategies import Composition, Phase, TrialState
+from bench.workloads.data import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
+
+
+def build_state(cfg: TrialConfig, comp: Composition, env: RankEnv, phases: tuple[Phase, ...]) -> TrialState:
+    """Build the model on this rank's device and apply the composition's `phases` in order."""
+    spec = MODELS.get(cfg.model)
+    model = build_model(spec, cfg.seed).to(env.device)
+    state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel={"dp": env.world_size, "tp": 1, "pp": 1})
+    state.metrics["model_params"] = count_params(model)
+    state.metrics["grad_bytes"] = grad_bytes(model)
+    for phase in phases:
+        comp.apply(phase, state)
+    return state
+
+
+def batches(cfg: TrialConfig, chain: MarkovChain, causal: bool, split: str, rank: int, count: int) -> list[LMBatch]:
+    """`count` batches of the `split` stream for `rank` (eval batches: pass rank=0 everywhere)."""
+    return [
+        make_batch(chain, causal, cfg.batch_size, cfg.seq_len, stream_seed(cfg.data.seed, cfg.seed, split, rank, i))
+        for i in range(count)
+    ]
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, chain: MarkovChain, held_out: list[LMBatch], device: torch.device) -> dict[str, Any]:
+    """Mean loss on held-out batches, beside the Bayes floor on the same batches."""
+    if not held_out:
+        return {"eval_loss": None, "bayes_loss": None, "entropy_rate": chain.entropy_rate()}
+    was_training = model.training
+    model.eval()
+    losses = []
+    for b in held_out:
+        b = b.to(device)
+        losses.append(float(model(input_ids=b.input_ids, labels=b.labels).loss))
+    model.train(was_training)
+    floors = [bayes_loss(chain, b) for b in held_out]
+    floor = None if any(f is None for f in floors) else sum(floors) / len(floors)  # type: ignore[arg-type]
+    return {"eval_loss": sum(losses) / len(losses), "bayes_loss": floor, "entropy_rate": chain.entropy_rate()}

@@ -1,0 +1,29 @@
+"""Workload names -> their per-rank `run(cfg, composition, env) -> dict` functions."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from bench.registry import Registry
+
+
+@dataclass(frozen=True, slots=True)
+class Workload:
+    name: str
+    summary: str
+    module: str  # imported lazily in the rank: keeps `commbench list` fast
+
+    def runner(self) -> Callable[..., dict[str, Any]]:
+        import importlib
+
+        return importlib.import_module(self.module).run
+
+
+WORKLOADS: Registry[Workload] = Registry("workload")
+for _w in (
+    Workload("train", "forward/backward/optimizer steps under DDP (or the strategy's layout)", "bench.workloads.train"),
+    Workload("infer", "forward latency at batch x seq, plus greedy generate tokens/s for causal LMs", "bench.workloads.infer"),
+):
+    WORKLOADS.add(_w.name, _w)
