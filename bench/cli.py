@@ -62,7 +62,7 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner.suite import Suite, Trial, make_config, pre_launch_skip
+    from bench.runner.suite import Suite, Trial, import_plugins, make_config, pre_launch_skip
     from bench.runner.sweep import run_sweep
     from bench.strategies import parse
 
@@ -82,6 +82,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         if value is not None:
             raw[key] = value
     raw.update(_parse_sets(args.set))
+    import_plugins(plugins, "run")
     comp = parse(str(point["strategy"]))
     point["strategy"] = comp.canonical
     cfg = make_config(args.suite, point, raw, plugins, where="run")

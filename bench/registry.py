@@ -47,7 +47,7 @@ class Registry(Generic[T]):
         if name in self._aliases:
             return self._aliases[name]
         known = ", ".join(self.names())
-        raise BenchError(f"unknown {self.kind} {name!r}; known {self.kind}s: {known}")
+        raise BenchError(f"unknown {self.kind} {name!r}; known: {known}")
 
     def get(self, name: str) -> T:
         return self._items[self.canonical(name)]

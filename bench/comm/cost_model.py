@@ -102,14 +102,24 @@ def wire(op: str, msg_bytes: int, n: int, algorithm: Algorithm = "ring", root: i
 # --- whole-step models for strategy families ------------------------------------------
 
 
-def ddp_step(grad_bytes: int, n: int, wire_dtype_bytes: int = 4, param_dtype_bytes: int = 4) -> dict[str, float]:
-    """DDP: one all_reduce of every gradient per step.
+def ddp_step(
+    grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4, param_dtype_bytes: int = 4
+) -> dict[str, float]:
+    """DDP: one all_reduce of every gradient per step, plus a broadcast of the buffers.
 
-    Logical bytes per rank = gradient bytes at the wire dtype (fp16 hooks halve it); wire
-    bytes received per rank = 2(n-1)/n of that (ring).
+    Gradients go at the wire dtype (fp16 hooks halve them): logical all_reduce bytes per
+    rank = grad_bytes * wire/param dtype size, received per rank 2(n-1)/n of that (ring).
+    With `broadcast_buffers=True` (the default) DDP also broadcasts every module buffer
+    from rank 0 before each forward (e.g. BERT's int64 position_ids): `buffer_bytes`.
     """
-    logical = grad_bytes * wire_dtype_bytes / param_dtype_bytes
-    return {"all_reduce": logical, "logical": logical, "wire_per_rank": 2 * (n - 1) / n * logical if n > 1 else 0.0}
+    reduce = grad_bytes * wire_dtype_bytes / param_dtype_bytes
+    f = (n - 1) / n if n > 1 else 0.0
+    return {
+        "all_reduce": reduce,
+        "broadcast": float(buffer_bytes),
+        "logical": reduce + buffer_bytes,
+        "wire_per_rank": 2 * f * reduce + f * buffer_bytes,
+    }
 
 
 def fsdp_step(param_bytes: int, n: int, algorithm: Algorithm = "ring") -> dict[str, float]:

@@ -49,8 +49,10 @@ class LaunchResult:
 
 
 def _quiet_torchelastic() -> None:
+    # A failed rank is reported once, as a `failed` row with its traceback; torchelastic's
+    # own error log of the same failure would only scroll the progress bar away.
     for name in ("torch.distributed.elastic", "torch.distributed.launcher"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logging.getLogger(name).setLevel(logging.CRITICAL)
 
 
 def _tail(text: str, lines: int = 25) -> str:

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import tomllib
 from dataclasses import dataclass
@@ -77,6 +78,15 @@ def load(name_or_path: str) -> Suite:
     return from_dict(raw, path)
 
 
+def import_plugins(plugins: tuple[str, ...], where: object) -> None:
+    """Import modules that register extra strategies (done in the parent and in every rank)."""
+    for module in plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as exc:
+            raise BenchError(f"{where}: cannot import plugin {module!r}: {exc}") from None
+
+
 def _list(raw: dict[str, Any], key: str, path: Path) -> list[Any]:
     value = raw.get(key)
     if not isinstance(value, list) or not value:
@@ -101,6 +111,8 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
     axes.setdefault("workloads", ["train"])
     axes.setdefault("devices", ["cpu"])
     axes.setdefault("world_sizes", [1])
+    plugins = tuple(raw.get("plugins", ()))
+    import_plugins(plugins, path)
     compositions = {s: parse(s) for s in axes["strategies"]}
     for m in axes["models"]:
         MODELS.get(m)
@@ -109,7 +121,6 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
     settings = raw.get("settings", {})
     overrides = raw.get("override", [])
     excludes = raw.get("exclude", [])
-    plugins = tuple(raw.get("plugins", ()))
     trials = []
     for combo in itertools.product(*(axes[k] for k in _MATRIX)):
         point = dict(zip(_MATRIX.values(), combo))
@@ -162,6 +173,7 @@ def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plu
 
 def check_feasible(cfg: TrialConfig, where: str) -> None:
     """Errors for configs that can never run, whatever the machine."""
+    WORKLOADS.get(cfg.workload)
     spec = MODELS.get(cfg.model)
     if cfg.seq_len > spec.max_positions:
         raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")

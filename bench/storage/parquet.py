@@ -40,10 +40,18 @@ class RunWriter:
         self.comm_rows: list[dict[str, Any]] = []
 
     def add(self, row: dict[str, Any], comm_rows: list[dict[str, Any]]) -> None:
-        self.rows.append(row)
-        self.comm_rows.extend(comm_rows)
-        _atomic_write(pa.Table.from_pylist(self.rows, schema=TRIAL_SCHEMA), self.trials_path)
-        _atomic_write(pa.Table.from_pylist(self.comm_rows, schema=COMM_SCHEMA), self.comm_path)
+        # Arrow silently drops keys that are not in the schema: a misspelt column would
+        # vanish without a trace, so reject it here.
+        for r, schema in [(row, TRIAL_SCHEMA), *((c, COMM_SCHEMA) for c in comm_rows)]:
+            extra = set(r) - set(schema.names)
+            if extra:
+                raise ValueError(f"columns not in the results schema: {sorted(extra)}")
+        rows, comm = [*self.rows, row], [*self.comm_rows, *comm_rows]
+        trials_table = pa.Table.from_pylist(rows, schema=TRIAL_SCHEMA)  # raises on a bad value
+        comm_table = pa.Table.from_pylist(comm, schema=COMM_SCHEMA)
+        _atomic_write(comm_table, self.comm_path)
+        _atomic_write(trials_table, self.trials_path)  # last: a trial row implies its comm rows
+        self.rows, self.comm_rows = rows, comm
 
 
 def trial_files(paths: list[Path]) -> list[Path]:

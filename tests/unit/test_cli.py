@@ -1,0 +1,79 @@
+"""CLI behaviour on bad input: one clear error line, exit code 2, nothing lost."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["run", "--strategy", "warp_drive"], "unknown strategy 'warp_drive'; known: "),
+        (["run", "--model", "gpt5"], "unknown model 'gpt5'; known: "),
+        (["run", "--workload", "dance"], "unknown workload 'dance'; known: "),
+        (["run", "--world-size", "0"], "world_size must be >= 1"),
+        (["run", "--world-size", "100"], "world_size 100 is not a local world size"),
+        (["run", "--device", "tpu"], "device must be one of cpu, cuda"),
+        (["run", "--strategy", "fp16_compress(rank=2)"], "unknown parameter(s) rank"),
+        (["run", "--set", "data.states=1"], "data.states must be >= 2"),
+        (["run", "--set", "nonsense"], "expected key=value"),
+        (["sweep", "no-such-suite"], "no suite file 'no-such-suite'"),
+        (["report", "/nonexistent/results"], "no such results file or directory"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    code, out, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("commbench: error: ")
+    assert message in err
+
+
+def test_malformed_suite_file(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[matrix\nstrategies = [")
+    code, _, err = run_cli(capsys, "sweep", str(bad))
+    assert code == 2 and "malformed suite file" in err and err.count("\n") == 1
+
+
+def test_corrupt_results_file_is_reported_and_kept(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    bad = tmp_path / "run.parquet"
+    bad.write_bytes(b"garbage")
+    code, _, err = run_cli(capsys, "report", str(tmp_path), "--out", str(tmp_path / "r.html"))
+    assert code == 2 and "corrupt results file" in err and err.count("\n") == 1
+    assert bad.read_bytes() == b"garbage" and not (tmp_path / "r.html").exists()
+
+
+def test_dry_run_lists_trials(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, _ = run_cli(capsys, "sweep", "default", "--dry-run", "--results", str(tmp_path))
+    assert code == 0
+    assert "16 trials: 12 to run, 0 already done, 4 skipped" in out
+
+
+def test_list_names_everything(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(capsys, "list")
+    assert code == 0
+    for name in ("baseline", "fp16_compress", "gpt2-tiny", "bert-tiny", "llama-1b", "train", "infer", "default"):
+        assert name in out
+
+
+def test_module_entry_point_and_console_script() -> None:
+    done = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 0
+    for cmd in ("list", "run", "sweep", "report"):
+        assert cmd in done.stdout
+    done = subprocess.run([sys.executable, "-m", "bench", "run", "--model", "nope"], capture_output=True, text=True, cwd=REPO)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()]

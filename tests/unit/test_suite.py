@@ -1,0 +1,96 @@
+"""Suite files: expansion, validation errors, overrides, excludes and pre-launch skips."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.runner import suite as suites
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.toml"
+    p.write_text(text)
+    return p
+
+
+MINIMAL = """
+name = "t"
+[matrix]
+strategies = ["baseline", "fp16_compress"]
+models = ["gpt2-tiny"]
+workloads = ["train", "infer"]
+world_sizes = [1, 2]
+[settings]
+steps = 3
+"""
+
+
+def test_default_suite_expands_to_the_documented_matrix() -> None:
+    s = suites.load("default")
+    assert len(s.trials) == 16
+    assert {t.config.model for t in s.trials} == {"gpt2-tiny", "bert-tiny"}
+    assert {t.config.world_size for t in s.trials} == {1, 2}
+    # fp16 gradient compression has nothing to do in inference: skipped with a reason.
+    skipped = [t for t in s.trials if t.skip]
+    assert len(skipped) == 4 and all("infer" in t.skip for t in skipped)  # type: ignore[operator]
+
+
+def test_expansion_settings_and_ids(tmp_path: Path) -> None:
+    s = suites.load(str(write(tmp_path, MINIMAL)))
+    assert len(s.trials) == 8 and all(t.config.steps == 3 for t in s.trials)
+    assert len({t.config.trial_id for t in s.trials}) == 8
+
+
+def test_override_and_exclude(tmp_path: Path) -> None:
+    text = MINIMAL + """
+[[override]]
+match = { world_size = 2 }
+batch_size = 2
+[settings.data]
+states = 64
+[[exclude]]
+workload = "infer"
+"""
+    s = suites.load(str(write(tmp_path, text)))
+    assert {t.config.workload for t in s.trials} == {"train"}
+    assert {(t.config.world_size, t.config.batch_size) for t in s.trials} == {(1, 8), (2, 2)}
+    assert all(t.config.data.states == 64 for t in s.trials)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("name = 't'\n[matrix\n", "malformed suite file"),
+        ("name='t'\nbogus=1\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']", "unknown top-level key"),
+        ("name='t'\n[matrix]\nstrategies=['nope']\nmodels=['gpt2-tiny']", "unknown strategy 'nope'; known: "),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt9']", "unknown model 'gpt9'; known: "),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\nworkloads=['fly']", "unknown workload"),
+        ("name='t'\n[matrix]\nstrategies=[]\nmodels=['gpt2-tiny']", "matrix.strategies must be a non-empty list"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\n[settings]\nsteps='x'", "settings.steps: expected an integer"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\n[settings]\nseq_len=999", "exceeds gpt2-tiny's 256 positions"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\nworld_sizes=[0]", "world_size must be >= 1"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\nworld_sizes=[512]", "not a local world size"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\n[settings]\nworld_size=2", "is a matrix axis"),
+        ("name='t'\n[matrix]\nstrategies=['baseline']\nmodels=['gpt2-tiny']\n[settings.data]\nstates=9000", "needs a vocab"),
+    ],
+)
+def test_bad_suites_raise_one_clear_error(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(BenchError, match=message):
+        suites.load(str(write(tmp_path, text)))
+
+
+def test_missing_suite_file() -> None:
+    with pytest.raises(BenchError, match="no suite file"):
+        suites.load("does-not-exist")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_cuda_trials_are_skipped_with_a_reason_on_a_cpu_machine(tmp_path: Path) -> None:
+    text = MINIMAL.replace('world_sizes = [1, 2]', 'world_sizes = [1]\ndevices = ["cpu", "cuda"]')
+    s = suites.load(str(write(tmp_path, text)))
+    cuda = [t for t in s.trials if t.config.device == "cuda"]
+    assert cuda and all(t.skip == "CUDA is not available on this machine" for t in cuda)
