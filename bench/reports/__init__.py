@@ -1,0 +1,1 @@
+"""Self-contained HTML reports (tables + matplotlib figures embedded as PNG)."""

@@ -1,0 +1,146 @@
+"""Build a self-contained HTML report from result files: tables, ratios to baseline, figures."""
+
+from __future__ import annotations
+
+import html
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.reports import plots
+from bench.storage.parquet import read_comm, read_results
+from bench.system import now_utc
+
+# Trials are comparable with their baseline when these match.
+CASE_KEYS = ["model", "workload", "device", "world_size", "batch_size", "seq_len", "steps"]
+
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
+table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
+th{background:#f3f3f3} td.l,th.l{text-align:left}
+.skipped{color:#777}.failed{color:#b00}
+pre{background:#f7f7f7;padding:.5em;font-size:12px;white-space:pre-wrap}
+img{max-width:100%}
+"""
+
+
+def with_baseline_ratios(df: pd.DataFrame) -> pd.DataFrame:
+    """Add latency/bytes/loss ratios and gaps against the `baseline` row of the same case."""
+    ok = df[df["status"] == "ok"]
+    base = ok[ok["strategy"] == "baseline"].drop_duplicates(CASE_KEYS, keep="last")
+    cols = ["latency_p50_s", "comm_logical_bytes_per_step", "wire_bytes_per_step", "eval_loss"]
+    merged = df.merge(base[CASE_KEYS + cols], on=CASE_KEYS, how="left", suffixes=("", "_base"))
+    merged["latency_ratio"] = merged["latency_p50_s"] / merged["latency_p50_s_base"]
+    merged["bytes_ratio"] = merged["comm_logical_bytes_per_step"] / merged["comm_logical_bytes_per_step_base"]
+    merged["loss_gap_to_baseline"] = merged["eval_loss"] - merged["eval_loss_base"]
+    return merged
+
+
+def _fmt(value: object, kind: str) -> str:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return "–"
+    v = float(value)  # type: ignore[arg-type]
+    if kind == "ms":
+        return f"{v * 1e3:.2f}"
+    if kind == "MB":
+        return f"{v / 1e6:.3f}"
+    if kind == "x":
+        return f"{v:.3f}×"
+    if kind == "f":
+        return f"{v:.4f}"
+    return f"{v:,.0f}"
+
+
+TABLE = [
+    ("strategy", "strategy", "s"),
+    ("model", "model", "s"),
+    ("world_size", "ws", "s"),
+    ("status", "status", "s"),
+    ("latency_p50_s", "p50 ms", "ms"),
+    ("latency_p90_s", "p90 ms", "ms"),
+    ("latency_p99_s", "p99 ms", "ms"),
+    ("latency_ratio", "latency vs base", "x"),
+    ("tokens_per_s", "tokens/s", "n"),
+    ("gen_tokens_per_s", "gen tok/s", "n"),
+    ("comm_logical_bytes_per_step", "logical MB/step (all ranks)", "MB"),
+    ("bytes_ratio", "bytes vs base", "x"),
+    ("wire_bytes_per_step", "wire MB/step", "MB"),
+    ("wire_ratio", "wire/model", "x"),
+    ("mem_rss_peak_bytes_max", "peak RSS MB (max rank)", "MB"),
+    ("mem_cuda_max_allocated_bytes_max", "CUDA alloc MB", "MB"),
+    ("eval_loss", "eval loss", "f"),
+    ("loss_gap_to_floor", "gap to floor", "f"),
+    ("loss_gap_to_baseline", "gap to base", "f"),
+]
+
+
+def table_html(df: pd.DataFrame) -> str:
+    head = "".join(f"<th class='{'l' if k == 's' else ''}'>{html.escape(h)}</th>" for _, h, k in TABLE)
+    rows = []
+    for _, r in df.sort_values(["model", "world_size", "strategy"]).iterrows():
+        cells = []
+        for col, _, kind in TABLE:
+            v = r.get(col)
+            text = html.escape(str(v)) if kind == "s" else _fmt(v, kind)
+            cells.append(f"<td class='{'l' if kind == 's' else ''}'>{text}</td>")
+        rows.append(f"<tr class='{r['status']}'>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def problems_html(df: pd.DataFrame) -> str:
+    bad = df[df["status"] != "ok"]
+    if bad.empty:
+        return ""
+    items = []
+    for _, r in bad.iterrows():
+        label = f"{r['status']}: {r['strategy']} | {r['model']} | {r['workload']} | {r['device']} | ws={r['world_size']}"
+        items.append(f"<details><summary class='{r['status']}'>{html.escape(label)}</summary><pre>{html.escape(str(r['error']))}</pre></details>")
+    return "<h2>Skipped and failed trials</h2>" + "".join(items)
+
+
+def _img(uri: str | None, alt: str) -> str:
+    return f"<img alt='{html.escape(alt)}' src='{uri}'>" if uri else ""
+
+
+def environment_html(df: pd.DataFrame) -> str:
+    first = df.iloc[0]
+    keys = ["git_sha", "git_dirty", "torch_version", "transformers_version", "python_version", "cpu_model", "cpu_cores", "gpu_name", "hostname"]
+    rows = "".join(f"<tr><th class='l'>{k}</th><td class='l'>{html.escape(str(first.get(k)))}</td></tr>" for k in keys)
+    runs = ", ".join(sorted(df["run_id"].unique()))
+    return f"<table>{rows}<tr><th class='l'>runs</th><td class='l'>{html.escape(runs)}</td></tr></table>"
+
+
+def build(df: pd.DataFrame, comm: pd.DataFrame, title: str) -> str:
+    """The whole report as one HTML string with figures inlined."""
+    if df.empty:
+        body = "<p>No results.</p>"
+    else:
+        df = with_baseline_ratios(df)
+        counts = df["status"].value_counts().to_dict()
+        parts = [f"<p>{len(df)} trials: {html.escape(json.dumps(counts))}</p>", environment_html(df)]
+        for workload, sub in df.groupby("workload", sort=True):
+            ok = sub[sub["status"] == "ok"]
+            parts.append(f"<h2>{html.escape(str(workload))}</h2>")
+            parts.append(table_html(sub))
+            parts.append(_img(plots.grouped_bars(ok, "latency_p50_s", "p50 step latency (ms)", 1e3), "latency"))
+            parts.append(_img(plots.grouped_bars(ok, "comm_logical_bytes_per_step", "logical MB per step (all ranks)", 1e-6), "bytes"))
+            if workload == "train":
+                parts.append(_img(plots.loss_curves(ok), "loss curves"))
+        parts.append(problems_html(df))
+        body = "\n".join(parts)
+    stamp = now_utc().strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+        f"<style>{_CSS}</style></head><body><h1>{html.escape(title)}</h1><p>generated {stamp}</p>{body}</body></html>"
+    )
+
+
+def write_report(paths: list[Path], out: Path, title: str | None = None) -> Path:
+    df = read_results(paths)
+    comm = read_comm(paths)
+    suites = sorted(df["suite"].unique()) if not df.empty else []
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(build(df, comm, title or f"commbench: {', '.join(suites) or 'empty'}"))
+    return out

@@ -1,0 +1,52 @@
+"""Matplotlib figures for reports, rendered with the Agg backend to base64 PNG."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+
+def to_data_uri(fig: Figure) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+def grouped_bars(df: pd.DataFrame, value: str, label: str, scale: float = 1.0) -> str | None:
+    """One bar group per (model, world size), one bar per strategy."""
+    data = df.dropna(subset=[value])
+    if data.empty:
+        return None
+    data = data.assign(case=data["model"] + " ws=" + data["world_size"].astype(str))
+    pivot = data.pivot_table(index="case", columns="strategy", values=value, aggfunc="median") * scale
+    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(pivot) * max(1, len(pivot.columns)) / 2), 3.6))
+    pivot.plot.bar(ax=ax, rot=0, width=0.8)
+    ax.set_ylabel(label)
+    ax.set_xlabel("")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return to_data_uri(fig)
+
+
+def loss_curves(df: pd.DataFrame) -> str | None:
+    data = df[df["loss_curve"].map(lambda c: c is not None and len(c) > 0)]
+    if data.empty:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for _, row in data.iterrows():
+        ax.plot(list(row["loss_curve"]), label=f"{row['strategy']} {row['model']} ws={row['world_size']}", lw=1.2)
+        if pd.notna(row.get("bayes_loss")):
+            ax.axhline(row["bayes_loss"], color="gray", ls=":", lw=0.8)
+    ax.set_xlabel("sampled step")
+    ax.set_ylabel("train loss (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    return to_data_uri(fig)
