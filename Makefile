@@ -14,13 +14,14 @@ REPORTS ?= reports
 PYTEST_ARGS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench report clean distclean help
+.PHONY: install bench test microbench overhead report clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
 	@echo "make bench        run suite SUITE=$(SUITE) (suites/SUITE.toml), write $(RESULTS)/ and $(REPORTS)/"
 	@echo "make test         run the test suite (CPU, a few minutes)"
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
+	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
 	@echo "make clean        remove results, reports and caches (keeps $(VENV))"
 	@echo "make distclean    clean, and remove $(VENV)"
@@ -46,6 +47,9 @@ test: $(STAMP)
 
 microbench: $(STAMP)
 	$(BIN)/pytest -m microbench tests/microbench --benchmark-only --benchmark-columns=min,median,mean,ops $(PYTEST_ARGS)
+
+overhead: $(STAMP)
+	$(BIN)/python -m bench.comm.overhead --results $(RESULTS)
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html

@@ -21,7 +21,7 @@ sending the buffer to every other rank (the root sends (n-1) S; others send noth
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 Algorithm = Literal["ring", "gloo"]
 
@@ -73,27 +73,34 @@ class WireCost:
 
 
 def wire(op: str, msg_bytes: int, n: int, algorithm: Algorithm = "ring", root: int = 0) -> WireCost:
-    """Modelled received bytes for one collective of nccl-tests size `msg_bytes` over `n` ranks."""
+    """Modelled received bytes for one collective of nccl-tests size `msg_bytes` over `n` ranks.
+
+    Per rank, received: all_reduce 2(n-1)/n S (ring: reduce-scatter then all-gather);
+    all_gather and all_to_all (n-1)/n S; reduce_scatter (n-1)/n S on a ring, 2(n-1)/n S on
+    gloo (an all_reduce); broadcast S on every rank but the root; reduce S at the root;
+    gather (n-1)/n S at the root; scatter S/n on every rank but the root.
+    """
     s = float(msg_bytes)
-    if n <= 1 or op == "barrier":
-        per = [0.0] * max(n, 1)
-    elif op == "all_reduce":
-        per = [2 * (n - 1) / n * s] * n
-    elif op == "all_gather" or op == "all_to_all":
-        per = [(n - 1) / n * s] * n
-    elif op == "reduce_scatter":
-        factor = 2 * (n - 1) / n if algorithm == "gloo" else (n - 1) / n
-        per = [factor * s] * n
-    elif op == "broadcast":
-        per = [0.0 if r == root else s for r in range(n)]
-    elif op in ("reduce", "gather"):
-        # reduce: a tree delivers S to the root per level; gather: the root receives every shard.
-        per = [s * (n - 1) / n if op == "gather" and r == root else (s if op == "reduce" and r == root else 0.0)
-               for r in range(n)]  # fmt: skip
-    elif op == "scatter":
-        per = [0.0 if r == root else s / n for r in range(n)]
+    f = (n - 1) / n if n > 1 else 0.0
+    everyone = {
+        "all_reduce": 2 * f * s,
+        "all_gather": f * s,
+        "all_to_all": f * s,
+        "reduce_scatter": (2 * f if algorithm == "gloo" else f) * s,
+        "barrier": 0.0,
+    }
+    at_root = {"reduce": s, "gather": f * s}
+    off_root = {"broadcast": s, "scatter": s / n}
+    if n <= 1:
+        per = [0.0]
+    elif op in everyone:
+        per = [everyone[op]] * n
+    elif op in at_root:
+        per = [at_root[op] if r == root else 0.0 for r in range(n)]
+    elif op in off_root:
+        per = [0.0 if r == root else off_root[op] for r in range(n)]
     elif op in ("send", "recv"):
-        per = [s] + [0.0] * (n - 1)  # the receiving side; caller attributes it to the peer
+        per = [s] + [0.0] * (n - 1)  # the receiving side; the caller knows which rank that is
     else:
         raise ValueError(f"no wire model for {op!r}")
     return WireCost(op, n, int(msg_bytes), sum(per), tuple(per))
@@ -120,6 +127,13 @@ def ddp_step(
         "logical": reduce + buffer_bytes,
         "wire_per_rank": 2 * f * reduce + f * buffer_bytes,
     }
+
+
+def ddp_ops(state: Any, wire_dtype_bytes: int = 4) -> dict[str, float]:
+    """`ddp_step` for a trial state: gradients all-reduced, buffers broadcast (op -> bytes/rank)."""
+    m = ddp_step(state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes,
+                 wire_dtype_bytes=wire_dtype_bytes)  # fmt: skip
+    return {op: m[op] for op in ("all_reduce", "broadcast") if m[op]}
 
 
 def fsdp_step(param_bytes: int, n: int, algorithm: Algorithm = "ring") -> dict[str, float]:

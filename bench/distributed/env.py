@@ -46,9 +46,13 @@ def threads_for(world_size: int, requested: int | None) -> int:
     return max(1, (cores or 1) // world_size)
 
 
-def init_rank(device: str, threads: int | None) -> RankEnv:
-    """Initialise the default process group from the launcher's env vars."""
-    os.environ.setdefault("TORCH_FR_BUFFER_SIZE", str(FLIGHT_RECORDER_ENTRIES))
+def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True) -> RankEnv:
+    """Initialise the default process group from the launcher's env vars.
+
+    `flight_recorder=False` sets the recorder's buffer to 0 (torch's default is 2000
+    entries, i.e. on): the "untracked" side of the accounting-overhead benchmark.
+    """
+    os.environ["TORCH_FR_BUFFER_SIZE"] = str(FLIGHT_RECORDER_ENTRIES if flight_recorder else 0)
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))

@@ -89,6 +89,106 @@ def table_html(df: pd.DataFrame) -> str:
     return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
 
 
+BYTES_TABLE = [
+    ("strategy", "strategy", "s"),
+    ("model", "model", "s"),
+    ("world_size", "ws", "s"),
+    ("case", "case", "s"),
+    ("analytic_logical_bytes_per_step_per_rank", "analytic MB/step/rank", "MB"),
+    ("logical_rank0", "logical MB/step/rank (rank 0)", "MB"),
+    ("comm_logical_bytes_per_step", "logical MB/step (all ranks)", "MB"),
+    ("modelled_wire_bytes_per_step", "modelled wire MB/step", "MB"),
+    ("wire_bytes_per_step", "measured wire MB/step", "MB"),
+    ("wire_ratio", "wire/model", "x"),
+    ("comm_time_s_per_step", "comm ms/step", "ms"),
+    ("comm_overlap_fraction", "hidden by compute", "f"),
+    ("algbw_Bps", "algbw MB/s", "MB"),
+    ("busbw_Bps", "busbw MB/s", "MB"),
+]
+OPS_TABLE = [
+    ("strategy", "strategy", "s"),
+    ("model", "model", "s"),
+    ("world_size", "ws", "s"),
+    ("case", "case", "s"),
+    ("op", "op (as run)", "s"),
+    ("dtype", "dtype", "s"),
+    ("calls_per_step", "calls/step", "f"),
+    ("analytic_op_bytes", "analytic MB/step", "MB"),
+    ("msg_bytes_per_step", "logical MB/step", "MB"),
+    ("time_s_per_call", "ms/call", "ms"),
+    ("algbw_Bps", "algbw MB/s", "MB"),
+    ("busbw_Bps", "busbw MB/s", "MB"),
+]
+
+
+def _case(row: pd.Series) -> str:
+    try:
+        opts = json.loads(row["config"]).get("options", {})
+    except (TypeError, ValueError):
+        opts = {}
+    return " ".join(f"{k}={v}" for k, v in sorted(opts.items()))
+
+
+def _table(df: pd.DataFrame, spec: list[tuple[str, str, str]]) -> str:
+    head = "".join(f"<th class='{'l' if k == 's' else ''}'>{html.escape(h)}</th>" for _, h, k in spec)
+    rows = []
+    for _, r in df.iterrows():
+        cells = []
+        for col, _, kind in spec:
+            v = r.get(col)
+            text = html.escape("" if v is None or (isinstance(v, float) and pd.isna(v)) else str(v)) if kind == "s" else _fmt(v, kind)
+            cells.append(f"<td class='{'l' if kind == 's' else ''}'>{text}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def gloo_notes(ok: pd.DataFrame, ops: pd.DataFrame) -> dict[str, list[str]]:
+    """Where the backend ran something else than what was asked for: op -> the trials, with numbers."""
+    from bench.comm.cost_model import GLOO_NOTES
+
+    notes: dict[str, list[str]] = {}
+    for _, r in ok[ok["backend"] == "gloo"].iterrows():
+        asked = set(json.loads(r["analytic_ops"]) if isinstance(r.get("analytic_ops"), str) else {})
+        ran = set(ops.loc[(ops["trial_id"] == r["trial_id"]) & (ops["rank"] == 0), "op"])
+        for op in sorted(asked - ran):
+            if op in GLOO_NOTES:
+                notes.setdefault(op, []).append(
+                    f"{r['strategy']} | {r['model']} | ws={r['world_size']} {_case(r)}: logged as "
+                    f"{', '.join(sorted(ran))}; wire {_fmt(r.get('wire_bytes_per_step'), 'MB')} MB/step measured, "
+                    f"{_fmt(r.get('modelled_wire_bytes_per_step'), 'MB')} modelled for gloo"
+                )
+    return notes
+
+
+def bytes_html(sub: pd.DataFrame, comm: pd.DataFrame) -> str:
+    """Logical vs wire vs analytic bytes per trial, then per op with algbw/busbw."""
+    ok = sub[(sub["status"] == "ok") & sub["comm_logical_bytes_per_step"].notna()].copy()
+    if ok.empty or not (ok["comm_logical_bytes_per_step"] > 0).any():
+        return ""
+    ok["case"] = ok.apply(_case, axis=1)
+    ok = ok.sort_values(["model", "world_size", "strategy", "case"])
+    ops = comm[comm["trial_id"].isin(ok["trial_id"])] if not comm.empty else comm
+    rank0 = ops[ops["rank"] == 0] if not ops.empty else ops
+    ok["logical_rank0"] = ok["trial_id"].map(rank0.groupby("trial_id")["msg_bytes_per_step"].sum()) if not ops.empty else None
+    parts = ["<h3>Bytes: logical vs wire vs analytic</h3>", _table(ok, BYTES_TABLE)]
+    if not rank0.empty:
+        per_op = rank0.merge(ok[["trial_id", "strategy", "model", "world_size", "case", "steps", "analytic_ops"]], on="trial_id")
+        per_op["calls_per_step"] = per_op["calls"] / per_op["steps"]
+        per_op["analytic_op_bytes"] = [
+            json.loads(a).get(op) if isinstance(a, str) else None for a, op in zip(per_op["analytic_ops"], per_op["op"])
+        ]
+        parts += ["<h3>Per collective (rank 0)</h3>", _table(per_op.sort_values(["model", "world_size", "strategy", "case", "op"]), OPS_TABLE)]
+    notes = gloo_notes(ok, ops) if not ops.empty else {}
+    if notes:
+        from bench.comm.cost_model import GLOO_NOTES
+
+        parts.append("<h3>Where gloo differs from the textbook</h3>")
+        for op, trials in notes.items():
+            items = "".join(f"<li>{html.escape(t)}</li>" for t in trials)
+            parts.append(f"<p><b>{html.escape(op)}</b>: {html.escape(GLOO_NOTES[op])}.</p><ul>{items}</ul>")
+    return "\n".join(parts)
+
+
 def problems_html(df: pd.DataFrame) -> str:
     bad = df[df["status"] != "ok"]
     if bad.empty:
@@ -124,6 +224,7 @@ def build(df: pd.DataFrame, comm: pd.DataFrame, title: str) -> str:
             ok = sub[sub["status"] == "ok"]
             parts.append(f"<h2>{html.escape(str(workload))}</h2>")
             parts.append(table_html(sub))
+            parts.append(bytes_html(sub, comm))
             parts.append(_img(plots.grouped_bars(ok, "latency_p50_s", "p50 step latency (ms)", 1e3), "latency"))
             parts.append(_img(plots.grouped_bars(ok, "comm_logical_bytes_per_step", "logical MB per step (all ranks)", 1e-6), "bytes"))
             if workload == "train":

@@ -53,6 +53,12 @@ class TrialConfig:
     eval_batches: int = 4
     gen_tokens: int = 16
     loss_curve_points: int = 50
+    # Extra steps after the measured window run under torch.profiler, for per-collective
+    # timings (algbw/busbw) and the compute/communication overlap. 0 turns it off.
+    profile_steps: int = 2
+    # Byte accounting (flight recorder, p2p interposer, socket counters). Off only to
+    # measure what accounting itself costs (`python -m bench.comm.overhead`).
+    track_comm: bool = True
     data: DataConfig = field(default_factory=DataConfig)
     options: dict[str, Any] = field(default_factory=dict)  # workload-specific settings
     threads_per_rank: int | None = None  # None: cores // world_size
@@ -65,8 +71,8 @@ class TrialConfig:
         for name in ("world_size", "batch_size", "seq_len", "steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1")
-        if self.warmup_steps < 0 or self.eval_batches < 0 or self.gen_tokens < 0:
-            raise ValueError("warmup_steps, eval_batches and gen_tokens must be >= 0")
+        if min(self.warmup_steps, self.eval_batches, self.gen_tokens, self.profile_steps) < 0:
+            raise ValueError("warmup_steps, eval_batches, gen_tokens and profile_steps must be >= 0")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
 

@@ -16,6 +16,10 @@
     [[exclude]]           # trials to leave out
     workload = "infer"
     world_size = 4
+
+Any other key of [matrix] is a dotted trial setting swept as one more axis, e.g.
+`"options.op" = ["all_reduce", "broadcast"]` or `batch_size = [4, 8]`. `models` may be left
+out when every workload needs no model (e.g. `collectives`).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from bench.workloads.registry import WORKLOADS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
 _MATRIX = {"strategies": "strategy", "models": "model", "workloads": "workload", "devices": "device", "world_sizes": "world_size"}
+NO_MODEL = "none"  # the model axis of workloads that need none
 _TOP = {"name", "description", "matrix", "settings", "override", "exclude", "plugins"}
 
 
@@ -104,29 +109,33 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
     matrix = raw.get("matrix")
     if not isinstance(matrix, dict):
         raise BenchError(f"{path}: missing [matrix] table")
-    bad = sorted(set(matrix) - set(_MATRIX))
-    if bad:
-        raise BenchError(f"{path}: unknown matrix key(s) {', '.join(bad)}; valid: {', '.join(_MATRIX)}")
-    axes = {key: _list(matrix, key, path) for key in _MATRIX if key in matrix or key in ("strategies", "models")}
+    axes = {key: _list(matrix, key, path) for key in _MATRIX if key in matrix or key == "strategies"}
     axes.setdefault("workloads", ["train"])
+    for w in axes["workloads"]:
+        WORKLOADS.get(w)
+    if "models" not in axes:
+        if any(WORKLOADS.get(w).needs_model for w in axes["workloads"]):
+            raise BenchError(f"{path}: matrix.models must be a non-empty list")
+        axes["models"] = [NO_MODEL]
+    extra = {key: _list(matrix, key, path) for key in matrix if key not in _MATRIX}
     axes.setdefault("devices", ["cpu"])
     axes.setdefault("world_sizes", [1])
     plugins = tuple(raw.get("plugins", ()))
     import_plugins(plugins, path)
     compositions = {s: parse(s) for s in axes["strategies"]}
     for m in axes["models"]:
-        MODELS.get(m)
-    for w in axes["workloads"]:
-        WORKLOADS.get(w)
+        if m != NO_MODEL:
+            MODELS.get(m)
     settings = raw.get("settings", {})
     overrides = raw.get("override", [])
     excludes = raw.get("exclude", [])
     trials = []
-    for combo in itertools.product(*(axes[k] for k in _MATRIX)):
-        point = dict(zip(_MATRIX.values(), combo))
-        if any(_matches(ex, point, path, "exclude") for ex in excludes):
+    for combo in itertools.product(*(axes[k] for k in _MATRIX), *extra.values()):
+        point = dict(zip(_MATRIX.values(), combo[: len(_MATRIX)]))
+        swept = dict(zip(extra, combo[len(_MATRIX) :]))
+        if any(_matches(ex, {**point, **swept}, path, "exclude") for ex in excludes):
             continue
-        merged = _merge_settings(settings, overrides, point, path)
+        merged = _merge_settings(_with_dotted(settings, swept), overrides, {**point, **swept}, path)
         comp = compositions[point["strategy"]]
         cfg = make_config(name, {**point, "strategy": comp.canonical}, merged, plugins, where=f"{path}")
         trials.append(Trial(cfg, comp, pre_launch_skip(cfg, comp)))
@@ -140,6 +149,20 @@ def _matches(rule: dict[str, Any], point: dict[str, Any], path: Path, kind: str)
     if bad:
         raise BenchError(f"{path}: [[{kind}]] keys {', '.join(bad)} are not matrix axes ({', '.join(point)})")
     return all(point[k] == v for k, v in rule.items())
+
+
+def _with_dotted(settings: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
+    """`settings` with dotted keys (`options.op`) set to `values`."""
+    out = {k: (dict(v) if isinstance(v, dict) else v) for k, v in settings.items()}
+    for key, value in values.items():
+        node = out
+        *parents, leaf = key.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise BenchError(f"matrix axis {key!r}: {p} is not a table")
+        node[leaf] = value
+    return out
 
 
 def _merge_settings(settings: dict[str, Any], overrides: list[Any], point: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -173,14 +196,15 @@ def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plu
 
 def check_feasible(cfg: TrialConfig, where: str) -> None:
     """Errors for configs that can never run, whatever the machine."""
-    WORKLOADS.get(cfg.workload)
+    if cfg.world_size > 64:
+        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size (max 64)")
+    if not WORKLOADS.get(cfg.workload).needs_model:
+        return
     spec = MODELS.get(cfg.model)
     if cfg.seq_len > spec.max_positions:
         raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")
     if cfg.data.states + 1 > spec.vocab_size:
         raise BenchError(f"{where}: data.states {cfg.data.states} needs a vocab of at least states+1 ({cfg.model} has {spec.vocab_size})")
-    if cfg.world_size > 64:
-        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size (max 64)")
 
 
 def pre_launch_skip(cfg: TrialConfig, comp: Composition) -> str | None:

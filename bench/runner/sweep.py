@@ -48,7 +48,8 @@ def plan(suite: Suite, results_dir: Path, force: bool) -> list[tuple[Trial, str]
 
 def describe(t: Trial) -> str:
     c = t.config
-    return f"{c.strategy} | {c.model} | {c.workload} | {c.device} | ws={c.world_size}"
+    opts = "".join(f" | {k}={v}" for k, v in sorted(c.options.items()))
+    return f"{c.strategy} | {c.model} | {c.workload} | {c.device} | ws={c.world_size}{opts}"
 
 
 def print_plan(entries: list[tuple[Trial, str]]) -> None:

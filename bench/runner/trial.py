@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from bench.comm.cost_model import BUS_FACTOR, bus_factor
 from bench.comm.cost_model import wire as wire_model
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.launch import LaunchResult, launch
@@ -167,7 +168,9 @@ def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]
     row["mem_nvml_process_bytes_max"], _ = _maxsum([m["nvml_process_used"] for m in mem])
     row["mem_nvml_device_used_bytes_max"], _ = _maxsum([m["nvml_device_used"] for m in mem])
     row.update(_bytes_columns(outputs, steps, cfg, reasons))
+    row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
+    row.update(_bandwidth_columns(first.get("metrics", {}), stats["p50"], cfg.world_size, reasons))
     gen = [o.get("generate") for o in outputs]
     if all(g is not None for g in gen):
         row["gen_tokens_per_s"] = sum(g["tokens_per_s"] for g in gen)
@@ -180,16 +183,51 @@ def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]
     return row
 
 
+def _bandwidth_columns(metrics: dict[str, Any], p50: float | None, n: int, reasons: dict[str, str]) -> dict[str, Any]:
+    """algbw/busbw for the collectives workload (one collective per step)."""
+    op, size = metrics.get("op"), metrics.get("size_bytes")
+    if op is None or not p50:
+        reasons["algbw_Bps"] = reasons["busbw_Bps"] = "defined for the collectives workload; see the comm table per op"
+        return {}
+    algbw = size / p50
+    factor = 1.0 if op == "send_recv" else bus_factor(op, n)
+    return {"algbw_Bps": algbw, "busbw_Bps": algbw * factor}
+
+
+def _profile_columns(outputs: list[dict[str, Any]], reasons: dict[str, str]) -> dict[str, Any]:
+    profiles = [o.get("profile") for o in outputs]
+    times = [p["comm_time_s_per_step"] for p in profiles if p and p.get("comm_time_s_per_step") is not None]
+    overlaps = [p["overlap_fraction"] for p in profiles if p and p.get("overlap_fraction") is not None]
+    if not times:
+        reasons["comm_time_s_per_step"] = next(
+            (p["reason"] for p in profiles if p and p.get("reason")), "no profiler pass (profile_steps=0) or no collectives"
+        )
+    if not overlaps:
+        reasons["comm_overlap_fraction"] = reasons.get("comm_time_s_per_step", "no collectives in the profiled steps")
+    return {
+        "comm_time_s_per_step": max(times) if times else None,
+        "comm_overlap_fraction": float(np.mean(overlaps)) if overlaps else None,
+    }
+
+
 def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, reasons: dict[str, str]) -> dict[str, Any]:
+    if any(o["comm_summary"] is None for o in outputs):
+        for col in ("comm_logical_bytes_per_step", "wire_bytes_per_step", "modelled_wire_bytes_per_step"):
+            reasons[col] = outputs[0].get("comm_reason", "not measured")
+        return {}
     per_rank = [o["comm_summary"]["msg_bytes_per_step"] for o in outputs]
     out: dict[str, Any] = {
         "comm_logical_bytes_per_step": float(sum(per_rank)),
         "comm_logical_bytes_per_step_per_rank": per_rank,
         "comm_calls_per_step": outputs[0]["comm_summary"]["calls"] / steps,
-        "analytic_logical_bytes_per_step_per_rank": outputs[0].get("analytic_logical_per_rank"),
     }
-    if out["analytic_logical_bytes_per_step_per_rank"] is None:
+    ops = outputs[0].get("analytic_ops")
+    if ops is not None:
+        out["analytic_logical_bytes_per_step_per_rank"] = float(sum(ops.values()))
+        out["analytic_ops"] = json.dumps(ops)
+    else:
         reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
+        reasons["analytic_ops"] = reasons["analytic_logical_bytes_per_step_per_rank"]
     backend = backend_for(cfg.device)
     modelled = modelled_wire(outputs, backend) / steps
     out["modelled_wire_bytes_per_step"] = modelled
@@ -223,7 +261,13 @@ def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[dict[str, Any]]) -> l
     """The per-op breakdown table: one row per (rank, op, dtype, group size)."""
     rows = []
     for o in outputs:
+        if o["comm_summary"] is None:
+            continue
+        timings = (o.get("profile") or {}).get("per_op", {})
         for op in o["comm_summary"]["ops"]:
+            per_call = timings.get(op["op"], {}).get("time_s_per_call")
+            bytes_per_call = op["msg_bytes"] / op["calls"] if op["calls"] else 0.0
+            algbw = bytes_per_call / per_call if per_call else None
             backend_ops = {r["backend_op"] for r in o["comm_records"] if r["op"] == op["op"] and r["dtype"] == op["dtype"]}
             rows.append(
                 {
@@ -238,6 +282,9 @@ def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[dict[str, Any]]) -> l
                     "numel": int(op["numel"]),
                     "msg_bytes": int(op["msg_bytes"]),
                     "msg_bytes_per_step": float(op["msg_bytes_per_step"]),
+                    "time_s_per_call": per_call,
+                    "algbw_Bps": algbw,
+                    "busbw_Bps": algbw * bus_factor(op["op"], op["group_size"]) if algbw and op["op"] in BUS_FACTOR else None,
                 }
             )
     return rows

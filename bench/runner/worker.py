@@ -22,7 +22,7 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     from bench.strategies import parse
     from bench.workloads.registry import WORKLOADS
 
-    env = init_rank(cfg.device, cfg.threads_per_rank)
+    env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm)
     try:
         comp = parse(cfg.strategy)
         run = WORKLOADS.get(cfg.workload).runner()

@@ -87,10 +87,15 @@ TRIAL_COLUMNS: list[Column] = [
         ("comm_logical_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
         ("comm_calls_per_step", F64, "calls/step", "collectives per step on rank 0"),
         ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step"),
+        ("analytic_ops", STR, "JSON", "cost model per op, as asked for: op -> message bytes per rank per step"),
         ("wire_bytes_per_step", F64, "B/step", "TCP payload bytes received by all ranks' backend sockets per step"),
         ("wire_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
         ("modelled_wire_bytes_per_step", F64, "B/step", "cost model applied to the recorded collectives (backend's algorithm)"),
         ("wire_ratio", F64, "ratio", "wire_bytes_per_step / modelled_wire_bytes_per_step"),
+        ("comm_time_s_per_step", F64, "s/step", "profiler pass: time with a collective in flight, max over ranks"),
+        ("comm_overlap_fraction", F64, "ratio", "profiler pass: share of that time the main thread was computing, mean over ranks"),
+        ("algbw_Bps", F64, "B/s", "collectives workload: message bytes S / median call time"),
+        ("busbw_Bps", F64, "B/s", "collectives workload: algbw x the op's nccl-tests bus factor"),
     ),
     *_cols(
         "accuracy",
@@ -144,6 +149,9 @@ COMM_COLUMNS: list[Column] = _cols(
     ("numel", I64, "elements", "input elements, summed over calls"),
     ("msg_bytes", I64, "B", "message bytes (nccl-tests S), summed over calls"),
     ("msg_bytes_per_step", F64, "B/step", "msg_bytes / steps"),
+    ("time_s_per_call", F64, "s", "profiler pass: mean duration of one call of this op on this rank (gloo only)"),
+    ("algbw_Bps", F64, "B/s", "msg bytes per call / time_s_per_call"),
+    ("busbw_Bps", F64, "B/s", "algbw x bus factor (2(n-1)/n all_reduce, (n-1)/n all_gather/reduce_scatter/all_to_all, 1 otherwise)"),
 )
 
 

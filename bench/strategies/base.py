@@ -113,11 +113,11 @@ class Strategy(ABC):
     def apply(self, state: TrialState) -> None:
         """Edit `state` in this strategy's phase (called on every rank)."""
 
-    def analytic_logical_bytes(self, state: TrialState) -> float | None:
-        """Cost-model message bytes per rank per step when this strategy sets the step's traffic.
+    def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
+        """Cost model of one step's traffic when this strategy sets it: op -> message bytes per rank.
 
         COMM and LAYOUT strategies override this; None means "no opinion" (the default
-        layout's model applies).
+        layout's model applies). Message bytes follow nccl-tests' S, like the measurements.
         """
         return None
 

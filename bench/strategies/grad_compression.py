@@ -7,7 +7,7 @@ from typing import Any
 
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from bench.comm.cost_model import ddp_step
+from bench.comm.cost_model import ddp_ops
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
 
@@ -44,7 +44,5 @@ class Fp16Compress(CommHookStrategy):
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         return None, default_hooks.fp16_compress_hook
 
-    def analytic_logical_bytes(self, state: TrialState) -> float | None:
-        return ddp_step(
-            state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes, wire_dtype_bytes=2
-        )["logical"]
+    def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
+        return ddp_ops(state, wire_dtype_bytes=2)

@@ -47,6 +47,8 @@ class Window:
         out["comm_records"] = records_to_dicts(records)
         out["comm_summary"] = summarise(records, steps) if self.comm else None
         out["wire"] = wire
-        if wire is None:
-            out["wire_reason"] = NCCL_WIRE_REASON if self.backend == "nccl" else "byte accounting disabled"
+        if not self.track_comm:
+            out["wire_reason"] = out["comm_reason"] = "byte accounting disabled (track_comm=false)"
+        elif wire is None:
+            out["wire_reason"] = NCCL_WIRE_REASON
         return out

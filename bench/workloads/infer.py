@@ -26,7 +26,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     inputs = batches(cfg, chain, state.spec.causal, "infer", env.rank, 1)[0].to(env.device)
     held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
 
-    window = Window(env.device, env.backend)
+    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
     with torch.inference_mode():
         for i in range(cfg.warmup_steps + cfg.steps):
             if i == cfg.warmup_steps:
@@ -39,6 +39,8 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
                     model(input_ids=inputs.input_ids)
         out = window.stop(cfg.steps)
         out["generate"] = _generate(cfg, state, inputs.input_ids) if state.spec.causal else None
+    out["profile"] = None  # data-parallel inference issues no collectives
+    out["analytic_ops"] = {}
     out["tokens_per_step"] = inputs.num_tokens
     out["accuracy"] = evaluate(model, chain, held_out, env.device)
     out["metrics"] = state.metrics

@@ -14,6 +14,7 @@ class Workload:
     name: str
     summary: str
     module: str  # imported lazily in the rank: keeps `commbench list` fast
+    needs_model: bool = True
 
     def runner(self) -> Callable[..., dict[str, Any]]:
         import importlib
@@ -25,5 +26,11 @@ WORKLOADS: Registry[Workload] = Registry("workload")
 for _w in (
     Workload("train", "forward/backward/optimizer steps under DDP (or the strategy's layout)", "bench.workloads.train"),
     Workload("infer", "forward latency at batch x seq, plus greedy generate tokens/s for causal LMs", "bench.workloads.infer"),
+    Workload(
+        "collectives",
+        "one collective per step (options.op, options.size_bytes): logical/wire bytes, algbw, busbw",
+        "bench.workloads.collectives",
+        needs_model=False,
+    ),
 ):
     WORKLOADS.add(_w.name, _w)

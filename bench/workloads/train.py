@@ -8,7 +8,8 @@ from typing import Any
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from bench.comm.cost_model import ddp_step
+from bench.comm.cost_model import ddp_ops
+from bench.comm.profile import profile_steps
 from bench.distributed.env import RankEnv
 from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase, TrialState
@@ -25,15 +26,13 @@ def wrap_ddp(state: TrialState) -> None:
     state.wrapper = "ddp"
 
 
-def analytic_logical_bytes(state: TrialState, comp: Composition) -> float | None:
-    """Cost-model message bytes per rank per optimizer step: the strategy's, else DDP's."""
+def analytic_ops(state: TrialState, comp: Composition) -> dict[str, float] | None:
+    """Cost model of one optimizer step per rank (op -> bytes): the strategy's, else DDP's."""
     for s in reversed(comp.strategies):
-        value = s.analytic_logical_bytes(state)
-        if value is not None:
-            return value
-    if state.wrapper != "ddp":
-        return None
-    return ddp_step(state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes)["logical"]
+        ops = s.analytic_ops(state)
+        if ops is not None:
+            return ops
+    return ddp_ops(state) if state.wrapper == "ddp" else None
 
 
 def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor:
@@ -61,30 +60,33 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     comp.apply(Phase.LOOP, state)
 
     chain = MarkovChain.from_config(cfg.data)
-    total_steps = cfg.warmup_steps + cfg.steps
+    total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
     k = state.micro_steps
     train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", env.rank, total_steps * k)]
     held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
     optimizer = torch.optim.AdamW(state.train_module.parameters(), lr=cfg.lr)
-
-    window = Window(env.device, env.backend)
     losses: list[torch.Tensor] = []
-    for i in range(total_steps):
-        if i == cfg.warmup_steps:
-            window.start()
-        micro = train[i * k : (i + 1) * k]
-        if i >= cfg.warmup_steps:
-            with window.timer.step():
-                losses.append(_step(state, optimizer, micro))
-        else:
-            losses.append(_step(state, optimizer, micro))
+
+    def step() -> None:
+        i = len(losses)
+        losses.append(_step(state, optimizer, train[i * k : (i + 1) * k]))
         for fn in state.after_step:
             fn(i)
+
+    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
+    for _ in range(cfg.warmup_steps):
+        step()
+    window.start()
+    for _ in range(cfg.steps):
+        with window.timer.step():
+            step()
     out = window.stop(cfg.steps)
     out["train_losses"] = [float(x) for x in losses]
-    out["tokens_per_step"] = cfg.batch_size * cfg.seq_len * k
     out["accuracy"] = evaluate(state.model, chain, held_out, env.device)
-    out["analytic_logical_per_rank"] = analytic_logical_bytes(state, comp)
+    # After the evaluation, so every strategy is evaluated after the same number of steps.
+    out["profile"] = profile_steps(step, cfg.profile_steps, env.device)
+    out["tokens_per_step"] = cfg.batch_size * cfg.seq_len * k
+    out["analytic_ops"] = analytic_ops(state, comp)
     out["metrics"] = state.metrics
     out["parallel"] = state.parallel
     out["wrapper"] = state.wrapper

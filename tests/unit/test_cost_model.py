@@ -1,0 +1,76 @@
+"""The analytic cost model: nccl-tests bandwidth definitions and per-collective wire bytes."""
+
+from __future__ import annotations
+
+import pytest
+
+from bench.comm import cost_model as cm
+
+
+@pytest.mark.parametrize(
+    ("op", "n", "factor"),
+    [("all_reduce", 4, 1.5), ("all_reduce", 2, 1.0), ("all_gather", 4, 0.75), ("reduce_scatter", 8, 0.875),
+     ("all_to_all", 2, 0.5), ("broadcast", 4, 1.0), ("reduce", 4, 1.0)],
+)  # fmt: skip
+def test_bus_factors_follow_nccl_tests(op: str, n: int, factor: float) -> None:
+    assert cm.bus_factor(op, n) == factor
+    assert cm.busbw(op, 1e9, 2.0, n) == pytest.approx(0.5e9 * factor)
+    assert cm.algbw(1e9, 2.0) == 0.5e9
+
+
+@pytest.mark.parametrize("n", [2, 3, 4])
+def test_ring_wire_totals(n: int) -> None:
+    s = 100_000_000
+    assert cm.wire("all_reduce", s, n).total == pytest.approx(2 * (n - 1) * s)
+    assert cm.wire("all_gather", s, n).total == pytest.approx((n - 1) * s)
+    assert cm.wire("reduce_scatter", s, n).total == pytest.approx((n - 1) * s)
+    assert cm.wire("reduce_scatter", s, n, "gloo").total == pytest.approx(2 * (n - 1) * s)
+    assert cm.wire("broadcast", s, n).total == pytest.approx((n - 1) * s)
+    assert cm.wire("broadcast", s, n, root=1).per_rank[1] == 0.0
+    assert cm.wire("scatter", s, n).total == pytest.approx((n - 1) * s / n)
+    assert cm.wire("gather", s, n).per_rank[0] == pytest.approx((n - 1) * s / n)
+
+
+def test_reference_measurements_from_the_issue() -> None:
+    # 100 MB all-reduce: 200 MB (ws 2) and 600 MB (ws 4) on the wire; 100 MB broadcast at ws 4: 300 MB.
+    assert cm.wire("all_reduce", 100_000_000, 2).total == 200_000_000
+    assert cm.wire("all_reduce", 100_000_000, 4).total == 600_000_000
+    assert cm.wire("broadcast", 100_000_000, 4).total == 300_000_000
+
+
+def test_single_rank_sends_nothing() -> None:
+    assert cm.wire("all_reduce", 10, 1).total == 0.0
+    assert cm.bus_factor("all_reduce", 1) == 0.0
+
+
+def test_unknown_op() -> None:
+    with pytest.raises(ValueError):
+        cm.wire("teleport", 1, 2)
+
+
+def test_ddp_step_model() -> None:
+    m = cm.ddp_step(1000, 4, buffer_bytes=8)
+    assert m["all_reduce"] == 1000 and m["broadcast"] == 8 and m["logical"] == 1008
+    assert m["wire_per_rank"] == pytest.approx(1.5 * 1000 + 0.75 * 8)
+    assert cm.ddp_step(1000, 2, wire_dtype_bytes=2)["logical"] == 500
+
+
+def test_fsdp_costs_three_psi_against_ddps_two() -> None:
+    psi, n = 1000, 4
+    ring = cm.fsdp_step(psi, n)
+    assert ring["wire_per_rank"] == pytest.approx(3 * 0.75 * psi)
+    assert cm.ddp_step(psi, n)["wire_per_rank"] == pytest.approx(2 * 0.75 * psi)
+    assert cm.fsdp_step(psi, n, "gloo")["wire_per_rank"] == pytest.approx(4 * 0.75 * psi)
+
+
+@pytest.mark.parametrize(
+    ("shape", "rank", "expected"),
+    [((512, 512), 4, (4 * 1024, True)), ((8, 8), 4, (64, False)), ((1000, 3), 4, (3000, False)), ((256, 64), 64, (256 * 64, False))],
+)
+def test_powersgd_elements(shape: tuple[int, int], rank: int, expected: tuple[int, bool]) -> None:
+    assert cm.powersgd_elements(shape, rank) == expected
+
+
+def test_tensor_and_pipeline_parallel_models() -> None:
+    assert cm.tensor_parallel_step(2, 8, 16, 3)["all_reduce"] == 4 * 3 * 2 * 8 * 16 * 4
+    assert cm.pipeline_step(2, 8, 16, stages=4, microbatches=4)["send"] == 2 * 3 * 2 * 8 * 16 * 4
