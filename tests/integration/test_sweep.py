@@ -94,6 +94,16 @@ def test_row_is_complete(swept: tuple) -> None:
     assert pd.isna(row.mem_cuda_max_allocated_bytes_max)
 
 
+def test_profiler_pass_times_collectives_and_overlap(swept: tuple) -> None:
+    _, _, df, comm = swept
+    row = _row(df, "baseline")
+    assert row.comm_time_s_per_step > 0
+    assert 0.0 <= row.comm_overlap_fraction <= 1.0
+    ar = comm[(comm.trial_id == row.trial_id) & (comm.op == "all_reduce")]
+    assert (ar["time_s_per_call"] > 0).all()
+    assert (ar["busbw_Bps"] == ar["algbw_Bps"]).all()  # bus factor 2(n-1)/n is 1 at n=2
+
+
 def test_failing_trial_gives_a_failed_row_with_the_traceback(swept: tuple) -> None:
     _, _, df, _ = swept
     row = _row(df, "raise_in_rank")

@@ -1,0 +1,77 @@
+"""Accounting pieces that need no process group: op names, message sizes, socket counters, overlap."""
+
+from __future__ import annotations
+
+import socket
+import threading
+
+import pytest
+
+from bench.comm.accounting import message_bytes, normalise_op, summarise, CollectiveRecord
+from bench.comm.profile import overlap_fraction
+from bench.comm.wire import WireCounter, snapshot
+
+
+@pytest.mark.parametrize(
+    ("name", "op"),
+    [("gloo:all_reduce", "all_reduce"), ("nccl:_allgather_base", "all_gather"), ("nccl:_reduce_scatter_base", "reduce_scatter"),
+     ("gloo:all_to_all", "all_to_all"), ("nccl:all_gather_into_tensor_coalesced", "all_gather"), ("gloo:reduce", "reduce"),
+     ("nccl:reduce_scatter_tensor_coalesced", "reduce_scatter"), ("gloo:broadcast", "broadcast"), ("nccl:send 0->1", "send"),
+     ("allreduce_coalesced", "all_reduce"), ("gloo:gather", "gather"), ("gloo:scatter", "scatter"), ("gloo:barrier", "barrier")],
+)  # fmt: skip
+def test_normalise_op(name: str, op: str) -> None:
+    assert normalise_op(name) == op
+
+
+def test_message_bytes_follow_nccl_tests() -> None:
+    assert message_bytes("all_gather", 100, 400) == 400  # the total output
+    assert message_bytes("reduce_scatter", 400, 100) == 400  # the total input
+    assert message_bytes("all_reduce", 400, 400) == 400
+    assert message_bytes("barrier", 0, 0) == 0
+
+
+def test_summarise_groups_by_op_dtype_and_group() -> None:
+    def rec(op: str, b: int, dtype: str = "float32") -> CollectiveRecord:
+        return CollectiveRecord(op, f"gloo:{op}", dtype, b // 4, b, b, b, 2, "0", 0, None, 0)
+
+    s = summarise([rec("all_reduce", 400), rec("all_reduce", 400), rec("all_reduce", 200, "float16"), rec("broadcast", 8)], steps=2)
+    assert s["msg_bytes"] == 1008 and s["msg_bytes_per_step"] == 504 and s["calls"] == 4
+    rows = {(o["op"], o["dtype"]): o for o in s["ops"]}
+    assert rows[("all_reduce", "float32")]["calls"] == 2 and rows[("all_reduce", "float32")]["msg_bytes_per_step"] == 400
+
+
+def test_overlap_fraction() -> None:
+    assert overlap_fraction([(0, 10)], [(0, 10)]) == 1.0
+    assert overlap_fraction([(0, 10)], [(10, 20)]) == 0.0
+    assert overlap_fraction([(0, 4), (2, 10)], [(5, 7), (6, 8)]) == pytest.approx(3 / 10)
+    assert overlap_fraction([], [(0, 1)]) is None
+
+
+def test_socket_counters_see_exactly_what_crossed_a_tcp_connection() -> None:
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    client = socket.create_connection(("127.0.0.1", port))
+    conn, _ = server.accept()
+    payload = b"x" * 3_000_000
+    got = bytearray()
+
+    def drain() -> None:
+        while len(got) < len(payload):
+            got.extend(conn.recv(1 << 20))
+
+    try:
+        counter = WireCounter()
+        counter.start()
+        reader = threading.Thread(target=drain)
+        reader.start()
+        client.sendall(payload)
+        reader.join(timeout=30)
+        delta = counter.stop()
+        # This process owns both ends: it sent and received the payload once each.
+        assert delta["received"] == len(payload)
+        assert delta["sent"] == len(payload)
+        keys = snapshot(exclude_ports={port})
+        assert not any(port in (k[0][1], k[1][1]) for k in keys)  # the excluded port's sockets are skipped
+    finally:
+        for s in (client, conn, server):
+            s.close()
