@@ -35,6 +35,16 @@ def analytic_ops(state: TrialState, comp: Composition) -> dict[str, float] | Non
     return ddp_ops(state) if state.wrapper == "ddp" else None
 
 
+def check_wire_dtype(comp: Composition, records: list[dict[str, Any]], state: TrialState) -> None:
+    """Fail the trial if a comm hook's all_reduce carried another dtype than it promises."""
+    sent = sorted({r["dtype"] for r in records if r["op"] == "all_reduce" and r["dtype"].startswith(("float", "bfloat"))})
+    state.metrics["all_reduce_dtypes"] = sent
+    for s in comp.strategies:
+        expected = getattr(s, "wire_dtype", None)
+        if expected and records and sent != [expected]:
+            raise RuntimeError(f"{s.name} should all-reduce {expected} but the flight recorder saw {sent}")
+
+
 def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor:
     """One optimizer step over `micro` micro-batches; DDP syncs gradients on the last only."""
     module = state.train_module
@@ -81,6 +91,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
         with window.timer.step():
             step()
     out = window.stop(cfg.steps)
+    check_wire_dtype(comp, out["comm_records"], state)
     out["train_losses"] = [float(x) for x in losses]
     out["accuracy"] = evaluate(state.model, chain, held_out, env.device)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
