@@ -229,6 +229,10 @@ def build(df: pd.DataFrame, comm: pd.DataFrame, title: str) -> str:
             parts.append(_img(plots.grouped_bars(ok, "comm_logical_bytes_per_step", "logical MB per step (all ranks)", 1e-6), "bytes"))
             if workload == "train":
                 parts.append(_img(plots.loss_curves(ok), "loss curves"))
+                parts.append("<h3>Accuracy vs bytes</h3><p>Held-out loss against logical bytes per step "
+                             "(all ranks); the red line joins the strategies nothing beats on both.</p>")
+                parts.append(_img(plots.pareto_scatter(ok, "comm_logical_bytes_per_step", "eval_loss",
+                                                       "logical MB per step (all ranks)", "eval loss (nats)", 1e-6), "pareto"))
         parts.append(problems_html(df))
         body = "\n".join(parts)
     stamp = now_utc().strftime("%Y-%m-%d %H:%M UTC")

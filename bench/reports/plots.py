@@ -50,3 +50,38 @@ def loss_curves(df: pd.DataFrame) -> str | None:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     return to_data_uri(fig)
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower is better on both)."""
+    front = []
+    for i, (x, y) in enumerate(points):
+        dominated = any(
+            (x2 <= x and y2 <= y) and (x2 < x or y2 < y) for j, (x2, y2) in enumerate(points) if j != i
+        )
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i])
+
+
+def pareto_scatter(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, xscale: float = 1.0) -> str | None:
+    """One panel per (model, world size): every strategy as a point, the Pareto frontier as a line."""
+    data = df.dropna(subset=[x, y])
+    if data.empty:
+        return None
+    cases = sorted(data.groupby(["model", "world_size"]).groups)
+    fig, axes = plt.subplots(1, len(cases), figsize=(5.2 * len(cases), 4.0), squeeze=False)
+    for ax, (model, ws) in zip(axes[0], cases):
+        sub = data[(data["model"] == model) & (data["world_size"] == ws)]
+        pts = [(float(a) * xscale, float(b)) for a, b in zip(sub[x], sub[y])]
+        ax.scatter([p[0] for p in pts], [p[1] for p in pts], s=22)
+        for (px, py), label in zip(pts, sub["strategy"]):
+            ax.annotate(str(label), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = pareto_front(pts)
+        ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r--", lw=1, label="Pareto frontier")
+        ax.set_title(f"{model} ws={ws}", fontsize=9)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return to_data_uri(fig)
