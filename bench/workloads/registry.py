@@ -27,6 +27,11 @@ for _w in (
     Workload("train", "forward/backward/optimizer steps under DDP (or the strategy's layout)", "bench.workloads.train"),
     Workload("infer", "forward latency at batch x seq, plus greedy generate tokens/s for causal LMs", "bench.workloads.infer"),
     Workload(
+        "transfer",
+        "rank 0 broadcasts the (compressed) model state; bytes vs its serialized size",
+        "bench.workloads.transfer",
+    ),
+    Workload(
         "collectives",
         "one collective per step (options.op, options.size_bytes): logical/wire bytes, algbw, busbw",
         "bench.workloads.collectives",
