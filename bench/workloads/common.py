@@ -14,10 +14,12 @@ from bench.strategies import Composition, Phase, TrialState
 from bench.workloads.data import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
 
 
-def build_state(cfg: TrialConfig, comp: Composition, env: RankEnv, phases: tuple[Phase, ...]) -> TrialState:
-    """Build the model on this rank's device and apply the composition's `phases` in order."""
+def build_state(
+    cfg: TrialConfig, comp: Composition, env: RankEnv, phases: tuple[Phase, ...], model: nn.Module | None = None
+) -> TrialState:
+    """Build the model (or take `model`) on this rank's device and apply the composition's `phases` in order."""
     spec = MODELS.get(cfg.model)
-    model = build_model(spec, cfg.seed).to(env.device)
+    model = (model if model is not None else build_model(spec, cfg.seed)).to(env.device)
     state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel={"dp": env.world_size, "tp": 1, "pp": 1})
     state.metrics["model_params"] = count_params(model)
     state.metrics["grad_bytes"] = grad_bytes(model)

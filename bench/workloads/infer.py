@@ -1,15 +1,33 @@
-"""`infer`: forward (prefill) latency at batch x seq, and greedy generation tokens/s for causal LMs."""
+"""`infer`: prefill latency at batch x seq, greedy generate tokens/s, and what compression cost in accuracy.
+
+Latency: the forward pass over `batch_size x seq_len` tokens (prefill), timed per step;
+for causal LMs also greedy `generate` of `gen_tokens` new tokens (tokens/s).
+
+Accuracy, against the same model before the composition's MODEL/PRECISION strategies
+(the reference, kept in memory beside the compressed candidate):
+- zoo models (random init, synthetic language): held-out loss and its Bayes floor, plus
+  fidelity (mean KL of next-token distributions, top-1 agreement) on the held-out batches;
+- pretrained causal LMs: sliding-window perplexity on a text corpus (WikiText-2 valid by
+  default, `options.corpus`, `options.max_tokens`, `options.window`) and fidelity on the
+  same windows;
+- pretrained sentence-embedding models: cosine similarity of mean-pooled embeddings of
+  corpus lines to the reference's.
+"""
 
 from __future__ import annotations
 
+import copy
 import time
 from typing import Any
 
 import torch
+from torch import nn
 
 from bench.distributed.env import RankEnv
+from bench.eval import lm
+from bench.models.zoo import MODELS, ModelSpec, build_model
 from bench.runner.config import TrialConfig
-from bench.strategies import Composition, Phase
+from bench.strategies import Composition, Phase, TrialState
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
 from bench.workloads.common import batches, build_state, evaluate
@@ -18,35 +36,76 @@ from bench.workloads.data import MarkovChain
 GENERATE_REPEATS = 3
 
 
+def load_reference(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
+    """The uncompressed model and its tokenizer (None for zoo models)."""
+    if spec.pretrained:
+        from bench.models.pretrained import load_pretrained
+
+        model, tokenizer, _source = load_pretrained(spec.pretrained)
+        return model, tokenizer
+    return build_model(spec, seed), None
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
-    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION))
+    spec = MODELS.get(cfg.model)
+    reference, tokenizer = load_reference(spec, cfg.seed)
+    reference = reference.to(env.device).eval()
+    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=copy.deepcopy(reference))
     model = state.model.eval()
-    chain = MarkovChain.from_config(cfg.data)
-    # Each rank serves its own requests (data-parallel inference): rank-specific batches.
-    inputs = batches(cfg, chain, state.spec.causal, "infer", env.rank, 1)[0].to(env.device)
-    held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
+    corpus = lm.corpus_ids(cfg, tokenizer) if tokenizer is not None and spec.objective == "causal" else None
+    inputs = prefill_inputs(cfg, spec, env, tokenizer, corpus)
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
     with torch.inference_mode():
-        for i in range(cfg.warmup_steps + cfg.steps):
-            if i == cfg.warmup_steps:
-                window.start()
-            if i >= cfg.warmup_steps:
-                with window.timer.step(), state.autocast():
-                    model(input_ids=inputs.input_ids)
-            else:
-                with state.autocast():
-                    model(input_ids=inputs.input_ids)
+        for _ in range(cfg.warmup_steps):
+            with state.autocast():
+                model(**inputs)
+        window.start()
+        for _ in range(cfg.steps):
+            with window.timer.step(), state.autocast():
+                model(**inputs)
         out = window.stop(cfg.steps)
-        out["generate"] = _generate(cfg, state, inputs.input_ids) if state.spec.causal else None
+        out["generate"] = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
+        out["accuracy"] = accuracy(cfg, spec, env, reference, state, tokenizer, corpus)
     out["profile"] = None  # data-parallel inference issues no collectives
     out["analytic_ops"] = {}
-    out["tokens_per_step"] = inputs.num_tokens
-    out["accuracy"] = evaluate(model, chain, held_out, env.device)
-    out["metrics"] = state.metrics
+    out["tokens_per_step"] = int(inputs["input_ids"].numel())
+    out["metrics"] = {**state.metrics, **lm.model_sizes(model)}
     out["parallel"] = {"dp": env.world_size, "tp": 1, "pp": 1}
     out["wrapper"] = None
     return out
+
+
+def prefill_inputs(cfg: TrialConfig, spec: ModelSpec, env: RankEnv, tokenizer: Any, corpus: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    """The batch every step runs: corpus text for pretrained models when there is a corpus,
+    the synthetic language otherwise. Each rank serves its own requests (its own slice)."""
+    n = cfg.batch_size * cfg.seq_len
+    if corpus is not None and corpus.numel() >= n * (env.rank + 1):
+        ids = corpus[env.rank * n : (env.rank + 1) * n].view(cfg.batch_size, cfg.seq_len)
+    elif spec.objective == "embedding" and tokenizer is not None:
+        return {k: v.to(env.device) for k, v in lm.sentence_batch(cfg, tokenizer, cfg.batch_size, cfg.seq_len).items()}
+    else:
+        chain = MarkovChain.from_config(cfg.data)
+        ids = batches(cfg, chain, spec.causal, "infer", env.rank, 1)[0].input_ids
+    return {"input_ids": ids.to(env.device)}
+
+
+def accuracy(
+    cfg: TrialConfig, spec: ModelSpec, env: RankEnv, reference: nn.Module, state: TrialState, tokenizer: Any,
+    corpus: torch.Tensor | None,
+) -> dict[str, Any]:  # fmt: skip
+    model = state.model
+    if spec.objective == "embedding":
+        return lm.embedding_fidelity(cfg, tokenizer, reference, model, env.device, state.autocast) if tokenizer else {}
+    if spec.pretrained:
+        if corpus is None:
+            return {"reason": lm.corpus_reason(cfg)}
+        return lm.corpus_accuracy(cfg, reference, model, corpus, env.device, state.autocast)
+    chain = MarkovChain.from_config(cfg.data)
+    held_out = batches(cfg, chain, spec.causal, "eval", 0, cfg.eval_batches)
+    result = evaluate(model, chain, held_out, env.device)
+    result.update(lm.batch_fidelity(reference, model, [b.input_ids for b in held_out], env.device, state.autocast))
+    return result
 
 
 def _generate(cfg: TrialConfig, state: Any, input_ids: torch.Tensor) -> dict[str, Any] | None:

@@ -22,6 +22,7 @@ import torch.distributed as dist
 
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
+from bench.eval.lm import model_sizes
 from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase
 from bench.trackers.window import Window
@@ -109,7 +110,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
         t0 = time.perf_counter()
         encoded, counts = encode_state(sd)
         payload = serialize(encoded)
-        metrics.update(state.metrics, **counts, serialize_s=time.perf_counter() - t0)
+        metrics.update(state.metrics, **counts, **model_sizes(state.model), serialize_s=time.perf_counter() - t0)
         metrics["serialized_dense_bytes"] = len(serialize(sd))
         metrics["payload_bytes"] = len(payload)
         buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8)

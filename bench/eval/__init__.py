@@ -1,0 +1,1 @@
+"""Accuracy measures: convergence, fidelity, perplexity."""
