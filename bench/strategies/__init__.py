@@ -13,6 +13,6 @@ def parse(text: str) -> Composition:
 
 
 # Families register on import; keep this list in sync with the modules in this package.
-from bench.strategies import accumulation, baseline, ddp_options, grad_compression  # noqa: E402,F401
+from bench.strategies import accumulation, baseline, ddp_options, grad_compression, low_rank, pruning, quantization  # noqa: E402,F401
 
 __all__ = ["STRATEGIES", "Composition", "Phase", "Strategy", "TrialState", "parse"]

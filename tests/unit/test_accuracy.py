@@ -1,0 +1,159 @@
+"""Accuracy measures: perplexity on crafted models, exact window accounting, fidelity, embeddings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+from torch import nn
+
+from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
+from tests.unit.tiny_models import tiny_gpt2
+
+
+class FixedLM(nn.Module):
+    """Predicts token (t + 1) mod V with probability p after token t (p = 1/V: uniform)."""
+
+    def __init__(self, vocab: int, p: float) -> None:
+        super().__init__()
+        self.vocab, self.p = vocab, p
+        self.calls: list[tuple[int, int]] = []  # (first token id, length) of each window seen
+
+    def forward(self, input_ids: torch.Tensor) -> SimpleNamespace:
+        self.calls.append((int(input_ids[0, 0]), input_ids.shape[1]))
+        other = math.log((1 - self.p) / (self.vocab - 1))
+        logits = torch.full((*input_ids.shape, self.vocab), other, dtype=torch.float64)
+        logits.scatter_(-1, ((input_ids + 1) % self.vocab)[..., None], math.log(self.p))
+        return SimpleNamespace(logits=logits)
+
+
+def counting(n: int, vocab: int) -> torch.Tensor:
+    return torch.arange(n) % vocab
+
+
+def test_uniform_logits_give_perplexity_v() -> None:
+    result = perplexity(FixedLM(vocab=50, p=1 / 50), counting(300, 50), window=64, stride=32, max_tokens=None)
+    assert result["tokens"] == 299
+    assert result["ppl"] == pytest.approx(50, rel=1e-9)
+    assert result["nll_sum"] == pytest.approx(299 * math.log(50), rel=1e-9)
+
+
+@pytest.mark.parametrize("p", [0.9, 0.5, 0.25])
+def test_next_token_with_probability_p_gives_one_over_p(p: float) -> None:
+    result = perplexity(FixedLM(vocab=20, p=p), counting(200, 20), window=32, stride=8, max_tokens=None)
+    assert result["ppl"] == pytest.approx(math.exp(-math.log(p)), rel=1e-9)
+    assert result["nll_mean"] == pytest.approx(-math.log(p), rel=1e-9)
+
+
+@pytest.mark.parametrize("n, window, stride", [(100, 32, 16), (100, 32, 32), (97, 10, 3), (33, 64, 8), (2, 2, 1)])
+def test_sliding_window_scores_every_token_once(n: int, window: int, stride: int) -> None:
+    scored: list[int] = []
+    windows = sliding_windows(n, window, stride)
+    for begin, end, first in windows:
+        assert end - begin <= window and begin % stride == 0
+        scored += range(begin + first + 1, end)  # the tokens this window predicts and counts
+    assert len(scored) == len(set(scored))  # never twice
+    expected = n - 1 if stride < window else n - len(windows)  # no context for a window's first token
+    assert len(scored) == expected
+    assert windows[-1][1] == n  # stops at the window that reaches the end
+    model = FixedLM(vocab=7, p=0.5)
+    assert perplexity(model, counting(n, 7), window, stride, max_tokens=None)["tokens"] == expected
+    assert model.calls == [(b % 7, e - b) for b, e, _ in windows]
+
+
+def test_max_tokens_truncates_before_windowing() -> None:
+    result = perplexity(FixedLM(vocab=7, p=0.5), counting(500, 7), window=16, stride=8, max_tokens=100)
+    assert result["tokens"] == 99
+
+
+def test_perplexity_matches_hugging_face_label_masking() -> None:
+    """The same windows scored through transformers' own shifted, -100-masked loss."""
+    model = tiny_gpt2()
+    ids = torch.randint(0, 256, (90,), generator=torch.Generator().manual_seed(3))
+    ours = perplexity(model, ids, window=32, stride=12, max_tokens=None)
+    nll, count, prev_end = 0.0, 0, 0
+    with torch.no_grad():
+        for begin in range(0, ids.numel(), 12):
+            end = min(begin + 32, ids.numel())
+            chunk = ids[begin:end][None]
+            labels = chunk.clone()
+            labels[:, : -(end - prev_end)] = -100
+            valid = int((labels[:, 1:] != -100).sum())  # the model shifts labels by one
+            nll += float(model(chunk, labels=labels).loss) * valid
+            count += valid
+            prev_end = end
+            if end == ids.numel():
+                break
+    assert ours["tokens"] == count == 89
+    assert ours["nll_sum"] == pytest.approx(nll, rel=1e-5)
+
+
+@pytest.mark.parametrize("window, stride", [(1, 1), (8, 0), (8, 9)])
+def test_bad_windows_are_rejected(window: int, stride: int) -> None:
+    with pytest.raises(ValueError, match="stride"):
+        perplexity(FixedLM(5, 0.5), counting(20, 5), window, stride, None)
+
+
+def test_fidelity_of_identical_and_perturbed_logits() -> None:
+    torch.manual_seed(0)
+    ref = torch.randn(2, 10, 30)
+    same = fidelity(ref, ref.clone())
+    assert same == {"kl_mean": 0.0, "top1_agreement": 1.0}
+    noisy = fidelity(ref, ref + 0.5 * torch.randn_like(ref))
+    assert noisy["kl_mean"] > 0 and noisy["top1_agreement"] < 1.0
+
+
+def test_fidelity_kl_is_exact_on_two_tokens() -> None:
+    ref = torch.log(torch.tensor([[0.75, 0.25]]))
+    cand = torch.log(torch.tensor([[0.5, 0.5]]))
+    kl = 0.75 * math.log(0.75 / 0.5) + 0.25 * math.log(0.25 / 0.5)
+    assert fidelity(ref, cand)["kl_mean"] == pytest.approx(kl, rel=1e-6)
+    assert fidelity(ref, cand)["top1_agreement"] == 1.0  # argmax ties go to index 0 on both sides
+
+
+def test_fidelity_of_a_perturbed_model() -> None:
+    model = tiny_gpt2()
+    ids = torch.randint(0, 256, (2, 16), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref = model(ids).logits
+        assert fidelity(ref, model(ids).logits)["kl_mean"] == 0.0
+        model.transformer.h[0].mlp.c_fc.weight.add_(0.05 * torch.randn_like(model.transformer.h[0].mlp.c_fc.weight))
+        assert fidelity(ref, model(ids).logits)["kl_mean"] > 0
+
+
+def test_mean_pooling_ignores_padding_and_normalises() -> None:
+    hidden = torch.tensor([[[1.0, 0.0], [3.0, 4.0], [100.0, 100.0]]])
+    mask = torch.tensor([[1, 1, 0]])
+    pooled = mean_pool(hidden, mask)
+    torch.testing.assert_close(pooled, torch.tensor([[2.0, 2.0]]) / math.sqrt(8))
+    assert embedding_cosine(pooled, pooled).item() == pytest.approx(1.0)
+    assert embedding_cosine(pooled, -pooled).item() == pytest.approx(-1.0)
+
+
+class CharTokenizer:
+    """One token per `width` characters: enough of a tokenizer for `read_corpus`."""
+
+    def __init__(self, width: int) -> None:
+        self.width = width
+        self.reads: list[int] = []
+
+    def __call__(self, text: str, return_tensors: str, add_special_tokens: bool) -> dict[str, torch.Tensor]:
+        self.reads.append(len(text))
+        ids = [ord(text[i]) for i in range(0, len(text), self.width)]
+        return {"input_ids": torch.tensor([ids])}
+
+
+def test_read_corpus_reads_a_prefix_and_truncates(tmp_path: Path) -> None:
+    path = tmp_path / "text.txt"
+    path.write_text("abcdefghij" * 1000, encoding="utf-8")
+    tok = CharTokenizer(width=1)
+    ids = read_corpus(path, tok, max_tokens=25)
+    assert ids.tolist() == [ord(c) for c in ("abcdefghij" * 3)[:25]]
+    assert tok.reads == [25 * 8]  # a prefix, not the whole 10,000 characters
+    wide = CharTokenizer(width=20)  # 20 characters per token: the first read is too short
+    assert read_corpus(path, wide, max_tokens=30).numel() == 30 and wide.reads == [240, 480, 960]
+    assert read_corpus(path, CharTokenizer(1), max_tokens=None).numel() == 10_000
+    assert read_corpus(path, CharTokenizer(1), max_tokens=20_000).numel() == 10_000  # the whole file
