@@ -37,12 +37,23 @@ def corpus_ids(cfg: TrialConfig, tokenizer: Any) -> torch.Tensor | None:
     return read_corpus(path, tokenizer, int(cfg.options.get("max_tokens", 16384)))
 
 
+def window_stride(cfg: TrialConfig) -> tuple[int, int]:
+    """`options.window` (default 512) and `options.stride` (default window // 2).
+
+    Overlapping windows are the Hugging Face recipe for fixed-length models: each window
+    scores only the tokens no earlier one scored, so every token past the first window is
+    scored with at least `window - stride` tokens of context. With stride == window the
+    first tokens of each window would be scored with almost none, overstating perplexity.
+    """
+    window = int(cfg.options.get("window", 512))
+    return window, int(cfg.options.get("stride", max(1, window // 2)))
+
+
 def corpus_accuracy(
     cfg: TrialConfig, reference: nn.Module, model: nn.Module, ids: torch.Tensor, device: torch.device, autocast: Autocast
 ) -> dict[str, Any]:
-    """Sliding-window perplexity of `model`, and its fidelity to `reference` on the same text."""
-    window = int(cfg.options.get("window", 512))
-    stride = int(cfg.options.get("stride", window))
+    """Sliding-window perplexity of `model` (see `window_stride`), and its fidelity to `reference` on the same text."""
+    window, stride = window_stride(cfg)
     with autocast():
         ppl = perplexity(model, ids.to(device), window=window, stride=stride, max_tokens=None)
     chunks = [ids[i : i + window] for i in range(0, ids.numel() - 1, window)][: int(cfg.options.get("fidelity_windows", 8))]

@@ -8,8 +8,8 @@ Accuracy, against the same model before the composition's MODEL/PRECISION strate
 - zoo models (random init, synthetic language): held-out loss and its Bayes floor, plus
   fidelity (mean KL of next-token distributions, top-1 agreement) on the held-out batches;
 - pretrained causal LMs: sliding-window perplexity on a text corpus (WikiText-2 valid by
-  default, `options.corpus`, `options.max_tokens`, `options.window`) and fidelity on the
-  same windows;
+  default, `options.corpus`, `options.max_tokens`, `options.window`, `options.stride`:
+  overlapping windows, half a window by default) and fidelity on the same text;
 - pretrained sentence-embedding models: cosine similarity of mean-pooled embeddings of
   corpus lines to the reference's.
 """

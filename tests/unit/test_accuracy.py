@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from contextlib import nullcontext
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,8 @@ import torch
 from torch import nn
 
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
+from bench.eval.lm import corpus_accuracy, window_stride
+from bench.runner.config import TrialConfig
 from tests.unit.tiny_models import tiny_gpt2
 
 
@@ -89,6 +92,27 @@ def test_perplexity_matches_hugging_face_label_masking() -> None:
                 break
     assert ours["tokens"] == count == 89
     assert ours["nll_sum"] == pytest.approx(nll, rel=1e-5)
+
+
+def _infer_cfg(**options: object) -> TrialConfig:
+    return TrialConfig(suite="t", strategy="baseline", model="smollm2-135m", workload="infer", options=dict(options))
+
+
+def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
+    assert window_stride(_infer_cfg()) == (512, 256)
+    assert window_stride(_infer_cfg(window=16)) == (16, 8)
+    assert window_stride(_infer_cfg(window=16, stride=16)) == (16, 16)
+
+
+@pytest.mark.parametrize("options, tokens, starts", [
+    ({"window": 16}, 99, list(range(0, 89, 8))),  # overlapping: every token but the first
+    ({"window": 16, "stride": 16}, 93, list(range(0, 97, 16))),  # disjoint: 7 windows, 7 unscored
+])  # fmt: skip
+def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int]) -> None:
+    model = FixedLM(vocab=7, p=0.5)
+    result = corpus_accuracy(_infer_cfg(**options, fidelity_windows=0), model, model, counting(100, 7), torch.device("cpu"), nullcontext)
+    assert result["perplexity_tokens"] == tokens and result["perplexity"] == pytest.approx(2.0, rel=1e-12)
+    assert [first for first, _ in model.calls] == [b % 7 for b in starts]
 
 
 @pytest.mark.parametrize("window, stride", [(1, 1), (8, 0), (8, 9)])
