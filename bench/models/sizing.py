@@ -81,6 +81,11 @@ def dense_bytes(model: nn.Module) -> int:
     return sum(tensor_bytes(t) for t in state_tensors(model))
 
 
+def bitmask_nbytes(numel: int, nnz: int, element_size: int) -> int:
+    """A bitmask (one bit per element, whole bytes) plus the non-zero values."""
+    return (numel + 7) // 8 + nnz * element_size
+
+
 def sparse_tensor_bytes(t: torch.Tensor, format: SparseFormat = "bitmask") -> int:
     """Bytes to send `t` in `format`, or densely when that is no larger.
 
@@ -94,7 +99,7 @@ def sparse_tensor_bytes(t: torch.Tensor, format: SparseFormat = "bitmask") -> in
     dense = values.numel() * values.element_size()
     nnz = int(torch.count_nonzero(values)) if values.numel() else 0
     if format == "bitmask":
-        sparse = (values.numel() + 7) // 8 + nnz * values.element_size()
+        sparse = bitmask_nbytes(values.numel(), nnz, values.element_size())
     elif format == "csr" and values.dim() == 2:
         sparse = nnz * (values.element_size() + _INDEX_BYTES) + (values.shape[0] + 1) * _INDEX_BYTES
     elif format == "csr":

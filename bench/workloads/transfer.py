@@ -1,20 +1,28 @@
 """`transfer`: rank 0 sends the (compressed) model to every other rank, as a rollout or parameter server would.
 
 Rank 0 builds the model, applies the MODEL-phase strategies (pruning, low-rank,
-quantization, casts) and packs its state dict into one byte buffer:
-- a floating tensor that is mostly zeros (density <= 1 - 1/(8 x element size), where a
-  bitmask pays off) goes as a bitmask (1 bit per element, packed 8 per byte) plus its
-  non-zero values, which is what makes pruning pay on the wire;
-- everything else goes as is, quantized tensors included (int8 + scales: whatever the
-  quantized module stores).
-Each step broadcasts the buffer's length and then the buffer; receivers unpack it and
-check a checksum against rank 0's, so a transfer that loses data fails the trial.
+quantization, casts) and packs its state dict into one byte buffer. Every tensor in it,
+down to the inner tensors of quantized weights, goes in its smaller form:
+- a plain tensor, floating or integer, whose bitmask (1 bit per element, packed 8 per
+  byte) plus non-zero values is smaller than its dense bytes (`sizing.bitmask_nbytes`)
+  goes that way: pruned float weights, and the int8 data of pruned-then-quantized ones
+  (symmetric quantization keeps a zero weight at integer 0);
+- a torch quantized tensor (torch.ao dynamic int8) goes as its integer representation,
+  packed by the same rule, plus its scales and zero points;
+- a torchao weight (a tensor subclass) goes as its inner tensors (`__tensor_flatten__`),
+  each packed by the same rule, and is rebuilt with `__tensor_unflatten__`;
+- everything else, and tensors under 64 elements, go as they are.
+A tensor reachable under two names (tied embeddings) is packed once. Each step broadcasts
+the buffer's length and then the buffer; receivers unpack it, and after the window check a
+SHA-256 digest of every tensor's bytes against rank 0's, so a lossy transfer fails the trial.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -23,12 +31,15 @@ import torch.distributed as dist
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.eval.lm import model_sizes
+from bench.models.sizing import bitmask_nbytes
 from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase
 from bench.trackers.window import Window
 from bench.workloads.common import build_state
 
 _BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
+MIN_SPARSE_NUMEL = 64  # below this the entry's pickle framing outweighs any bits saved
+_PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
 
 
 def pack_bits(mask: torch.Tensor) -> torch.Tensor:
@@ -44,60 +55,181 @@ def unpack_bits(packed: torch.Tensor, numel: int) -> torch.Tensor:
 
 
 def bitmask_pays(t: torch.Tensor) -> bool:
-    """A bitmask + values is smaller than dense when density < 1 - 1/(8 x element size)."""
-    if not t.is_floating_point() or t.numel() < 64:
+    """Whether a plain (float or integer) tensor is smaller as bitmask + non-zeros than dense."""
+    if t.is_quantized or t.dtype == torch.bool or t.is_complex() or t.numel() < MIN_SPARSE_NUMEL:
         return False
-    density = float(torch.count_nonzero(t)) / t.numel()
-    return density < 1 - 1 / (8 * t.element_size())
+    nnz = int(torch.count_nonzero(t))
+    return bitmask_nbytes(t.numel(), nnz, t.element_size()) < t.numel() * t.element_size()
+
+
+def qparams(t: torch.Tensor) -> tuple[Any, Any, int | None]:
+    """(scale, zero point, axis) of a quantized tensor: Python numbers and axis None per tensor,
+    tensors per channel (float zero points included: `_make_per_channel_quantized_tensor`
+    rebuilds every per-channel scheme from them)."""
+    if t.qscheme() in _PER_TENSOR:
+        return t.q_scale(), t.q_zero_point(), None
+    return t.q_per_channel_scales(), t.q_per_channel_zero_points(), t.q_per_channel_axis()
+
+
+def is_subclass(t: torch.Tensor) -> bool:
+    """A tensor subclass that names its inner tensors (torchao's quantized weights)."""
+    return type(t) not in (torch.Tensor, torch.nn.Parameter) and hasattr(t, "__tensor_flatten__")
+
+
+@dataclass(frozen=True, slots=True)
+class Bitmask:
+    """A plain tensor as its non-zero pattern (packed bits) and its non-zero values in order."""
+
+    bits: torch.Tensor
+    values: torch.Tensor
+    shape: tuple[int, ...]
+
+    def decode(self) -> torch.Tensor:
+        numel = int(torch.Size(self.shape).numel())
+        dense = torch.zeros(numel, dtype=self.values.dtype)
+        dense[unpack_bits(self.bits, numel)] = self.values
+        return dense.view(self.shape)
+
+
+@dataclass(frozen=True, slots=True)
+class Quantized:
+    """A torch quantized tensor: its integers (maybe a Bitmask) and per-tensor or per-channel qparams."""
+
+    ints: Any
+    scale: Any  # a float per tensor, an (encoded) tensor per channel
+    zero_point: Any
+    axis: int | None  # None: per tensor
+
+    def decode(self) -> torch.Tensor:
+        ints, scale, zero_point = (decode_value(v) for v in (self.ints, self.scale, self.zero_point))
+        if self.axis is None:
+            return torch._make_per_tensor_quantized_tensor(ints, scale, zero_point)
+        return torch._make_per_channel_quantized_tensor(ints, scale, zero_point, self.axis)
+
+
+@dataclass(frozen=True, slots=True)
+class Subclass:
+    """A tensor subclass as its class, flatten context and (encoded) inner tensors."""
+
+    cls: type
+    inner: dict[str, Any]
+    ctx: Any
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+
+    def decode(self) -> torch.Tensor:
+        inner = {name: decode_value(v) for name, v in self.inner.items()}
+        return self.cls.__tensor_unflatten__(inner, self.ctx, torch.Size(self.size), self.stride)
+
+
+class Encoder:
+    """Turns state-dict values into their transfer form; counts tensors and their bytes."""
+
+    def __init__(self) -> None:
+        self.counts = {"sparse_tensors": 0, "dense_tensors": 0, "payload_tensor_bytes": 0}
+        # Source tensor -> its encoding, keyed by storage and view, so tied weights go once;
+        # the source is kept alive so that no later tensor can reuse its address.
+        self._memo: dict[tuple[Any, ...], tuple[torch.Tensor, Any]] = {}
+
+    def value(self, value: Any) -> Any:
+        if isinstance(value, (tuple, list)):
+            return type(value)(self.value(v) for v in value)
+        if not isinstance(value, torch.Tensor):
+            return value
+        if is_subclass(value):
+            names, ctx = value.__tensor_flatten__()
+            inner = {name: self.value(getattr(value, name)) for name in names}
+            return Subclass(type(value), inner, ctx, tuple(value.size()), tuple(value.stride()))
+        if value.is_quantized:
+            return self.quantized(value)
+        return self.plain(value.detach())
+
+    def quantized(self, t: torch.Tensor) -> Quantized:
+        scale, zero_point, axis = qparams(t)
+        return Quantized(self.plain(t.int_repr()), self.value(scale), self.value(zero_point), axis)
+
+    def plain(self, t: torch.Tensor) -> Any:
+        key = (t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape), t.stride(), t.dtype)
+        if key in self._memo:
+            return self._memo[key][1]
+        if bitmask_pays(t):
+            mask = t != 0
+            encoded: Any = Bitmask(pack_bits(mask), t[mask], tuple(t.shape))
+            self._count(encoded.bits, sparse=True)
+            self.counts["payload_tensor_bytes"] += encoded.values.numel() * encoded.values.element_size()
+        else:
+            encoded = t
+            self._count(t, sparse=False)
+        self._memo[key] = (t, encoded)
+        return encoded
+
+    def _count(self, t: torch.Tensor, sparse: bool) -> None:
+        self.counts["sparse_tensors" if sparse else "dense_tensors"] += 1
+        self.counts["payload_tensor_bytes"] += t.numel() * t.element_size()
 
 
 def encode_state(state: dict[str, Any]) -> tuple[dict[str, Any], dict[str, int]]:
-    """State dict -> transferable dict (sparse entries for mostly-zero tensors), plus counts."""
-    out: dict[str, Any] = {}
-    counts = {"sparse_tensors": 0, "dense_tensors": 0}
-    for name, value in state.items():
-        if isinstance(value, torch.Tensor) and type(value) is torch.Tensor and bitmask_pays(value):
-            t = value.detach().contiguous()
-            mask = t != 0
-            out[name] = {"__bitmask__": pack_bits(mask), "values": t[mask], "shape": tuple(t.shape), "dtype": t.dtype}
-            counts["sparse_tensors"] += 1
-        else:
-            out[name] = value
-            counts["dense_tensors"] += 1
-    return out, counts
+    """State dict -> transferable dict, plus counts: tensors sent sparse and dense, and the
+    bytes of every tensor in the payload (`payload_tensor_bytes`; the rest is pickle framing).
+
+    `payload_tensor_bytes` equals `sizing.sparse_bytes` of the model when every tensor has at
+    least `MIN_SPARSE_NUMEL` elements and none is quantized per tensor (`sparse_bytes` counts
+    that scale and zero point as 16 bytes; here they travel as Python numbers).
+    """
+    encoder = Encoder()
+    return {name: encoder.value(v) for name, v in state.items()}, encoder.counts
+
+
+def decode_value(value: Any) -> Any:
+    if isinstance(value, (Bitmask, Quantized, Subclass)):
+        return value.decode()
+    if isinstance(value, (tuple, list)):
+        return type(value)(decode_value(v) for v in value)
+    return value
 
 
 def decode_state(encoded: dict[str, Any]) -> dict[str, Any]:
-    out = {}
-    for name, value in encoded.items():
-        if isinstance(value, dict) and "__bitmask__" in value:
-            numel = 1
-            for d in value["shape"]:
-                numel *= d
-            dense = torch.zeros(numel, dtype=value["dtype"])
-            dense[unpack_bits(value["__bitmask__"], numel)] = value["values"]
-            out[name] = dense.view(value["shape"])
-        else:
-            out[name] = value
-    return out
+    return {name: decode_value(v) for name, v in encoded.items()}
 
 
-def checksum(state: dict[str, Any]) -> float:
-    """Sum of every plain floating tensor (quantized tensors via their int representation)."""
-    total = 0.0
-    for value in state.values():
-        if isinstance(value, torch.Tensor) and type(value) is torch.Tensor:
-            if value.is_quantized:
-                total += float(value.int_repr().double().sum())
-            elif value.is_floating_point():
-                total += float(value.double().sum())
-    return total
+def _hash_value(h: Any, value: Any) -> None:
+    if isinstance(value, (tuple, list)):
+        for v in value:
+            _hash_value(h, v)
+    elif isinstance(value, torch.Tensor) and is_subclass(value):
+        for name in value.__tensor_flatten__()[0]:
+            _hash_value(h, getattr(value, name))
+    elif isinstance(value, torch.Tensor) and value.is_quantized:
+        _hash_value(h, (value.int_repr(), *qparams(value)))
+    elif isinstance(value, torch.Tensor):
+        t = value.detach().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(value.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy())
+    else:
+        h.update(repr(value).encode())
+
+
+def digest(state: dict[str, Any]) -> bytes:
+    """SHA-256 of every name, dtype, shape and tensor byte of `state` (quantized: integers + qparams)."""
+    h = hashlib.sha256()
+    for name, value in state.items():
+        h.update(name.encode())
+        _hash_value(h, value)
+    return h.digest()
 
 
 def serialize(obj: Any) -> bytes:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return buf.getvalue()
+
+
+def verify(local: bytes, env: RankEnv) -> None:
+    """Receivers compare their digest of what they unpacked with rank 0's."""
+    ref = torch.frombuffer(bytearray(local), dtype=torch.uint8).clone()
+    dist.broadcast(ref, src=0)
+    if not env.is_main and bytes(ref.tolist()) != local:
+        raise RuntimeError(f"transferred state differs from rank 0's: digest {local.hex()[:16]} vs {bytes(ref.tolist()).hex()[:16]}")
 
 
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
@@ -114,10 +246,9 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
         metrics["serialized_dense_bytes"] = len(serialize(sd))
         metrics["payload_bytes"] = len(payload)
         buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
-        expected = checksum(sd)
+        expected = digest(sd)
     else:
         buffer = torch.empty(0, dtype=torch.uint8)
-        expected = 0.0
     size = torch.tensor([buffer.numel()], dtype=torch.int64)
 
     received: dict[str, Any] = {}
@@ -139,11 +270,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
         with window.timer.step():
             step()
     out = window.stop(cfg.steps)
-    check = torch.tensor([expected if env.is_main else checksum(received)], dtype=torch.float64)
-    ref = check.clone()
-    dist.broadcast(ref, src=0)
-    if not env.is_main and not torch.allclose(check, ref, rtol=1e-9, atol=1e-6):
-        raise RuntimeError(f"transferred state differs from rank 0's: checksum {float(check)} vs {float(ref)}")
+    verify(expected if env.is_main else digest(received), env)
     nbytes = torch.tensor([float(metrics.get("payload_bytes", 0))], dtype=torch.float64)
     dist.broadcast(nbytes, src=0)
     out.update(
