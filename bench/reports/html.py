@@ -121,6 +121,41 @@ OPS_TABLE = [
 ]
 
 
+COMPRESSION_TABLE = [
+    ("strategy", "strategy", "s"),
+    ("model", "model", "s"),
+    ("world_size", "ws", "s"),
+    ("model_bytes", "model MB (dense)", "MB"),
+    ("model_sparse_bytes", "model MB (sparse)", "MB"),
+    ("sparsity", "sparsity", "f"),
+    ("transfer_payload_bytes", "payload MB", "MB"),
+    ("serialized_bytes", "torch.save MB", "MB"),
+    ("perplexity", "perplexity", "f"),
+    ("kl_mean", "KL mean (nats)", "f"),
+    ("top1_agreement", "top-1 agreement", "f"),
+    ("embedding_cosine", "embedding cosine", "f"),
+]
+
+
+def compression_html(ok: pd.DataFrame) -> str:
+    """Model sizes and accuracy against the uncompressed model; for infer, accuracy-vs-size frontiers."""
+    if ok.empty or ok["model_bytes"].isna().all():
+        return ""
+    cols = [c for c in COMPRESSION_TABLE if c[2] == "s" or ok[c[0]].notna().any()]
+    parts = ["<h3>Model compression</h3>", _table(ok.sort_values(["model", "world_size", "strategy"]), cols)]
+    x, xlabel = "model_sparse_bytes", "model MB (each tensor dense or bitmask-sparse, whichever is smaller)"
+    figures = [
+        (plots.pareto_scatter(ok, x, "perplexity", xlabel, "perplexity (lower is better)", 1e-6), "perplexity vs bytes"),
+        (plots.pareto_scatter(ok.assign(embedding_gap=1 - ok["embedding_cosine"]), x, "embedding_gap", xlabel,
+                              "1 - embedding cosine to the uncompressed model", 1e-6), "embedding gap vs bytes"),
+    ]  # fmt: skip
+    if any(uri for uri, _ in figures):
+        parts.append("<h3>Accuracy vs model size</h3><p>Each strategy's accuracy against the bytes its model "
+                     "takes; the red line joins the strategies nothing beats on both (fewer bytes, lower value).</p>")
+        parts += [_img(uri, alt) for uri, alt in figures]
+    return "\n".join(parts)
+
+
 def _case(row: pd.Series) -> str:
     try:
         opts = json.loads(row["config"]).get("options", {})
@@ -227,6 +262,7 @@ def build(df: pd.DataFrame, comm: pd.DataFrame, title: str) -> str:
             parts.append(bytes_html(sub, comm))
             parts.append(_img(plots.grouped_bars(ok, "latency_p50_s", "p50 step latency (ms)", 1e3), "latency"))
             parts.append(_img(plots.grouped_bars(ok, "comm_logical_bytes_per_step", "logical MB per step (all ranks)", 1e-6), "bytes"))
+            parts.append(compression_html(ok))
             if workload == "train":
                 parts.append(_img(plots.loss_curves(ok), "loss curves"))
                 parts.append("<h3>Accuracy vs bytes</h3><p>Held-out loss against logical bytes per step "

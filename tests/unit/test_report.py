@@ -55,3 +55,39 @@ def test_report_is_self_contained_html(results: Path, tmp_path: Path) -> None:
     assert "Accuracy vs bytes" in text and "Bytes: logical vs wire vs analytic" in text
     assert "failed: raise_in_rank" in text and "boom" in text
     assert "<img" in text and "src='http" not in text
+
+
+def _infer_row(strategy: str, model: str, model_bytes: int, **accuracy: float) -> dict[str, object]:
+    row = _row(strategy, 0.05, 0.0, float("nan"))
+    row.update(workload="infer", model=model, world_size=1, trial_id=f"{strategy}-{model}", comm_logical_bytes_per_step=None,
+               eval_loss=None, loss_curve=None, model_bytes=model_bytes, model_sparse_bytes=model_bytes, **accuracy)
+    return row  # fmt: skip
+
+
+def _report_of(rows: list[dict[str, object]], tmp_path: Path) -> str:
+    w = RunWriter(tmp_path / "s", "r")
+    for row in rows:
+        w.add(row, [])
+    return write_report([tmp_path / "s"], tmp_path / "r.html").read_text()
+
+
+def test_infer_report_plots_perplexity_and_embedding_gap_against_bytes(tmp_path: Path) -> None:
+    text = _report_of([
+        _infer_row("baseline", "smollm2-135m", 540_000_000, perplexity=14.5),
+        _infer_row("quant_int8_wo", "smollm2-135m", 220_000_000, perplexity=14.6),
+        _infer_row("prune_l1", "smollm2-135m", 400_000_000, perplexity=30.0),  # beaten on both axes
+        _infer_row("baseline", "minilm-l6", 90_000_000, embedding_cosine=1.0),
+        _infer_row("cast_fp16", "minilm-l6", 45_000_000, embedding_cosine=0.9999),
+    ], tmp_path)  # fmt: skip
+    assert "Model compression" in text and "Accuracy vs model size" in text
+    assert "alt='perplexity vs bytes' src='data:image/png;base64," in text
+    assert "alt='embedding gap vs bytes' src='data:image/png;base64," in text
+    assert "14.6000" in text and "220.000" in text  # the table: perplexity and model MB
+
+
+def test_no_accuracy_vs_size_without_perplexity_or_embeddings(tmp_path: Path) -> None:
+    text = _report_of([_infer_row("baseline", "gpt2-tiny", 5_000_000), _infer_row("cast_fp16", "gpt2-tiny", 2_500_000)], tmp_path)
+    assert "Model compression" in text and "Accuracy vs model size" not in text
+    assert "perplexity vs bytes" not in text and "embedding gap vs bytes" not in text
+    train_only = _report_of([_row("baseline", 0.1, 2e6, 2.0)], tmp_path / "train")
+    assert "Model compression" not in train_only and "Accuracy vs model size" not in train_only
