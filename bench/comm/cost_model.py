@@ -20,6 +20,8 @@ sending the buffer to every other rank (the root sends (n-1) S; others send noth
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -164,6 +166,52 @@ def powersgd_elements(shape: tuple[int, int], rank: int, min_compression_rate: f
     if (n + m) * r * min_compression_rate < n * m:
         return r * (n + m), True
     return n * m, False
+
+
+def as_matrix(shape: tuple[int, ...]) -> tuple[int, int]:
+    """How PowerSGD views a gradient: `tensor.view(shape[0], -1)` (a 1-D tensor is n x 1)."""
+    n = shape[0] if shape else 1
+    numel = 1
+    for d in shape:
+        numel *= d
+    return n, numel // n if n else 0
+
+
+def powersgd_step(shapes: list[tuple[int, ...]], rank: int, min_compression_rate: float = 2.0) -> int:
+    """Elements `powerSGD_hook` all-reduces per compressed step, over all buckets.
+
+    Per bucket: one all_reduce of the tensors not worth compressing (1-D ones always),
+    then one of every P (n x r') and one of every Q (m x r'). Summed over a step this does
+    not depend on the bucketing: the sum of `powersgd_elements` over every gradient.
+    """
+    return sum(powersgd_elements(as_matrix(s), rank, min_compression_rate)[0] for s in shapes)
+
+
+def batched_powersgd_step(bucket_numels: list[int], rank: int) -> int:
+    """Elements `batched_powerSGD_hook` all-reduces per compressed step.
+
+    Each bucket is zero-padded to a square of side ceil(sqrt(numel)) and compressed as one
+    matrix, whatever the compression rate: P and Q of side x rank elements each.
+    """
+    return sum(2 * math.ceil(math.sqrt(n)) * rank for n in bucket_numels)
+
+
+def warmup_mix(compressed: float, plain: float, *, start_iter: int, warmup: int, steps: int) -> float:
+    """Mean bytes per measured step when a hook sends `plain` before iteration `start_iter`.
+
+    The measured window covers iterations warmup .. warmup+steps-1; PowerSGD all-reduces
+    uncompressed until its `start_powerSGD_iter`.
+    """
+    uncompressed = min(steps, max(0, start_iter - warmup))
+    return (uncompressed * plain + (steps - uncompressed) * compressed) / steps
+
+
+def gathered_payloads(bucket_numels: list[int], payload_bytes: Callable[[int], int], n: int) -> float:
+    """all_gather bytes per step (nccl-tests' S: every rank's payload) of a compressing hook.
+
+    Each bucket is one all_gather of the ranks' packed payloads, `payload_bytes(numel)` each.
+    """
+    return float(sum(payload_bytes(b) for b in bucket_numels) * n)
 
 
 def tensor_parallel_step(batch: int, seq: int, hidden: int, layers: int, dtype_bytes: int = 4) -> dict[str, float]:

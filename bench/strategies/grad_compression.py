@@ -1,13 +1,22 @@
-"""Gradient compression as DDP communication hooks (torch's own where torch has one)."""
+"""Gradient compression as DDP communication hooks (torch's own where torch has one).
+
+torch ships fp16/bf16 casts and PowerSGD; top-k, sign and QSGD are commbench's own hooks
+(`bench.comm.compression_hooks`). Each strategy states its whole-step cost model, which
+the measured bytes are tested against.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
+from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from bench.comm.cost_model import ddp_ops
+from bench.comm import compression_hooks as ch
+from bench.comm.cost_model import batched_powersgd_step, ddp_ops, gathered_payloads, powersgd_step, warmup_mix
+from bench.comm.powersgd import PowerSGDHookState, register_powersgd
 from bench.runner.config import TrialConfig
 from bench.errors import SkipTrial
 from bench.strategies import STRATEGIES
@@ -90,3 +99,180 @@ class Bf16Compress(CommHookStrategy):
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         return ddp_ops(state, wire_dtype_bytes=2)
+
+
+def bucket_numels(ddp: nn.Module) -> list[int]:
+    """Elements in each of DDP's current gradient buckets (after its first-iteration rebuild).
+
+    A layout fact the cost models need; DDP exposes it only through its reducer.
+    """
+    return [b.buffer().numel() for b in ddp.reducer._get_zeros_like_grad_buckets()]  # type: ignore[attr-defined]
+
+
+def with_gradient_ops(state: TrialState, ops: dict[str, float]) -> dict[str, float]:
+    """DDP's step model with the gradient all_reduce replaced by a hook's `ops`."""
+    base = ddp_ops(state)
+    base.pop("all_reduce", None)
+    return {**{op: b for op, b in ops.items() if b}, **base}
+
+
+# --- PowerSGD ---------------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class PowerSGDParams:
+    rank: int = 4  # matrix_approximation_rank
+    start_iter: int = 2  # plain all_reduce before this iteration (torch's default, 1000, hides the hook)
+    error_feedback: bool = True
+    warm_start: bool = True
+    batched: bool = False  # batched_powerSGD_hook: one square matrix per bucket
+    min_compression_rate: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.rank < 1:
+            raise ValueError("rank must be >= 1")
+        if self.start_iter < 1:
+            raise ValueError("start_iter must be >= 1")
+        if self.start_iter < 2 and (self.error_feedback or self.warm_start):
+            # PowerSGDState refuses it too: DDP rebuilds its buckets after iteration 0, which
+            # would invalidate per-bucket error and warm-start memory.
+            raise ValueError("start_iter must be >= 2 when error_feedback or warm_start is on")
+        if self.min_compression_rate <= 0:
+            raise ValueError("min_compression_rate must be > 0")
+
+
+@STRATEGIES.register("powersgd")
+class PowerSGD(CommHookStrategy):
+    """torch's `powerSGD_hook` (or `batched_powerSGD_hook`), made safe on gloo by `register_powersgd`.
+
+    Each gradient, viewed as n x m, is all-reduced as P (n x r') and Q (m x r'), r' =
+    min(n, m, rank), when that pays (`min_compression_rate`); 1-D tensors go uncompressed.
+    Steps before `start_iter` are plain fp32 all-reduces; the cost model averages both
+    over the measured window. Rank 0's `compression_stats()` are kept in the metrics.
+    """
+
+    name = "powersgd"
+    summary = "torch's PowerSGD hook: rank-r P/Q all-reduces per gradient matrix (error feedback, warm start)"
+    Params = PowerSGDParams
+    wire_dtype = "float32"
+
+    def apply(self, state: TrialState) -> None:  # registers through register_powersgd, not make_hook
+        if state.wrapper != "ddp":
+            raise RuntimeError(f"{self.name} needs DDP, but the model is wrapped by {state.wrapper}")
+        p = self.params
+        hook_state = register_powersgd(
+            state.train_module,
+            matrix_approximation_rank=p.rank,
+            start_powerSGD_iter=p.start_iter,
+            batched=p.batched,
+            use_error_feedback=p.error_feedback,
+            warm_start=p.warm_start,
+            min_compression_rate=p.min_compression_rate,
+            random_seed=state.cfg.seed,
+        )
+        state.comm_hook, state.comm_hook_state = self.name, hook_state
+        state.after_step.append(lambda _i: self._record(state, hook_state))
+
+    @staticmethod
+    def _record(state: TrialState, hook_state: PowerSGDHookState) -> None:
+        rate, before, after = hook_state.compression_stats()
+        state.metrics.update(
+            powersgd_iter=hook_state.powersgd.iter,
+            powersgd_compression_rate=rate,
+            powersgd_numel_before=before,
+            powersgd_numel_after=after,
+        )
+
+    def compressed_elements(self, state: TrialState) -> int:
+        """Elements all-reduced per compressed step (the cost model)."""
+        if self.params.batched:
+            return batched_powersgd_step(bucket_numels(state.train_module), self.params.rank)
+        shapes = [tuple(q.shape) for q in state.model.parameters() if q.requires_grad]
+        return powersgd_step(shapes, self.params.rank, self.params.min_compression_rate)
+
+    def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
+        cfg = state.cfg
+        compressed = 4.0 * self.compressed_elements(state)  # P, Q and uncompressed go in fp32
+        mean = warmup_mix(compressed, state.metrics["grad_bytes"], start_iter=self.params.start_iter,
+                          warmup=cfg.warmup_steps, steps=cfg.steps)  # fmt: skip
+        return with_gradient_ops(state, {"all_reduce": mean})
+
+
+# --- commbench's own codecs: top-k, sign, QSGD -----------------------------------------
+
+
+class CodecStrategy(CommHookStrategy):
+    """A codec from `bench.comm.compression_hooks`: one all_gather of packed payloads per bucket."""
+
+    def codec(self) -> ch.Codec:
+        raise NotImplementedError
+
+    def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
+        hook_state = ch.CompressionState(codec=self.codec(), seed=state.cfg.seed)
+        state.after_step.append(lambda _i: state.metrics.update(hook_payload_bytes_sent=hook_state.payload_bytes_sent))
+        return hook_state, ch.compression_hook
+
+    def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
+        payload = self.codec().payload_bytes
+        gathered = gathered_payloads(bucket_numels(state.train_module), payload, state.env.world_size)
+        return with_gradient_ops(state, {"all_gather": gathered})
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class TopKParams:
+    ratio: float = 0.01
+    error_feedback: bool = True
+
+    def __post_init__(self) -> None:
+        ch.TopK(ratio=self.ratio)  # validates
+
+
+@STRATEGIES.register("topk")
+class TopKStrategy(CodecStrategy):
+    """Top-k sparsification: float32 values + int32 indices of the ceil(ratio*n) largest per bucket."""
+
+    name = "topk"
+    summary = "top-k sparsification per bucket: values + int32 indices all-gathered, error feedback"
+    Params = TopKParams
+
+    def codec(self) -> ch.Codec:
+        return ch.TopK(ratio=self.params.ratio, error_feedback=self.params.error_feedback)
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class SignParams:
+    error_feedback: bool = True
+    scaled: bool = True  # send mean |x| as the scale (EF-SignSGD); else +-1
+
+
+@STRATEGIES.register("signsgd")
+class SignSGD(CodecStrategy):
+    """1-bit signs packed 8 per byte plus a float32 scale per bucket (EF-SignSGD)."""
+
+    name = "signsgd"
+    summary = "1-bit sign compression, 8 signs per byte + a scale per bucket, error feedback"
+    Params = SignParams
+
+    def codec(self) -> ch.Codec:
+        return ch.Sign(error_feedback=self.params.error_feedback, scaled=self.params.scaled)
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class QSGDParams:
+    levels: int = 127  # quantization levels per sign; the code dtype is the narrowest that holds them
+    error_feedback: bool = False  # QSGD is unbiased
+
+    def __post_init__(self) -> None:
+        ch.QSGD(levels=self.levels)  # validates
+
+
+@STRATEGIES.register("qsgd")
+class QSGDStrategy(CodecStrategy):
+    """QSGD stochastic quantization: a float32 norm + signed integer levels per bucket."""
+
+    name = "qsgd"
+    summary = "QSGD stochastic quantization to `levels` levels, packed in the narrowest integer type"
+    Params = QSGDParams
+
+    def codec(self) -> ch.Codec:
+        return ch.QSGD(levels=self.params.levels, error_feedback=self.params.error_feedback)

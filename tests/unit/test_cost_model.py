@@ -74,3 +74,30 @@ def test_powersgd_elements(shape: tuple[int, int], rank: int, expected: tuple[in
 def test_tensor_and_pipeline_parallel_models() -> None:
     assert cm.tensor_parallel_step(2, 8, 16, 3)["all_reduce"] == 4 * 3 * 2 * 8 * 16 * 4
     assert cm.pipeline_step(2, 8, 16, stages=4, microbatches=4)["send"] == 2 * 3 * 2 * 8 * 16 * 4
+
+
+def test_powersgd_step_views_gradients_as_in_torch() -> None:
+    # A (512, 512) weight compresses to 4 * 1024; its (512,) bias goes as is (a 512 x 1 matrix);
+    # a conv-like (64, 8, 3, 3) weight is viewed as 64 x 72 and compresses to (64 + 72) * 4 = 544,
+    # since 544 * 2 < 64 * 72.
+    assert cm.as_matrix((64, 8, 3, 3)) == (64, 72)
+    assert cm.as_matrix((512,)) == (512, 1)
+    assert cm.powersgd_step([(512, 512), (512,), (64, 8, 3, 3)], rank=4) == 4 * 1024 + 512 + 544
+    # min_compression_rate moves the threshold: at 10 the (64, 72) matrix no longer pays.
+    assert cm.powersgd_step([(64, 8, 3, 3)], rank=4, min_compression_rate=10) == 64 * 72
+
+
+def test_batched_powersgd_pads_each_bucket_to_a_square() -> None:
+    # 1000 elements -> a 32 x 32 square; 1024 -> 32 x 32; P and Q are side x rank each.
+    assert cm.batched_powersgd_step([1000, 1024, 1025], rank=2) == 2 * 2 * (32 + 32 + 33)
+
+
+def test_warmup_mix_counts_plain_steps_inside_the_window() -> None:
+    # start_iter 5, 2 warmup steps: iterations 2, 3, 4 of the window are plain, 5..11 compressed.
+    assert cm.warmup_mix(10.0, 100.0, start_iter=5, warmup=2, steps=10) == pytest.approx((3 * 100 + 7 * 10) / 10)
+    assert cm.warmup_mix(10.0, 100.0, start_iter=2, warmup=3, steps=4) == 10.0
+    assert cm.warmup_mix(10.0, 100.0, start_iter=1000, warmup=3, steps=4) == 100.0
+
+
+def test_gathered_payloads_count_every_ranks_payload() -> None:
+    assert cm.gathered_payloads([10, 20], lambda n: 8 * n, n=4) == 4 * 8 * 30
