@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _parse_sets(items: list[str]) -> dict[str, Any]:
-    """`--set data.states=128 --set lr=0.01` -> nested dict of raw strings."""
+    """`--set data.states=128 --set lr=0.01` -> nested dict.
+
+    Values stay raw strings for the typed trial fields (the config coerces them); under
+    `options.`, which has no declared types, a value is read as a TOML literal (so
+    `options.size_bytes=1048576` is an int), else kept as a string.
+    """
     out: dict[str, Any] = {}
     for item in items:
         key, eq, value = item.partition("=")
@@ -57,8 +63,16 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
         *parents, leaf = key.split(".")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = value
+        node[leaf] = _literal(value) if parents[:1] == ["options"] else value
     return out
+
+
+def _literal(text: str) -> Any:
+    """`1048576` -> 1048576, `true` -> True, `[1, 2]` -> [1, 2]; anything else stays a string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _cmd_run(args: argparse.Namespace) -> int:

@@ -13,6 +13,7 @@ over a trial is a few milliseconds (measured per trial as `launcher_cpu_s`).
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import signal
@@ -30,7 +31,14 @@ from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 MONITOR_INTERVAL_S = 0.2
 # gloo's message when a peer died first: never the root cause when another rank failed.
-_SECONDARY = ("Connection closed by peer", "Connection reset by peer", "Broken pipe", "SIGTERM", "Signals.SIGTERM")
+_SECONDARY = (
+    "Connection closed by peer",
+    "Connection reset by peer",
+    "Broken pipe",
+    "SIGTERM",
+    "Signals.SIGTERM",
+    "caused by a remote worker crashing",  # torch 2.13's gloo when a peer's socket closed mid-collective
+)
 
 
 class TrialTimeout(Exception):
@@ -70,8 +78,32 @@ def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
         return str(msg) or f"exit code {f.exitcode}"
 
     primary = [kv for kv in failures if not any(s in text(kv[1]) for s in _SECONDARY)]
-    rank, failure = (primary or failures)[0]
+    if primary:
+        rank, failure = primary[0]
+        return rank, _tail(text(failure))
+    # Only a secondary error was collected: the rank that failed first may still have been
+    # exiting when the agent saw its peer fail and stopped the group. Its error file
+    # (attempt_N/<rank>/error.json, written before it exits) tells the real cause.
+    rank, failure = failures[0]
+    for other, cause in _sibling_errors(failure.error_file):
+        if other not in exc.failures and not any(s in cause for s in _SECONDARY):
+            return other, _tail(cause)
     return rank, _tail(text(failure))
+
+
+def _sibling_errors(error_file: str) -> list[tuple[int, str]]:
+    """(rank, traceback) from the other ranks' torchelastic error files of the same attempt."""
+    attempt = Path(error_file).parent.parent if error_file and error_file != "<N/A>" else None
+    found = []
+    for path in sorted(attempt.glob("*/error.json")) if attempt and attempt.is_dir() else []:
+        if not path.parent.name.isdigit():
+            continue
+        try:
+            msg = json.loads(path.read_text())["message"]
+        except (OSError, ValueError, KeyError):
+            continue
+        found.append((int(path.parent.name), msg.get("extraInfo", {}).get("py_callstack") or msg.get("message", "")))
+    return found
 
 
 class _Alarm:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -29,6 +30,19 @@ class Window:
         self.memory = MemoryTracker(device)
         self.comm = CommAccountant() if track_comm else None
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
+
+    def measure(self, step: Callable[[], object], *, warmup: int, steps: int,
+                before: Callable[[], object] | None = None) -> dict[str, Any]:
+        """Run `warmup` untimed steps, then `before()` (e.g. a barrier), then `steps` timed ones."""
+        for _ in range(warmup):
+            step()
+        if before is not None:
+            before()
+        self.start()
+        for _ in range(steps):
+            with self.timer.step():
+                step()
+        return self.stop(steps)
 
     def start(self) -> None:
         sync(self.device)

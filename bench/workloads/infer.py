@@ -55,16 +55,13 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     corpus = lm.corpus_ids(cfg, tokenizer) if tokenizer is not None and spec.objective == "causal" else None
     inputs = prefill_inputs(cfg, spec, env, tokenizer, corpus)
 
+    def forward() -> None:
+        with state.autocast():
+            model(**inputs)
+
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
     with torch.inference_mode():
-        for _ in range(cfg.warmup_steps):
-            with state.autocast():
-                model(**inputs)
-        window.start()
-        for _ in range(cfg.steps):
-            with window.timer.step(), state.autocast():
-                model(**inputs)
-        out = window.stop(cfg.steps)
+        out = window.measure(forward, warmup=cfg.warmup_steps, steps=cfg.steps)
         out["generate"] = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
         out["accuracy"] = accuracy(cfg, spec, env, reference, state, tokenizer, corpus)
     out["profile"] = None  # data-parallel inference issues no collectives

@@ -84,13 +84,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
             fn(i)
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    for _ in range(cfg.warmup_steps):
-        step()
-    window.start()
-    for _ in range(cfg.steps):
-        with window.timer.step():
-            step()
-    out = window.stop(cfg.steps)
+    out = window.measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     check_wire_dtype(comp, out["comm_records"], state)
     out["train_losses"] = [float(x) for x in losses]
     out["accuracy"] = evaluate(state.model, chain, held_out, env.device)

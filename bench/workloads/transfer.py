@@ -263,13 +263,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
             received = decode_state(torch.load(io.BytesIO(buffer.numpy().tobytes()), weights_only=False))
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    for _ in range(cfg.warmup_steps):
-        step()
-    window.start()
-    for _ in range(cfg.steps):
-        with window.timer.step():
-            step()
-    out = window.stop(cfg.steps)
+    out = window.measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     verify(expected if env.is_main else digest(received), env)
     nbytes = torch.tensor([float(metrics.get("payload_bytes", 0))], dtype=torch.float64)
     dist.broadcast(nbytes, src=0)

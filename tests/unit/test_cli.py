@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.cli import main
+from bench.cli import _parse_sets, main
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -77,3 +77,8 @@ def test_module_entry_point_and_console_script() -> None:
         assert cmd in done.stdout
     done = subprocess.run([sys.executable, "-m", "bench", "run", "--model", "nope"], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 2 and done.stderr.strip().splitlines() == [done.stderr.strip()]
+
+
+def test_set_reads_option_values_as_toml_literals_and_leaves_typed_fields_raw() -> None:
+    got = _parse_sets(["options.size_bytes=1048576", "options.op=all_gather", "options.flag=true", "lr=3e-3", "data.states=64"])
+    assert got == {"options": {"size_bytes": 1048576, "op": "all_gather", "flag": True}, "lr": "3e-3", "data": {"states": "64"}}
