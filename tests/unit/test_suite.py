@@ -39,6 +39,25 @@ def test_default_suite_expands_to_the_documented_matrix() -> None:
     assert len(skipped) == 4 and all("infer" in t.skip for t in skipped)  # type: ignore[operator]
 
 
+def test_compression_suite_pairs_infer_with_one_rank_and_transfer_with_two() -> None:
+    s = suites.load("compression")
+    assert len(s.trials) == 48  # 12 strategies x 2 models x (infer at 1 rank + transfer at 2)
+    assert {(t.config.workload, t.config.world_size) for t in s.trials} == {("infer", 1), ("transfer", 2)}
+    assert {t.config.model for t in s.trials} == {"smollm2-135m", "minilm-l6"}
+    assert "prune_l1+quant_int8_wo" in {t.config.strategy for t in s.trials}
+    infer = [t.config for t in s.trials if t.config.workload == "infer"]
+    assert all(c.options["max_tokens"] >= 16384 and c.batch_size == 1 and c.seq_len == 128 for c in infer)
+
+
+def test_seed_bert_suite_trains_bert_and_compresses_minilm() -> None:
+    s = suites.load("seed_bert")
+    train = [t.config for t in s.trials if t.config.workload == "train"]
+    assert [(c.strategy, c.model, c.world_size) for c in train] == [("baseline", "bert-small", 2)]
+    rest = [t for t in s.trials if t.config.workload != "train"]
+    assert len(rest) == 16 and {t.config.model for t in rest} == {"minilm-l6"}
+    assert {"prune_l1(amount=0.7)", "prune_l1(amount=0.7)+quant_dynamic_int8"} <= {t.config.strategy for t in rest}
+
+
 def test_expansion_settings_and_ids(tmp_path: Path) -> None:
     s = suites.load(str(write(tmp_path, MINIMAL)))
     assert len(s.trials) == 8 and all(t.config.steps == 3 for t in s.trials)
