@@ -203,6 +203,8 @@ def _hash_value(h: Any, value: Any) -> None:
         _hash_value(h, (value.int_repr(), *qparams(value)))
     elif isinstance(value, torch.Tensor):
         t = value.detach().contiguous().reshape(-1)
+        if t.is_floating_point():
+            t = t + 0.0  # -0.0 + 0.0 is +0.0: a bitmask keeps zeros, not their sign
         h.update(f"{t.dtype}{tuple(value.shape)}".encode())
         h.update(t.view(torch.uint8).numpy())
     else:
@@ -210,7 +212,12 @@ def _hash_value(h: Any, value: Any) -> None:
 
 
 def digest(state: dict[str, Any]) -> bytes:
-    """SHA-256 of every name, dtype, shape and tensor byte of `state` (quantized: integers + qparams)."""
+    """SHA-256 of every name, dtype, shape and tensor byte of `state` (quantized: integers + qparams).
+
+    Floating zeros are hashed as +0.0: pruning leaves -0.0 where it zeroed a negative weight
+    (w x 0), the receiver's bitmask restores +0.0, and only sign-inspecting operations
+    (1/x, copysign) can tell them apart. Every other bit must match.
+    """
     h = hashlib.sha256()
     for name, value in state.items():
         h.update(name.encode())

@@ -84,6 +84,15 @@ def test_pruned_dynamic_int8_model_is_packed_and_rebuilt() -> None:
         assert digest(received) == digest(state)
 
 
+def test_pruned_float_model_round_trips_and_negative_zeros_hash_as_zeros() -> None:
+    state = apply("prune_l1(amount=0.5)", two_linears()).model.state_dict()
+    assert bool(torch.signbit(state["0.weight"][state["0.weight"] == 0]).any())  # w x 0 kept the sign of w
+    received = round_trip(state)
+    assert torch.equal(received["0.weight"], state["0.weight"]) and digest(received) == digest(state)
+    received["0.weight"][received["0.weight"] == 0] = 1e-30
+    assert digest(received) != digest(state)
+
+
 def test_tied_tensors_are_packed_once() -> None:
     w = torch.zeros(64, 64)
     w[0] = 1.0
