@@ -149,9 +149,10 @@ def compression_html(ok: pd.DataFrame) -> str:
     parts = ["<h3>Model compression</h3>", _table(ok.sort_values(["model", "world_size", "strategy"]), cols)]
     x, xlabel = "model_sparse_bytes", "model MB (each tensor dense or bitmask-sparse, whichever is smaller)"
     figures = [
-        (plots.pareto_scatter(ok, x, "perplexity", xlabel, "perplexity (lower is better)", 1e-6), "perplexity vs bytes"),
+        (plots.pareto_scatter(ok, x, "perplexity", xlabel, "perplexity (lower is better)", 1e-6, log_y=True),
+         "perplexity vs bytes"),
         (plots.pareto_scatter(ok.assign(embedding_gap=1 - ok["embedding_cosine"]), x, "embedding_gap", xlabel,
-                              "1 - embedding cosine to the uncompressed model", 1e-6), "embedding gap vs bytes"),
+                              "1 - embedding cosine to the uncompressed model", 1e-6, log_y=True), "embedding gap vs bytes"),
     ]  # fmt: skip
     if any(uri for uri, _ in figures):
         parts.append("<h3>Accuracy vs model size</h3><p>Each strategy's accuracy against the bytes its model "

@@ -64,8 +64,14 @@ def pareto_front(points: list[tuple[float, float]]) -> list[int]:
     return sorted(front, key=lambda i: points[i])
 
 
-def pareto_scatter(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, xscale: float = 1.0) -> str | None:
-    """One panel per (model, world size): every strategy as a point, the Pareto frontier as a line."""
+def pareto_scatter(
+    df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, xscale: float = 1.0, log_y: bool = False
+) -> str | None:
+    """One panel per (model, world size): every strategy as a point, the Pareto frontier as a line.
+
+    `log_y` puts y on a symmetric log scale, linear below the smallest positive value, for
+    measures that span decades (a ruined model's perplexity) and may be exactly 0.
+    """
     data = df.dropna(subset=[x, y])
     if data.empty:
         return None
@@ -79,6 +85,8 @@ def pareto_scatter(df: pd.DataFrame, x: str, y: str, xlabel: str, ylabel: str, x
             ax.annotate(str(label), (px, py), fontsize=7, xytext=(3, 3), textcoords="offset points")
         front = pareto_front(pts)
         ax.plot([pts[i][0] for i in front], [pts[i][1] for i in front], "r--", lw=1, label="Pareto frontier")
+        if log_y:
+            ax.set_yscale("symlog", linthresh=min((p[1] for p in pts if p[1] > 0), default=1.0))
         ax.set_title(f"{model} ws={ws}", fontsize=9)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
