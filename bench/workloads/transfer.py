@@ -86,8 +86,8 @@ class Bitmask:
 
     def decode(self) -> torch.Tensor:
         numel = int(torch.Size(self.shape).numel())
-        dense = torch.zeros(numel, dtype=self.values.dtype)
-        dense[unpack_bits(self.bits, numel)] = self.values
+        # masked_scatter_ fills in order without materialising int64 indices (index_put_ does).
+        dense = torch.zeros(numel, dtype=self.values.dtype).masked_scatter_(unpack_bits(self.bits, numel), self.values)
         return dense.view(self.shape)
 
 
