@@ -81,14 +81,17 @@ def sign_encode(x: torch.Tensor, scaled: bool = True) -> tuple[torch.Tensor, tor
     """
     n = x.numel()
     scale = (x.abs().sum() / n if scaled else torch.ones((), device=x.device)).reshape(1).to(torch.float32)
-    bits = torch.zeros(8 * math.ceil(n / 8), dtype=torch.uint8, device=x.device)
-    bits[:n] = x >= 0
-    return scale, pack_bits(bits)
+    return scale, pack_bits(x >= 0)
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """uint8 0/1 values (length a multiple of 8) -> bytes, LSB-first."""
-    cols = bits.view(-1, 8)
+    """Bool or 0/1 values, any shape -> ceil(n/8) bytes, LSB-first, the tail bits 0.
+
+    Shared by the sign codec and the transfer workload's bitmasks.
+    """
+    flat = bits.reshape(-1).to(torch.uint8)
+    pad = (-flat.numel()) % 8
+    cols = (torch.cat([flat, flat.new_zeros(pad)]) if pad else flat).view(-1, 8)
     # Eight shifted ORs over strided columns: vectorised and no uint8 overflow possible.
     packed = cols[:, 0].clone()
     for j in range(1, 8):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -62,8 +62,6 @@ class TrialState:
     comm_hook_state: Any = None
     parallel: dict[str, int] = field(default_factory=dict)  # e.g. {"dp": 2, "tp": 1, "pp": 1}
     metrics: dict[str, Any] = field(default_factory=dict)
-    # Called after every optimizer step with the step index (e.g. to read hook stats).
-    after_step: list[Callable[[int], None]] = field(default_factory=list)
 
     @property
     def ddp_buffer_bytes(self) -> int:
@@ -112,6 +110,12 @@ class Strategy(ABC):
 
     def apply(self, state: TrialState) -> None:
         """Edit `state` in this strategy's phase (called on every rank)."""
+
+    def finish(self, state: TrialState) -> None:
+        """Record what the strategy measured about itself in `state.metrics`, once, after the run.
+
+        Called outside every timed step, so reading hook statistics costs the steps nothing.
+        """
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         """Cost model of one step's traffic when this strategy sets it: op -> message bytes per rank.

@@ -171,10 +171,9 @@ class PowerSGD(CommHookStrategy):
             random_seed=state.cfg.seed,
         )
         state.comm_hook, state.comm_hook_state = self.name, hook_state
-        state.after_step.append(lambda _i: self._record(state, hook_state))
 
-    @staticmethod
-    def _record(state: TrialState, hook_state: PowerSGDHookState) -> None:
+    def finish(self, state: TrialState) -> None:
+        hook_state: PowerSGDHookState = state.comm_hook_state
         rate, before, after = hook_state.compression_stats()
         state.metrics.update(
             powersgd_iter=hook_state.powersgd.iter,
@@ -202,29 +201,22 @@ class PowerSGD(CommHookStrategy):
 
 
 class CodecStrategy(CommHookStrategy):
-    """A codec from `bench.comm.compression_hooks`: one all_gather of packed payloads per bucket."""
+    """A codec from `bench.comm.compression_hooks`: one all_gather of packed payloads per bucket.
 
-    def codec(self) -> ch.Codec:
-        raise NotImplementedError
+    The codec dataclass (`ch.TopK`, `ch.Sign`, `ch.QSGD`) is the strategy's Params: its
+    fields are the strategy's parameters and it validates them.
+    """
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
-        hook_state = ch.CompressionState(codec=self.codec(), seed=state.cfg.seed)
-        state.after_step.append(lambda _i: state.metrics.update(hook_payload_bytes_sent=hook_state.payload_bytes_sent))
-        return hook_state, ch.compression_hook
+        return ch.CompressionState(codec=self.params, seed=state.cfg.seed), ch.compression_hook
+
+    def finish(self, state: TrialState) -> None:
+        state.metrics["hook_payload_bytes_sent"] = state.comm_hook_state.payload_bytes_sent
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
-        payload = self.codec().payload_bytes
+        payload = self.params.payload_bytes
         gathered = gathered_payloads(bucket_numels(state.train_module), payload, state.env.world_size)
         return with_gradient_ops(state, {"all_gather": gathered})
-
-
-@dataclass(kw_only=True, slots=True, frozen=True)
-class TopKParams:
-    ratio: float = 0.01
-    error_feedback: bool = True
-
-    def __post_init__(self) -> None:
-        ch.TopK(ratio=self.ratio)  # validates
 
 
 @STRATEGIES.register("topk")
@@ -233,37 +225,16 @@ class TopKStrategy(CodecStrategy):
 
     name = "topk"
     summary = "top-k sparsification per bucket: values + int32 indices all-gathered, error feedback"
-    Params = TopKParams
-
-    def codec(self) -> ch.Codec:
-        return ch.TopK(ratio=self.params.ratio, error_feedback=self.params.error_feedback)
-
-
-@dataclass(kw_only=True, slots=True, frozen=True)
-class SignParams:
-    error_feedback: bool = True
-    scaled: bool = True  # send mean |x| as the scale (EF-SignSGD); else +-1
+    Params = ch.TopK
 
 
 @STRATEGIES.register("signsgd")
 class SignSGD(CodecStrategy):
-    """1-bit signs packed 8 per byte plus a float32 scale per bucket (EF-SignSGD)."""
+    """1-bit signs packed 8 per byte plus a float32 scale (mean |x| when scaled) per bucket (EF-SignSGD)."""
 
     name = "signsgd"
     summary = "1-bit sign compression, 8 signs per byte + a scale per bucket, error feedback"
-    Params = SignParams
-
-    def codec(self) -> ch.Codec:
-        return ch.Sign(error_feedback=self.params.error_feedback, scaled=self.params.scaled)
-
-
-@dataclass(kw_only=True, slots=True, frozen=True)
-class QSGDParams:
-    levels: int = 127  # quantization levels per sign; the code dtype is the narrowest that holds them
-    error_feedback: bool = False  # QSGD is unbiased
-
-    def __post_init__(self) -> None:
-        ch.QSGD(levels=self.levels)  # validates
+    Params = ch.Sign
 
 
 @STRATEGIES.register("qsgd")
@@ -272,7 +243,4 @@ class QSGDStrategy(CodecStrategy):
 
     name = "qsgd"
     summary = "QSGD stochastic quantization to `levels` levels, packed in the narrowest integer type"
-    Params = QSGDParams
-
-    def codec(self) -> ch.Codec:
-        return ch.QSGD(levels=self.params.levels, error_feedback=self.params.error_feedback)
+    Params = ch.QSGD

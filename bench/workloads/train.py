@@ -80,8 +80,6 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     def step() -> None:
         i = len(losses)
         losses.append(_step(state, optimizer, train[i * k : (i + 1) * k]))
-        for fn in state.after_step:
-            fn(i)
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
     out = window.measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
@@ -92,6 +90,8 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     out["profile"] = profile_steps(step, cfg.profile_steps, env.device)
     out["tokens_per_step"] = cfg.batch_size * cfg.seq_len * k
     out["analytic_ops"] = analytic_ops(state, comp)
+    for s in comp.strategies:
+        s.finish(state)
     out["metrics"] = state.metrics
     out["parallel"] = state.parallel
     out["wrapper"] = state.wrapper

@@ -28,6 +28,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from bench.comm.codecs import pack_bits, unpack_bits
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.eval.lm import model_sizes
@@ -37,21 +38,8 @@ from bench.strategies import Composition, Phase
 from bench.trackers.window import Window
 from bench.workloads.common import build_state
 
-_BITS = torch.tensor([1, 2, 4, 8, 16, 32, 64, 128], dtype=torch.uint8)
 MIN_SPARSE_NUMEL = 64  # below this the entry's pickle framing outweighs any bits saved
 _PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
-
-
-def pack_bits(mask: torch.Tensor) -> torch.Tensor:
-    """Bool tensor -> uint8, 8 flags per byte, little-endian within each byte."""
-    flat = mask.reshape(-1)
-    pad = (-flat.numel()) % 8
-    flat = torch.cat([flat, flat.new_zeros(pad)]) if pad else flat
-    return (flat.view(-1, 8).to(torch.uint8) * _BITS).sum(1, dtype=torch.uint8)
-
-
-def unpack_bits(packed: torch.Tensor, numel: int) -> torch.Tensor:
-    return ((packed[:, None] & _BITS) != 0).reshape(-1)[:numel]
 
 
 def bitmask_pays(t: torch.Tensor) -> bool:
@@ -87,7 +75,7 @@ class Bitmask:
     def decode(self) -> torch.Tensor:
         numel = int(torch.Size(self.shape).numel())
         # masked_scatter_ fills in order without materialising int64 indices (index_put_ does).
-        dense = torch.zeros(numel, dtype=self.values.dtype).masked_scatter_(unpack_bits(self.bits, numel), self.values)
+        dense = torch.zeros(numel, dtype=self.values.dtype).masked_scatter_(unpack_bits(self.bits, numel).bool(), self.values)
         return dense.view(self.shape)
 
 

@@ -308,3 +308,11 @@ def test_qsgd_error_feedback_residual_is_the_quantization_error() -> None:
     payload = encode_bucket(state, 3, g)
     decoded = state.codec.decode(codecs.unpack(payload, state.codec.specs(300)), 300)
     torch.testing.assert_close(state.residuals[3], g - decoded)
+
+
+@pytest.mark.parametrize("n", [1, 8, 13, 64])
+def test_pack_bits_pads_any_length_of_bools(n: int) -> None:
+    mask = torch.rand(n, generator=torch.Generator().manual_seed(n)) > 0.5
+    packed = codecs.pack_bits(mask)
+    assert packed.numel() == (n + 7) // 8
+    assert torch.equal(codecs.unpack_bits(packed, n).bool(), mask)

@@ -17,9 +17,7 @@ from bench.workloads.transfer import (
     decode_state,
     digest,
     encode_state,
-    pack_bits,
     serialize,
-    unpack_bits,
 )
 from tests.unit.tiny_models import apply
 
@@ -34,13 +32,6 @@ def round_trip(state: dict[str, object]) -> dict[str, object]:
     """Encode, serialize, deserialize and decode, as rank 0 and a receiver do."""
     encoded, _ = encode_state(state)
     return decode_state(torch.load(io.BytesIO(serialize(encoded)), weights_only=False))
-
-
-@pytest.mark.parametrize("n", [1, 8, 13, 64])
-def test_bits_round_trip(n: int) -> None:
-    mask = torch.rand(n, generator=torch.Generator().manual_seed(n)) > 0.5
-    packed = pack_bits(mask)
-    assert packed.numel() == (n + 7) // 8 and torch.equal(unpack_bits(packed, n), mask)
 
 
 def test_an_int8_tensor_goes_as_bitmask_with_exact_bytes() -> None:
