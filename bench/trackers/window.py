@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+import torch.distributed as dist
 
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
 from bench.comm.wire import WireCounter
@@ -15,11 +16,27 @@ from bench.trackers.memory import MemoryTracker
 NCCL_WIRE_REASON = "NCCL moves bytes over NVLink/PCIe/IB, invisible to TCP socket counters"
 
 
+def _fence() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
 class Window:
     """Start after warmup, time each measured step with `timer.step()`, stop at the end.
 
     Everything here is read outside the timed steps: starting and stopping dump the
     flight recorder and read socket counters, neither of which touches the steps.
+
+    Both ends are fences across ranks. Starting, each rank snapshots its socket counters,
+    then all ranks meet in a barrier, then the flight-recorder window opens: otherwise a
+    rank that leaves warmup first sends its first measured collective before a slower
+    peer has snapshotted, and the peer's kernel counts those bytes before its window.
+    Stopping, each rank snapshots and then meets the others: otherwise a rank that
+    finishes first can destroy its process group, gloo on the peer closes that socket,
+    and the peer's final snapshot loses every byte the socket carried (seen in CI: a
+    4-rank signSGD trial at 0.75x of its modelled wire bytes, one rank's worth gone).
+    The start barrier's few bytes land in the wire count and not in the logical records;
+    it also starts every rank's first timed step together.
     """
 
     def __init__(self, device: torch.device, backend: str, *, track_comm: bool = True) -> None:
@@ -31,13 +48,10 @@ class Window:
         self.comm = CommAccountant() if track_comm else None
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
 
-    def measure(self, step: Callable[[], object], *, warmup: int, steps: int,
-                before: Callable[[], object] | None = None) -> dict[str, Any]:
-        """Run `warmup` untimed steps, then `before()` (e.g. a barrier), then `steps` timed ones."""
+    def measure(self, step: Callable[[], object], *, warmup: int, steps: int) -> dict[str, Any]:
+        """Run `warmup` untimed steps, then `steps` timed ones inside the window."""
         for _ in range(warmup):
             step()
-        if before is not None:
-            before()
         self.start()
         for _ in range(steps):
             with self.timer.step():
@@ -47,16 +61,18 @@ class Window:
     def start(self) -> None:
         sync(self.device)
         self.memory.start()
-        if self.comm:
-            self.comm.start()
         if self.wire:
             self.wire.start()
+        _fence()
+        if self.comm:
+            self.comm.start()
 
     def stop(self, steps: int) -> dict[str, Any]:
         sync(self.device)
         out: dict[str, Any] = {"step_times_s": self.timer.samples_s()}
         wire = self.wire.stop() if self.wire else None
         records = self.comm.stop() if self.comm else []
+        _fence()
         out["memory"] = self.memory.stop()
         out["comm_records"] = records_to_dicts(records)
         out["comm_summary"] = summarise(records, steps) if self.comm else None

@@ -86,7 +86,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     numel = elements(op, size, env.world_size)
     call = make_call(op, numel, env)
     window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    out = window.measure(call, warmup=cfg.warmup_steps, steps=cfg.steps, before=dist.barrier)
+    out = window.measure(call, warmup=cfg.warmup_steps, steps=cfg.steps)
     out.update(
         profile=None,
         tokens_per_step=0,
