@@ -1,28 +1,127 @@
 """Benchmark: what byte accounting costs in step latency (tracked vs untracked, interleaved).
 
     python -m bench.comm.overhead [--model gpt2-tiny] [--world-size 2] [--pairs 6] [--steps 40]
+                                  [--call-pairs 12] [--calls 20000]
 
-Runs `pairs` pairs of identical train trials, one with byte accounting on (flight
-recorder, p2p interposer, socket counters) and one with it off (flight recorder buffer 0),
-alternating which goes first so drift on a shared machine hits both sides alike. The
-profiler pass is off on both sides. Prints each pair's p50 ratio, the median ratio and a
-bootstrap 95% confidence interval, and writes every row to results/overhead/.
+Two measurements, interleaved in one run:
+
+1. Whole steps. `pairs` pairs of identical train trials, one with byte accounting on
+   (flight recorder, p2p interposer, socket counters) and one with it off (flight
+   recorder buffer 0), alternating which goes first so drift hits both sides alike. The
+   profiler pass is off on both sides. Prints each pair's p50 ratio, the median ratio and
+   a bootstrap 95% CI, and writes every row to results/overhead/. On 2 shared cores the
+   p50 of identical launches moves by +-10%, so this ratio cannot resolve 2%.
+2. Per collective. The only accounting work inside a timed step is the flight recorder's
+   append per collective (a Python stack capture and a locked push; the window's
+   snapshots happen outside the steps, and DDP issues no point-to-point ops for the
+   interposer to see). `call_pairs` pairs of one-rank gloo launches, recorder on and off,
+   each time `calls` tiny all_reduces issued `STACK_DEPTH` Python frames deep (a train
+   step's depth). One rank and one element keep network and compute noise out, so the
+   paired difference is the recorder's own cost. Multiplied by the collectives per step
+   the tracked trials logged and divided by the untracked p50, it bounds the overhead.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
+import torch.distributed as dist
 from scipy import stats
 
+from torch.distributed.elastic.multiprocessing.errors import record
+
+from bench.distributed.env import init_rank, shutdown
+from bench.distributed.launch import launch
 from bench.runner.config import TrialConfig
 from bench.runner.suite import check_feasible
 from bench.runner.sweep import new_run_id
 from bench.runner.trial import run_trial
 from bench.storage.parquet import RunWriter
+
+
+STACK_DEPTH = 30  # Python frames above a DDP bucket's all_reduce in a train step, roughly
+_BLOCKS = 5
+
+
+def _at_depth(depth: int, fn: Callable[[], float]) -> float:
+    return fn() if depth <= 0 else _at_depth(depth - 1, fn)
+
+
+@record
+def _time_calls(payload: dict[str, Any]) -> float:
+    """Median seconds per tiny all_reduce on a one-rank gloo group (one launch)."""
+    init_rank("cpu", 1, flight_recorder=payload["recorder"])
+    try:
+        x = torch.ones(1)
+        n = payload["calls"] // _BLOCKS
+
+        def block() -> float:
+            t0 = time.perf_counter()
+            for _ in range(n):
+                dist.all_reduce(x)
+            return (time.perf_counter() - t0) / n
+
+        block()  # warm up
+        return float(np.median([_at_depth(STACK_DEPTH, block) for _ in range(_BLOCKS)]))
+    finally:
+        shutdown()
+
+
+def per_call_cost(pairs: int, calls: int, log_dir: Path) -> tuple[float, float, float]:
+    """Flight-recorder cost per collective (s): median paired difference and its 95% CI."""
+    diffs = []
+    for i in range(pairs):
+        order = (True, False) if i % 2 == 0 else (False, True)
+        got = {}
+        for on in order:
+            res = launch(_time_calls, {"recorder": on, "calls": calls}, nprocs=1, log_dir=log_dir / f"call{i}{int(on)}",
+                         timeout_s=300)  # fmt: skip
+            if res.error is not None:
+                raise RuntimeError(res.error)
+            got[on] = res.outputs[0]
+        diffs.append(got[True] - got[False])
+        print(f"call pair {i}: recorder on {got[True] * 1e6:.2f} us/call, off {got[False] * 1e6:.2f} us/call")
+    return _median_ci(diffs)
+
+
+def _median_ci(values: list[float]) -> tuple[float, float, float]:
+    arr = np.asarray(values)
+    ci = stats.bootstrap((arr,), np.median, confidence_level=0.95, random_state=0).confidence_interval
+    return float(np.median(arr)), float(ci.low), float(ci.high)
+
+
+@dataclasses.dataclass
+class StepPairs:
+    ratios: list[float] = dataclasses.field(default_factory=list)  # tracked p50 / untracked p50
+    untracked_p50_s: list[float] = dataclasses.field(default_factory=list)
+    calls_per_step: list[float] = dataclasses.field(default_factory=list)  # logged by the tracked side
+
+
+def step_pairs(base: TrialConfig, pairs: int, run_id: str, writer: RunWriter, log_dir: Path) -> StepPairs:
+    """Whole train trials, tracked and untracked, alternating which goes first."""
+    out = StepPairs()
+    for i in range(pairs):
+        p50 = {}
+        for tracked in (True, False) if i % 2 == 0 else (False, True):
+            cfg = dataclasses.replace(base, track_comm=tracked, seed=i)
+            row, comm = run_trial(cfg, run_id, [], log_dir / cfg.trial_id)
+            writer.add(row, comm)
+            if row["status"] != "ok":
+                raise RuntimeError(f"trial failed: {row['error']}")
+            p50[tracked] = row["latency_p50_s"]
+            if tracked:
+                out.calls_per_step.append(row["comm_calls_per_step"])
+        out.untracked_p50_s.append(p50[False])
+        out.ratios.append(p50[True] / p50[False])
+        print(f"pair {i}: tracked p50 {p50[True] * 1e3:.2f} ms, untracked {p50[False] * 1e3:.2f} ms, ratio {out.ratios[-1]:.4f}")
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,8 +133,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--call-pairs", type=int, default=12, help="pairs of per-collective launches")
+    p.add_argument("--calls", type=int, default=20000, help="all_reduces timed per launch")
     p.add_argument("--results", type=Path, default=Path("results"))
     args = p.parse_args(argv)
+    if args.pairs < 2 or args.call_pairs < 2:
+        p.error("--pairs and --call-pairs need at least 2 each (a median and its CI)")
 
     base = TrialConfig(
         suite="overhead", strategy=args.strategy, model=args.model, workload="train", world_size=args.world_size,
@@ -45,27 +148,26 @@ def main(argv: list[str] | None = None) -> int:
     check_feasible(base, "overhead")
     run_id = new_run_id()
     writer = RunWriter(args.results / "overhead", run_id)
-    ratios = []
-    for i in range(args.pairs):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        p50 = {}
-        for tracked in order:
-            cfg = dataclasses.replace(base, track_comm=tracked, seed=i)
-            row, comm = run_trial(cfg, run_id, [], args.results / "overhead" / "logs" / run_id / cfg.trial_id)
-            writer.add(row, comm)
-            if row["status"] != "ok":
-                print(f"trial failed: {row['error']}")
-                return 1
-            p50[tracked] = row["latency_p50_s"]
-        ratios.append(p50[True] / p50[False])
-        print(f"pair {i}: tracked p50 {p50[True] * 1e3:.2f} ms, untracked {p50[False] * 1e3:.2f} ms, ratio {ratios[-1]:.4f}")
-    arr = np.asarray(ratios)
-    ci = stats.bootstrap((arr,), np.median, confidence_level=0.95, random_state=0).confidence_interval
+    log_dir = args.results / "overhead" / "logs" / run_id
+    steps = step_pairs(base, args.pairs, run_id, writer, log_dir)
+    ratio, low, high = _median_ci(steps.ratios)
     print(
-        f"{args.model} ws={args.world_size} {args.strategy}: tracked/untracked p50 ratio, median of {len(arr)} pairs "
-        f"{np.median(arr):.4f} (overhead {100 * (np.median(arr) - 1):+.2f}%), 95% CI [{ci.low:.4f}, {ci.high:.4f}]"
+        f"{args.model} ws={args.world_size} {args.strategy}: tracked/untracked p50 ratio, median of {args.pairs} pairs "
+        f"{ratio:.4f} (overhead {100 * (ratio - 1):+.2f}%), 95% CI [{low:.4f}, {high:.4f}]"
+    )
+    untracked = np.asarray(steps.untracked_p50_s)
+    print(
+        f"launch-to-launch noise: untracked p50 {untracked.min() * 1e3:.1f}-{untracked.max() * 1e3:.1f} ms over the pairs "
+        f"(coefficient of variation {100 * untracked.std(ddof=1) / untracked.mean():.1f}%)"
     )
     print(f"rows: {writer.trials_path}")
+    cost, low, high = per_call_cost(args.call_pairs, args.calls, log_dir)
+    k, step = float(np.median(steps.calls_per_step)), float(np.median(steps.untracked_p50_s))
+    print(
+        f"flight recorder: {cost * 1e6:+.2f} us per collective, 95% CI [{low * 1e6:+.2f}, {high * 1e6:+.2f}] "
+        f"(median of {args.call_pairs} pairs); x {k:g} collectives per step / untracked p50 {step * 1e3:.2f} ms "
+        f"= {100 * k * cost / step:+.4f}% of a step (95% CI upper bound {100 * k * high / step:+.4f}%)"
+    )
     return 0
 
 
