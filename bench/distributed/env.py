@@ -46,6 +46,27 @@ def threads_for(world_size: int, requested: int | None) -> int:
     return max(1, (cores or 1) // world_size)
 
 
+def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
+    """Pin this rank to its own equal slice of the allowed cores, when every rank gets one.
+
+    Unpinned, the scheduler moves ranks and their threads between cores. A gpt2-tiny train
+    trial at 2 ranks on 2 cores ran at a median p50 of 118.0 ms pinned against 124.7 ms
+    unpinned (6 alternating launches each, seeds 0-2 twice); five pinned launches of six
+    fell within 115-120 ms, the sixth at 136 ms, so pinning does not remove the spread
+    between launches. With more ranks than cores nothing is pinned: slices would be empty.
+    `COMMBENCH_PIN_CORES=0` turns pinning off. Returns the cores pinned to, or None.
+    """
+    if not hasattr(os, "sched_setaffinity"):
+        return None
+    cores = sorted(os.sched_getaffinity(0))
+    per = len(cores) // local_world_size
+    if per == 0:
+        return None
+    mine = cores[local_rank * per : (local_rank + 1) * per]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
 def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True) -> RankEnv:
     """Initialise the default process group from the launcher's env vars.
 
@@ -57,6 +78,8 @@ def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True)
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     torch.set_num_threads(threads_for(world_size, threads))
+    if device == "cpu" and os.environ.get("COMMBENCH_PIN_CORES", "1") != "0":
+        pin_cores(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     backend = backend_for(device)
     if device == "cuda":
         torch.cuda.set_device(local_rank)
