@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import Any
 
@@ -11,6 +12,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from bench.comm.cost_model import ddp_ops
 from bench.comm.profile import profile_steps
 from bench.distributed.env import RankEnv
+from bench.errors import BenchError
 from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase, TrialState
 from bench.trackers.window import Window
@@ -62,6 +64,24 @@ def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBat
     return total
 
 
+OPTIMIZERS = ("adamw", "sgd")
+
+
+def make_optimizer(cfg: TrialConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """`options.optimizer`: "adamw" (default) or "sgd" (`options.momentum`, default 0.9), at `lr`.
+
+    Error feedback (top-k, signSGD, QSGD) is analysed for SGD, whose step is linear in the
+    gradient; Adam's per-element normalisation is not (the 1-bit Adam paper's point), so
+    both are offered.
+    """
+    name = cfg.options.get("optimizer", "adamw")
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=float(cfg.options.get("momentum", 0.9)))
+    raise BenchError(f"options.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT))
     if state.wrapped is None:
@@ -74,7 +94,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
     k = state.micro_steps
     train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", env.rank, total_steps * k)]
     held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
-    optimizer = torch.optim.AdamW(state.train_module.parameters(), lr=cfg.lr)
+    optimizer = make_optimizer(cfg, state.train_module.parameters())
     losses: list[torch.Tensor] = []
 
     def step() -> None:

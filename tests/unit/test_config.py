@@ -56,3 +56,20 @@ def test_trial_config_validation(kwargs: dict[str, object]) -> None:
 def test_data_config_validation() -> None:
     with pytest.raises(ValueError, match="branching"):
         DataConfig(states=4, branching=5)
+
+
+def test_train_optimizer_option_picks_adamw_or_sgd_and_rejects_others() -> None:
+    import torch
+
+    from bench.workloads.train import make_optimizer
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+
+    def cfg(**options: object) -> TrialConfig:
+        return TrialConfig(suite="s", strategy="baseline", model="gpt2-tiny", workload="train", lr=0.5, options=options)
+
+    assert isinstance(make_optimizer(cfg(), params), torch.optim.AdamW)
+    sgd = make_optimizer(cfg(optimizer="sgd", momentum=0.5), params)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.5 and sgd.defaults["lr"] == 0.5
+    with pytest.raises(BenchError, match="options.optimizer 'lamb'"):
+        make_optimizer(cfg(optimizer="lamb"), params)
