@@ -34,7 +34,6 @@ import numpy as np
 import torch
 import torch.distributed as dist
 from scipy import stats
-
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.distributed.env import init_rank, shutdown
@@ -44,7 +43,6 @@ from bench.runner.suite import check_feasible
 from bench.runner.sweep import new_run_id
 from bench.runner.trial import run_trial
 from bench.storage.parquet import RunWriter
-
 
 STACK_DEPTH = 30  # Python frames above a DDP bucket's all_reduce in a train step, roughly
 _BLOCKS = 5
@@ -149,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     run_id = new_run_id()
     writer = RunWriter(args.results / "overhead", run_id)
     log_dir = args.results / "overhead" / "logs" / run_id
-    steps = step_pairs(base, args.pairs, run_id, writer, log_dir)
+    try:
+        steps = step_pairs(base, args.pairs, run_id, writer, log_dir)
+    except RuntimeError as exc:
+        print(f"overhead: error: {exc}")
+        return 1
     ratio, low, high = _median_ci(steps.ratios)
     print(
         f"{args.model} ws={args.world_size} {args.strategy}: tracked/untracked p50 ratio, median of {args.pairs} pairs "
@@ -161,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         f"(coefficient of variation {100 * untracked.std(ddof=1) / untracked.mean():.1f}%)"
     )
     print(f"rows: {writer.trials_path}")
-    cost, low, high = per_call_cost(args.call_pairs, args.calls, log_dir)
+    try:
+        cost, low, high = per_call_cost(args.call_pairs, args.calls, log_dir)
+    except RuntimeError as exc:
+        print(f"overhead: error: a per-collective launch failed: {exc}")
+        return 1
     k, step = float(np.median(steps.calls_per_step)), float(np.median(steps.untracked_p50_s))
     print(
         f"flight recorder: {cost * 1e6:+.2f} us per collective, 95% CI [{low * 1e6:+.2f}, {high * 1e6:+.2f}] "

@@ -55,3 +55,12 @@ def test_timeout_kills_the_ranks(tmp_path: Path) -> None:
     res = launch(sleep_then_report, 600.0, nprocs=2, log_dir=tmp_path, timeout_s=8)
     assert res.timed_out and "exceeded its timeout of 8 s" in (res.error or "")
     assert res.wall_s < 60
+
+
+def test_flight_recorder_cost_benchmark_runs_paired_launches(tmp_path: Path) -> None:
+    # The overhead benchmark's per-collective half, tiny: 2 pairs of 1-rank launches.
+    from bench.comm.overhead import per_call_cost
+
+    cost, low, high = per_call_cost(2, 500, tmp_path)
+    assert low <= cost <= high
+    assert abs(cost) < 1e-3  # a recorder append costing a millisecond would be a regression worth seeing
