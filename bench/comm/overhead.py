@@ -36,6 +36,7 @@ import torch.distributed as dist
 from scipy import stats
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from bench.comm.accounting import CommAccountant
 from bench.distributed.env import init_rank, shutdown
 from bench.distributed.launch import launch
 from bench.runner.config import TrialConfig
@@ -67,7 +68,11 @@ def _time_calls(payload: dict[str, Any]) -> float:
             return (time.perf_counter() - t0) / n
 
         block()  # warm up
-        return float(np.median([_at_depth(STACK_DEPTH, block) for _ in range(_BLOCKS)]))
+        seconds = float(np.median([_at_depth(STACK_DEPTH, block) for _ in range(_BLOCKS)]))
+        recorded = len(CommAccountant._dump())
+        if (recorded > 0) != payload["recorder"]:
+            raise RuntimeError(f"flight recorder {'on' if payload['recorder'] else 'off'} but {recorded} entries")
+        return seconds
     finally:
         shutdown()
 
