@@ -175,6 +175,12 @@ def install_p2p_interposer() -> None:
     _installed = True
 
 
+def flight_recorder_entries() -> list[dict[str, Any]]:
+    """This process's flight-recorder entries (collectives, without stack traces)."""
+    trace = pickle.loads(_dump_fr_trace(includeCollectives=True, includeStackTraces=False))
+    return trace.get("entries", [])
+
+
 class FlightRecorderOverflow(RuntimeError):
     pass
 
@@ -186,14 +192,9 @@ class CommAccountant:
         install_p2p_interposer()
         self._mark: int = -1
 
-    @staticmethod
-    def _dump() -> list[dict[str, Any]]:
-        trace = pickle.loads(_dump_fr_trace(includeCollectives=True, includeStackTraces=False))
-        return trace.get("entries", [])
-
     def start(self) -> None:
         global _p2p_log
-        entries = self._dump()
+        entries = flight_recorder_entries()
         self._mark = max((e["record_id"] for e in entries), default=-1)
         with _p2p_lock:
             _p2p_log = []
@@ -202,7 +203,7 @@ class CommAccountant:
         global _p2p_log
         with _p2p_lock:
             p2p, _p2p_log = _p2p_log or [], None
-        window = [e for e in self._dump() if e["record_id"] > self._mark]
+        window = [e for e in flight_recorder_entries() if e["record_id"] > self._mark]
         ids = [e["record_id"] for e in window]
         if ids and len(ids) != max(ids) - self._mark:
             raise FlightRecorderOverflow(

@@ -36,7 +36,7 @@ import torch.distributed as dist
 from scipy import stats
 from torch.distributed.elastic.multiprocessing.errors import record
 
-from bench.comm.accounting import CommAccountant
+from bench.comm.accounting import flight_recorder_entries
 from bench.distributed.env import init_rank, shutdown
 from bench.distributed.launch import launch
 from bench.runner.config import TrialConfig
@@ -45,7 +45,10 @@ from bench.runner.sweep import new_run_id
 from bench.runner.trial import run_trial
 from bench.storage.parquet import RunWriter
 
-STACK_DEPTH = 30  # Python frames above a DDP bucket's all_reduce in a train step, roughly
+# Extra Python frames above each timed all_reduce. The recorder captures the Python stack,
+# so its cost grows with depth; a gpt2-tiny DDP bucket all_reduce in a real trial is issued
+# 17 frames deep (its flight-recorder stack, measured), so 30 extra over-states the cost.
+STACK_DEPTH = 30
 _BLOCKS = 5
 
 
@@ -69,7 +72,7 @@ def _time_calls(payload: dict[str, Any]) -> float:
 
         block()  # warm up
         seconds = float(np.median([_at_depth(STACK_DEPTH, block) for _ in range(_BLOCKS)]))
-        recorded = len(CommAccountant._dump())
+        recorded = len(flight_recorder_entries())
         if (recorded > 0) != payload["recorder"]:
             raise RuntimeError(f"flight recorder {'on' if payload['recorder'] else 'off'} but {recorded} entries")
         return seconds
@@ -77,21 +80,33 @@ def _time_calls(payload: dict[str, Any]) -> float:
         shutdown()
 
 
+def _alternating(
+    pairs: int, measure: Callable[[int, bool], float], report: Callable[[int, float, float], str]
+) -> list[tuple[float, float]]:
+    """(on, off) values of `measure(i, on)` per pair, alternating which side runs first."""
+    out = []
+    for i in range(pairs):
+        got = {on: measure(i, on) for on in ((True, False) if i % 2 == 0 else (False, True))}
+        out.append((got[True], got[False]))
+        print(report(i, *out[-1]))
+    return out
+
+
 def per_call_cost(pairs: int, calls: int, log_dir: Path) -> tuple[float, float, float]:
     """Flight-recorder cost per collective (s): median paired difference and its 95% CI."""
-    diffs = []
-    for i in range(pairs):
-        order = (True, False) if i % 2 == 0 else (False, True)
-        got = {}
-        for on in order:
-            res = launch(_time_calls, {"recorder": on, "calls": calls}, nprocs=1, log_dir=log_dir / f"call{i}{int(on)}",
-                         timeout_s=300)  # fmt: skip
-            if res.error is not None:
-                raise RuntimeError(res.error)
-            got[on] = res.outputs[0]
-        diffs.append(got[True] - got[False])
-        print(f"call pair {i}: recorder on {got[True] * 1e6:.2f} us/call, off {got[False] * 1e6:.2f} us/call")
-    return _median_ci(diffs)
+
+    def measure(i: int, on: bool) -> float:
+        res = launch(_time_calls, {"recorder": on, "calls": calls}, nprocs=1, log_dir=log_dir / f"call{i}{int(on)}",
+                     timeout_s=300)  # fmt: skip
+        if res.error is not None:
+            raise RuntimeError(res.error)
+        return res.outputs[0]
+
+    def report(i: int, on: float, off: float) -> str:
+        return f"call pair {i}: recorder on {on * 1e6:.2f} us/call, off {off * 1e6:.2f} us/call"
+
+    got = _alternating(pairs, measure, report)
+    return _median_ci([on - off for on, off in got])
 
 
 def _median_ci(values: list[float]) -> tuple[float, float, float]:
@@ -110,20 +125,23 @@ class StepPairs:
 def step_pairs(base: TrialConfig, pairs: int, run_id: str, writer: RunWriter, log_dir: Path) -> StepPairs:
     """Whole train trials, tracked and untracked, alternating which goes first."""
     out = StepPairs()
-    for i in range(pairs):
-        p50 = {}
-        for tracked in (True, False) if i % 2 == 0 else (False, True):
-            cfg = dataclasses.replace(base, track_comm=tracked, seed=i)
-            row, comm = run_trial(cfg, run_id, [], log_dir / cfg.trial_id)
-            writer.add(row, comm)
-            if row["status"] != "ok":
-                raise RuntimeError(f"trial failed: {row['error']}")
-            p50[tracked] = row["latency_p50_s"]
-            if tracked:
-                out.calls_per_step.append(row["comm_calls_per_step"])
-        out.untracked_p50_s.append(p50[False])
-        out.ratios.append(p50[True] / p50[False])
-        print(f"pair {i}: tracked p50 {p50[True] * 1e3:.2f} ms, untracked {p50[False] * 1e3:.2f} ms, ratio {out.ratios[-1]:.4f}")
+
+    def measure(i: int, tracked: bool) -> float:
+        cfg = dataclasses.replace(base, track_comm=tracked, seed=i)
+        row, comm = run_trial(cfg, run_id, [], log_dir / cfg.trial_id)
+        writer.add(row, comm)
+        if row["status"] != "ok":
+            raise RuntimeError(f"trial failed: {row['error']}")
+        if tracked:
+            out.calls_per_step.append(row["comm_calls_per_step"])
+        return row["latency_p50_s"]
+
+    def report(i: int, on: float, off: float) -> str:
+        return f"pair {i}: tracked p50 {on * 1e3:.2f} ms, untracked {off * 1e3:.2f} ms, ratio {on / off:.4f}"
+
+    got = _alternating(pairs, measure, report)
+    out.ratios = [on / off for on, off in got]
+    out.untracked_p50_s = [off for _, off in got]
     return out
 
 

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from bench.system import cpu_cores
+
 # Flight-recorder ring size per process. Collective accounting reads this buffer, so it
 # must hold every collective of a measured window (FSDP issues thousands per step on a big
 # model). Set before the first process group exists: the recorder is a lazy singleton.
@@ -42,8 +44,7 @@ def threads_for(world_size: int, requested: int | None) -> int:
     """
     if requested:
         return requested
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // world_size)
+    return max(1, cpu_cores() // world_size)
 
 
 def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
