@@ -49,7 +49,7 @@ microbench: $(STAMP)
 	$(BIN)/pytest -m microbench tests/microbench --benchmark-only --benchmark-columns=min,median,mean,ops $(PYTEST_ARGS)
 
 overhead: $(STAMP)
-	$(BIN)/python -m bench.comm.overhead --results $(RESULTS)
+	$(BIN)/python -m bench.benchmarks.overhead --results $(RESULTS)
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html

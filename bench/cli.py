@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import tomllib
@@ -19,9 +20,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from bench.models.zoo import MODELS
     from bench.runner.suite import builtin_suites
     from bench.strategies import STRATEGIES
-    from bench.workloads.registry import WORKLOADS
+    from bench.workloads import WORKLOADS
 
     what = args.what
+    if args.markdown:
+        if what != "strategies":
+            raise BenchError("--markdown goes with `list strategies` (the README's strategies table)")
+        from bench.strategies.catalog import markdown
+
+        print(markdown())
+        return 0
     if what in ("all", "strategies"):
         print("strategies:")
         aliases: dict[str, list[str]] = {}
@@ -39,7 +47,10 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if what in ("all", "workloads"):
         print("workloads:")
         for name in WORKLOADS.names():
-            print(f"  {name:<22} {WORKLOADS.get(name).summary}")
+            w = WORKLOADS.get(name)
+            print(f"  {name:<22} {w.summary}")
+            opts = ", ".join(f"{f.name}={f.default!r}" for f in dataclasses.fields(w.options_type))
+            print(f"  {'':<22} options: {opts or '(none)'}")
     if what in ("all", "suites"):
         print("suites:")
         for path in builtin_suites():
@@ -51,8 +62,8 @@ def _parse_sets(items: list[str]) -> dict[str, Any]:
     """`--set data.states=128 --set lr=0.01` -> nested dict.
 
     Values stay raw strings for the typed trial fields (the config coerces them); under
-    `options.`, which has no declared types, a value is read as a TOML literal (so
-    `options.size_bytes=1048576` is an int), else kept as a string.
+    `options.` a value is read as a TOML literal (so `options.size_bytes=1048576` is an int),
+    else kept as a string, and the workload's options dataclass checks it.
     """
     out: dict[str, Any] = {}
     for item in items:
@@ -76,7 +87,13 @@ def _literal(text: str) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner.suite import Suite, Trial, import_plugins, make_config, pre_launch_skip
+    from bench.runner.suite import (
+        Suite,
+        Trial,
+        import_plugins,
+        make_config,
+        pre_launch_skip,
+    )
     from bench.runner.sweep import run_sweep
     from bench.strategies import parse
 
@@ -148,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list strategies, models, workloads and suites")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "strategies", "models", "workloads", "suites"])
+    ls.add_argument("--markdown", action="store_true", help="with `strategies`: the README's table, generated")
     ls.set_defaults(func=_cmd_list)
 
     run = sub.add_parser("run", help="run one trial from flags")

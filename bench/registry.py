@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from bench.errors import BenchError
@@ -63,3 +65,15 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+def import_submodules(package: str, path: Iterable[str]) -> list[str]:
+    """Import every module and subpackage of `package` (its `__path__`), so their registrations run.
+
+    Registries discover their members this way instead of a hand-kept import list: adding a
+    strategy family or a workload is adding a file. Names starting with `_` are skipped.
+    """
+    names = sorted(m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_"))
+    for name in names:
+        importlib.import_module(f"{package}.{name}")
+    return names

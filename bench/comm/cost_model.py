@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Literal
 
 Algorithm = Literal["ring", "gloo"]
 
@@ -131,10 +131,9 @@ def ddp_step(
     }
 
 
-def ddp_ops(state: Any, wire_dtype_bytes: int = 4) -> dict[str, float]:
-    """`ddp_step` for a trial state: gradients all-reduced, buffers broadcast (op -> bytes/rank)."""
-    m = ddp_step(state.metrics["grad_bytes"], state.env.world_size, buffer_bytes=state.ddp_buffer_bytes,
-                 wire_dtype_bytes=wire_dtype_bytes)  # fmt: skip
+def ddp_ops(grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4) -> dict[str, float]:
+    """`ddp_step` as op -> message bytes per rank per step, leaving out ops that carry nothing."""
+    m = ddp_step(grad_bytes, n, buffer_bytes=buffer_bytes, wire_dtype_bytes=wire_dtype_bytes)
     return {op: m[op] for op in ("all_reduce", "broadcast") if m[op]}
 
 

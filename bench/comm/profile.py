@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from bench.comm.accounting import normalise_op
+from bench.contracts import Profile
 
 _COMM_PREFIXES = ("gloo:", "nccl:")
 # Main-thread events that are waiting or enqueueing, not computing.
@@ -66,7 +67,7 @@ def overlap_fraction(comm: list[Interval], compute: list[Interval]) -> float | N
     return None if busy == 0 else _intersection(c, _union(compute)) / busy
 
 
-def analyse(events: list[Any], main_thread: int, steps: int) -> dict[str, Any]:
+def analyse(events: list[Any], main_thread: int, steps: int) -> Profile:
     """Turn profiler events into per-op collective timings and the overlap fraction."""
     per_op: dict[str, dict[str, float]] = defaultdict(lambda: {"calls": 0, "time_s": 0.0})
     comm: list[Interval] = []
@@ -80,15 +81,15 @@ def analyse(events: list[Any], main_thread: int, steps: int) -> dict[str, Any]:
             comm.append((start, end))
         elif e.thread == main_thread and e.cpu_parent is None and not e.name.startswith(_NOT_COMPUTE):
             compute.append((start, end))
-    return {
-        "steps": steps,
-        "per_op": {op: {**v, "time_s_per_call": v["time_s"] / v["calls"]} for op, v in per_op.items()},
-        "comm_time_s_per_step": _length(_union(comm)) / steps if steps else None,
-        "overlap_fraction": overlap_fraction(comm, compute),
-    }
+    return Profile(
+        steps=steps,
+        per_op={op: {**v, "time_s_per_call": v["time_s"] / v["calls"]} for op, v in per_op.items()},
+        comm_time_s_per_step=_length(_union(comm)) / steps if steps else None,
+        overlap_fraction=overlap_fraction(comm, compute),
+    )
 
 
-def profile_steps(step: Callable[[], object], steps: int, device: torch.device) -> dict[str, Any] | None:
+def profile_steps(step: Callable[[], object], steps: int, device: torch.device) -> Profile | None:
     """Run `step` `steps` times under the profiler and analyse the collectives it issued."""
     if steps <= 0:
         return None
@@ -100,10 +101,10 @@ def profile_steps(step: Callable[[], object], steps: int, device: torch.device) 
     main = _main_thread_id(prof.events())
     result = analyse(list(prof.events()), main, steps)
     if device.type == "cuda":
-        result["per_op"] = {op: {"calls": v["calls"]} for op, v in result["per_op"].items()}
-        result["comm_time_s_per_step"] = None
-        result["overlap_fraction"] = None
-        result["reason"] = "NCCL runs on CUDA streams: CPU-side events time the enqueue, not the transfer"
+        result.per_op = {op: {"calls": v["calls"]} for op, v in result.per_op.items()}
+        result.comm_time_s_per_step = None
+        result.overlap_fraction = None
+        result.reason = "NCCL runs on CUDA streams: CPU-side events time the enqueue, not the transfer"
     return result
 
 

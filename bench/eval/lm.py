@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,50 +14,68 @@ from torch import nn
 
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus
 from bench.models.sizing import dense_bytes, sparse_bytes
-from bench.runner.config import TrialConfig
 
 DEFAULT_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wikitext-2" / "valid.txt"
 CORPUS_ENV = "COMMBENCH_WIKITEXT"
 Autocast = Callable[[], AbstractContextManager[Any]]
 
 
-def corpus_path(cfg: TrialConfig) -> Path:
-    """`options.corpus`, else $COMMBENCH_WIKITEXT, else ../shared/data/wikitext-2/valid.txt."""
-    return Path(cfg.options.get("corpus") or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS)
-
-
-def corpus_reason(cfg: TrialConfig) -> str:
-    return f"corpus file not found: {corpus_path(cfg)} (set options.corpus or ${CORPUS_ENV})"
-
-
-def corpus_ids(cfg: TrialConfig, tokenizer: Any) -> torch.Tensor | None:
-    """Token ids of the corpus (up to options.max_tokens, default 16384), or None without a file."""
-    path = corpus_path(cfg)
-    if not path.is_file():
-        return None
-    return read_corpus(path, tokenizer, int(cfg.options.get("max_tokens", 16384)))
-
-
-def window_stride(cfg: TrialConfig) -> tuple[int, int]:
-    """`options.window` (default 512) and `options.stride` (default window // 2).
+@dataclass(kw_only=True, slots=True, frozen=True)
+class CorpusOptions:
+    """How accuracy is measured on text: the infer workload's `options.*`.
 
     Overlapping windows are the Hugging Face recipe for fixed-length models: each window
     scores only the tokens no earlier one scored, so every token past the first window is
     scored with at least `window - stride` tokens of context. With stride == window the
     first tokens of each window would be scored with almost none, overstating perplexity.
     """
-    window = int(cfg.options.get("window", 512))
-    return window, int(cfg.options.get("stride", max(1, window // 2)))
+
+    corpus: str | None = None  # a text file; else $COMMBENCH_WIKITEXT, else ../shared/data/wikitext-2/valid.txt
+    max_tokens: int = 16384  # corpus tokens scored for perplexity
+    window: int = 512  # tokens per perplexity window
+    stride: int | None = None  # tokens between window starts; None: window // 2
+    fidelity_windows: int = 8  # windows of `window` tokens for KL / top-1 against the reference
+    sentences: int = 64  # embedding models: corpus lines embedded for the cosine
+
+    def __post_init__(self) -> None:
+        if self.max_tokens < 2:
+            raise ValueError("max_tokens must be >= 2")
+        if self.window < 2:
+            raise ValueError("window must be >= 2")
+        if self.stride is not None and not 1 <= self.stride <= self.window:
+            raise ValueError(f"stride must be in [1, window={self.window}]")
+        if self.fidelity_windows < 0:
+            raise ValueError("fidelity_windows must be >= 0")
+        if self.sentences < 1:
+            raise ValueError("sentences must be >= 1")
+
+    @property
+    def path(self) -> Path:
+        return Path(self.corpus or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS)
+
+    @property
+    def window_stride(self) -> tuple[int, int]:
+        return self.window, self.stride if self.stride is not None else max(1, self.window // 2)
+
+    def missing_reason(self) -> str:
+        return f"corpus file not found: {self.path} (set options.corpus or ${CORPUS_ENV})"
+
+
+def corpus_ids(opts: CorpusOptions, tokenizer: Any) -> torch.Tensor | None:
+    """Token ids of the corpus (up to `max_tokens`), or None without a file."""
+    if not opts.path.is_file():
+        return None
+    return read_corpus(opts.path, tokenizer, opts.max_tokens)
 
 
 def corpus_accuracy(
-    cfg: TrialConfig, reference: nn.Module, model: nn.Module, ids: torch.Tensor, device: torch.device, autocast: Autocast
+    opts: CorpusOptions, reference: nn.Module, model: nn.Module, ids: torch.Tensor, device: torch.device, autocast: Autocast
 ) -> dict[str, Any]:
-    """Sliding-window perplexity of `model` (see `window_stride`), and its fidelity to `reference` on the same text."""
-    window, stride = window_stride(cfg)
+    """Sliding-window perplexity of `model` (see `CorpusOptions`), and its fidelity to `reference` on the same text."""
+    window, stride = opts.window_stride
     with autocast():
         ppl = perplexity(model, ids.to(device), window=window, stride=stride, max_tokens=None)
-    chunks = [ids[i : i + window] for i in range(0, ids.numel() - 1, window)][: int(cfg.options.get("fidelity_windows", 8))]
+    chunks = [ids[i : i + window] for i in range(0, ids.numel() - 1, window)][: opts.fidelity_windows]
     fid = batch_fidelity(reference, model, [c[None] for c in chunks if c.numel() > 1], device, autocast)
     return {"perplexity": ppl["ppl"], "perplexity_tokens": ppl["tokens"], **fid}
 
@@ -85,9 +104,9 @@ def batch_fidelity(
     }
 
 
-def sentence_batch(cfg: TrialConfig, tokenizer: Any, count: int, seq_len: int) -> dict[str, torch.Tensor]:
+def sentence_batch(opts: CorpusOptions, tokenizer: Any, count: int, seq_len: int) -> dict[str, torch.Tensor]:
     """`count` corpus lines (or fixed sentences without a corpus), tokenized to `seq_len`."""
-    path = corpus_path(cfg)
+    path = opts.path
     lines: list[str] = []
     if path.is_file():
         with path.open(encoding="utf-8") as f:
@@ -99,15 +118,16 @@ def sentence_batch(cfg: TrialConfig, tokenizer: Any, count: int, seq_len: int) -
 
 @torch.no_grad()
 def embedding_fidelity(
-    cfg: TrialConfig, tokenizer: Any, reference: nn.Module, model: nn.Module, device: torch.device, autocast: Autocast
+    opts: CorpusOptions, seq_len: int, tokenizer: Any, reference: nn.Module, model: nn.Module, device: torch.device,
+    autocast: Autocast,
 ) -> dict[str, Any]:
     """Mean cosine similarity of sentence embeddings (mean-pooled) to the reference model's."""
-    batch = {k: v.to(device) for k, v in sentence_batch(cfg, tokenizer, int(cfg.options.get("sentences", 64)), cfg.seq_len).items()}
+    batch = {k: v.to(device) for k, v in sentence_batch(opts, tokenizer, opts.sentences, seq_len).items()}
     ref = mean_pool(reference(**batch).last_hidden_state.float(), batch["attention_mask"])
     with autocast():
         cand = mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
     cos = embedding_cosine(ref, cand)
-    return {"embedding_cosine": float(cos.mean()) if isinstance(cos, torch.Tensor) else float(cos), "sentences": int(ref.shape[0])}
+    return {"embedding_cosine": float(cos.mean()) if isinstance(cos, torch.Tensor) else float(cos)}
 
 
 def model_sizes(model: nn.Module) -> dict[str, Any]:

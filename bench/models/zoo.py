@@ -59,6 +59,16 @@ class ModelSpec:
     def causal(self) -> bool:
         return self.objective == "causal"
 
+    def blocks(self, model: nn.Module) -> nn.ModuleList:
+        """The repeated transformer blocks of `model`, in order: what FSDP shards one at a
+        time, tensor parallel plans per block and pipeline parallel splits into stages."""
+        module = model
+        for attr in _BLOCKS[(self.family, self.objective)].split("."):
+            module = getattr(module, attr)
+        if not isinstance(module, nn.ModuleList):
+            raise TypeError(f"{self.name}: expected the blocks to be an nn.ModuleList, got {type(module).__name__}")
+        return module
+
 
 def gpt2(n_layer: int, n_embd: int, n_head: int, vocab: int, positions: int) -> Callable[[], GPT2Config]:
     return lambda: GPT2Config(
@@ -150,6 +160,15 @@ _CLASSES: dict[tuple[Family, Objective], type[nn.Module]] = {
     ("bert", "masked"): BertForMaskedLM,
     ("llama", "causal"): LlamaForCausalLM,
     ("bert", "embedding"): BertModel,
+}
+
+
+# Where each architecture keeps its blocks (the one place that knows the module layout).
+_BLOCKS: dict[tuple[Family, Objective], str] = {
+    ("gpt2", "causal"): "transformer.h",
+    ("bert", "masked"): "bert.encoder.layer",
+    ("llama", "causal"): "model.layers",
+    ("bert", "embedding"): "encoder.layer",
 }
 
 

@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 from bench.config import build
+from bench.contracts import TrialConfig
 from bench.errors import BenchError
 from bench.models.zoo import MODELS
-from bench.runner.config import TrialConfig
 from bench.strategies import STRATEGIES, Composition, parse
-from bench.workloads.registry import WORKLOADS
+from bench.workloads import WORKLOADS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
 _MATRIX = {"strategies": "strategy", "models": "model", "workloads": "workload", "devices": "device", "world_sizes": "world_size"}
@@ -190,6 +190,7 @@ def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plu
     if bad:
         raise BenchError(f"{where}: settings.{bad[0]} cannot be set here")
     cfg = build(TrialConfig, {**settings, **point, "suite": suite, "plugins": plugins}, where=f"{where}: settings")
+    WORKLOADS.get(cfg.workload).options(cfg, where=where)
     check_feasible(cfg, where)
     return cfg
 

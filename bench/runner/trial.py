@@ -1,4 +1,4 @@
-"""One trial: launch its ranks, then turn their dicts into one result row plus per-collective rows.
+"""One trial: launch its ranks, then turn their `RankResult`s into one result row plus per-collective rows.
 
 Aggregation across ranks (documented in the README):
 - step latency: per step, the max over ranks (the step is done when the slowest rank
@@ -10,6 +10,7 @@ Aggregation across ranks (documented in the README):
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import traceback
 from pathlib import Path
@@ -19,9 +20,9 @@ import numpy as np
 
 from bench.comm.cost_model import BUS_FACTOR, bus_factor
 from bench.comm.cost_model import wire as wire_model
+from bench.contracts import Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.launch import LaunchResult, launch
-from bench.runner.config import TrialConfig
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
 from bench.system import environment, history_key, now_utc
@@ -93,20 +94,21 @@ def run_trial(
     if result.error is not None:
         where = f" (rank {result.failed_rank})" if result.failed_rank is not None else ""
         return failed_row(base, f"{result.error}{where}", result), []
-    outputs = [result.outputs[r] for r in sorted(result.outputs)]
-    if any(o.get("status") == "skipped" for o in outputs):
-        reason = next(o["reason"] for o in outputs if o.get("status") == "skipped")
-        return {**skipped_row(base, reason), "trial_wall_s": result.wall_s, "log_dir": result.log_dir}, []
+    outputs = [rank_output_from_dict(result.outputs[r]) for r in sorted(result.outputs)]
+    skips = [o for o in outputs if isinstance(o, RankSkipped)]
+    if skips:
+        return {**skipped_row(base, skips[0].reason), "trial_wall_s": result.wall_s, "log_dir": result.log_dir}, []
+    ranks = [o for o in outputs if isinstance(o, RankResult)]
     try:
-        row = {**base, **aggregate(cfg, outputs), "status": "ok", "error": None}
+        row = {**base, **aggregate(cfg, ranks), "status": "ok", "error": None}
     except Exception:
         return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result), []
     row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
-    return row, comm_rows(run_id, cfg, outputs)
+    return row, comm_rows(run_id, cfg, ranks)
 
 
-def _stack_latency(outputs: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
-    per_rank = np.array([o["step_times_s"] for o in outputs], dtype=np.float64)
+def _stack_latency(outputs: list[RankResult]) -> tuple[list[float], list[float]]:
+    per_rank = np.array([o.window.step_times_s for o in outputs], dtype=np.float64)
     return per_rank.max(axis=0).tolist(), (per_rank.max(axis=0) - per_rank.min(axis=0)).tolist()
 
 
@@ -122,12 +124,12 @@ def _sample(curve: list[float], points: int) -> list[float]:
     return [curve[i] for i in idx]
 
 
-def modelled_wire(outputs: list[dict[str, Any]], backend: str) -> float:
+def modelled_wire(outputs: list[RankResult], backend: str) -> float:
     """Cost model applied to what each rank issued: bytes it should receive, summed over ranks."""
     algorithm = "gloo" if backend == "gloo" else "ring"
     total = 0.0
     for o in outputs:
-        for r in o["comm_records"]:
+        for r in o.window.comm_records:
             if r["op"] == "recv":
                 total += r["msg_bytes"]
             elif r["op"] != "send":
@@ -136,17 +138,14 @@ def modelled_wire(outputs: list[dict[str, Any]], backend: str) -> float:
     return total
 
 
-def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Combine the ranks' dicts into the measurement columns of one row."""
-    steps = cfg.steps
+def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
+    """Combine the ranks' results into the measurement columns of one row."""
     samples, spread = _stack_latency(outputs)
     stats = percentiles(samples)
     first = outputs[0]
     reasons: dict[str, str] = {}
     for o in outputs:
-        reasons.update(o["memory"].pop("null_reasons", {}))
-    mem = [o["memory"] for o in outputs]
-    rss = [m["rss_peak"] for m in mem]
+        reasons.update(o.window.memory.null_reasons)
     row: dict[str, Any] = {
         "latency_p50_s": stats["p50"],
         "latency_p90_s": stats["p90"],
@@ -155,34 +154,40 @@ def aggregate(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]
         "latency_std_s": stats["std"],
         "latency_samples_s": samples,
         "latency_spread_s": spread,
-        "tokens_per_step": first["tokens_per_step"],
-        "tokens_per_s": first["tokens_per_step"] * len(outputs) / stats["p50"] if stats["p50"] else None,
-        "model_params": first["metrics"].get("model_params"),
-        "mem_rss_peak_bytes_per_rank": rss,
+        "tokens_per_step": first.tokens_per_step,
+        "tokens_per_s": first.tokens_per_step * len(outputs) / stats["p50"] if stats["p50"] else None,
+        "model_params": first.metrics.get("model_params"),
     }
-    row["mem_rss_peak_bytes_max"], row["mem_rss_peak_bytes_sum"] = _maxsum(rss)
-    row["mem_cuda_max_allocated_bytes_max"], row["mem_cuda_max_allocated_bytes_sum"] = _maxsum(
-        [m["cuda_max_allocated"] for m in mem]
-    )
-    row["mem_cuda_max_reserved_bytes_max"], _ = _maxsum([m["cuda_max_reserved"] for m in mem])
-    row["mem_nvml_process_bytes_max"], _ = _maxsum([m["nvml_process_used"] for m in mem])
-    row["mem_nvml_device_used_bytes_max"], _ = _maxsum([m["nvml_device_used"] for m in mem])
-    row.update(_bytes_columns(outputs, steps, cfg, reasons))
+    row.update(_memory_columns(outputs))
+    row.update(_bytes_columns(outputs, cfg.steps, cfg, reasons))
     row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
-    row.update(_size_columns(first.get("metrics", {})))
-    if first["accuracy"].get("reason"):
-        reasons["perplexity"] = first["accuracy"]["reason"]
-    row.update(_bandwidth_columns(first.get("metrics", {}), stats["p50"], cfg.world_size, reasons))
-    gen = [o.get("generate") for o in outputs]
+    row.update(_size_columns(first.metrics))
+    if first.accuracy.reason:
+        reasons["perplexity"] = first.accuracy.reason
+    row.update(_bandwidth_columns(first.metrics, stats["p50"], cfg.world_size, reasons))
+    gen = [o.generate for o in outputs]
     if all(g is not None for g in gen):
-        row["gen_tokens_per_s"] = sum(g["tokens_per_s"] for g in gen)
+        row["gen_tokens_per_s"] = sum(g.tokens_per_s for g in gen if g is not None)
     else:
         reasons["gen_tokens_per_s"] = "generation applies to causal LMs in the infer workload"
-    parallel = first.get("parallel") or {}
-    row.update({k: parallel.get(k, 1) for k in ("tp", "pp")}, dp=parallel.get("dp", cfg.world_size))
-    row["metrics"] = json.dumps(first.get("metrics", {}), default=str)
+    row.update(dp=first.parallel.dp, tp=first.parallel.tp, pp=first.parallel.pp)
+    row["metrics"] = json.dumps(first.metrics, default=str)
     row["null_reasons"] = json.dumps(reasons)
+    return row
+
+
+def _memory_columns(outputs: list[RankResult]) -> dict[str, Any]:
+    mem = [o.window.memory for o in outputs]
+    rss = [m.rss_peak for m in mem]
+    row: dict[str, Any] = {"mem_rss_peak_bytes_per_rank": rss}
+    row["mem_rss_peak_bytes_max"], row["mem_rss_peak_bytes_sum"] = _maxsum(rss)
+    row["mem_cuda_max_allocated_bytes_max"], row["mem_cuda_max_allocated_bytes_sum"] = _maxsum(
+        [m.cuda_max_allocated for m in mem]
+    )
+    row["mem_cuda_max_reserved_bytes_max"], _ = _maxsum([m.cuda_max_reserved for m in mem])
+    row["mem_nvml_process_bytes_max"], _ = _maxsum([m.nvml_process_used for m in mem])
+    row["mem_nvml_device_used_bytes_max"], _ = _maxsum([m.nvml_device_used for m in mem])
     return row
 
 
@@ -197,13 +202,13 @@ def _bandwidth_columns(metrics: dict[str, Any], p50: float | None, n: int, reaso
     return {"algbw_Bps": algbw, "busbw_Bps": algbw * factor}
 
 
-def _profile_columns(outputs: list[dict[str, Any]], reasons: dict[str, str]) -> dict[str, Any]:
-    profiles = [o.get("profile") for o in outputs]
-    times = [p["comm_time_s_per_step"] for p in profiles if p and p.get("comm_time_s_per_step") is not None]
-    overlaps = [p["overlap_fraction"] for p in profiles if p and p.get("overlap_fraction") is not None]
+def _profile_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
+    profiles = [o.profile for o in outputs if o.profile is not None]
+    times = [p.comm_time_s_per_step for p in profiles if p.comm_time_s_per_step is not None]
+    overlaps = [p.overlap_fraction for p in profiles if p.overlap_fraction is not None]
     if not times:
         reasons["comm_time_s_per_step"] = next(
-            (p["reason"] for p in profiles if p and p.get("reason")), "no profiler pass (profile_steps=0) or no collectives"
+            (p.reason for p in profiles if p.reason), "no profiler pass (profile_steps=0) or no collectives"
         )
     if not overlaps:
         reasons["comm_overlap_fraction"] = reasons.get("comm_time_s_per_step", "no collectives in the profiled steps")
@@ -213,18 +218,19 @@ def _profile_columns(outputs: list[dict[str, Any]], reasons: dict[str, str]) -> 
     }
 
 
-def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, reasons: dict[str, str]) -> dict[str, Any]:
-    if any(o["comm_summary"] is None for o in outputs):
+def _bytes_columns(outputs: list[RankResult], steps: int, cfg: TrialConfig, reasons: dict[str, str]) -> dict[str, Any]:
+    windows = [o.window for o in outputs]
+    if any(w.comm_summary is None for w in windows):
         for col in ("comm_logical_bytes_per_step", "wire_bytes_per_step", "modelled_wire_bytes_per_step"):
-            reasons[col] = outputs[0].get("comm_reason", "not measured")
+            reasons[col] = windows[0].comm_reason or "not measured"
         return {}
-    per_rank = [o["comm_summary"]["msg_bytes_per_step"] for o in outputs]
+    per_rank = [w.comm_summary["msg_bytes_per_step"] for w in windows if w.comm_summary is not None]
     out: dict[str, Any] = {
         "comm_logical_bytes_per_step": float(sum(per_rank)),
         "comm_logical_bytes_per_step_per_rank": per_rank,
-        "comm_calls_per_step": outputs[0]["comm_summary"]["calls"] / steps,
+        "comm_calls_per_step": windows[0].comm_summary["calls"] / steps if windows[0].comm_summary else None,
     }
-    ops = outputs[0].get("analytic_ops")
+    ops = outputs[0].analytic_ops
     if ops is not None:
         out["analytic_logical_bytes_per_step_per_rank"] = float(sum(ops.values()))
         out["analytic_ops"] = json.dumps(ops)
@@ -234,10 +240,10 @@ def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, 
     backend = backend_for(cfg.device)
     modelled = modelled_wire(outputs, backend) / steps
     out["modelled_wire_bytes_per_step"] = modelled
-    if any(o["wire"] is None for o in outputs):
-        reasons["wire_bytes_per_step"] = outputs[0].get("wire_reason", "not measured")
+    if any(w.wire is None for w in windows):
+        reasons["wire_bytes_per_step"] = windows[0].wire_reason or "not measured"
         return out
-    wire_rank = [o["wire"]["received"] / steps for o in outputs]
+    wire_rank = [w.wire["received"] / steps for w in windows if w.wire is not None]
     out["wire_bytes_per_step_per_rank"] = wire_rank
     out["wire_bytes_per_step"] = float(sum(wire_rank))
     if modelled > 0:
@@ -247,26 +253,24 @@ def _bytes_columns(outputs: list[dict[str, Any]], steps: int, cfg: TrialConfig, 
     return out
 
 
-_ACCURACY_KEYS = (
-    "eval_loss", "bayes_loss", "entropy_rate", "perplexity", "perplexity_tokens", "kl_mean", "top1_agreement",
-    "embedding_cosine",
-)  # fmt: skip
 _SIZE_KEYS = {
     "model_bytes": "model_bytes", "model_sparse_bytes": "model_sparse_bytes", "sparsity": "sparsity_pruned",
     "transfer_payload_bytes": "payload_bytes", "serialized_bytes": "serialized_dense_bytes",
 }  # fmt: skip
+# Accuracy fields that are result columns of the same name (`reason` goes to null_reasons).
+_ACCURACY_COLUMNS = tuple(f.name for f in dataclasses.fields(Accuracy) if f.name != "reason")
 
 
 def _size_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     return {col: metrics.get(key) for col, key in _SIZE_KEYS.items()}
 
 
-def _accuracy_columns(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[str, Any]:
-    acc = outputs[0]["accuracy"]
-    out: dict[str, Any] = {k: acc.get(k) for k in _ACCURACY_KEYS}
-    if acc.get("eval_loss") is not None and acc.get("bayes_loss") is not None:
-        out["loss_gap_to_floor"] = acc["eval_loss"] - acc["bayes_loss"]
-    curves = [o.get("train_losses") for o in outputs]
+def _accuracy_columns(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
+    acc = outputs[0].accuracy
+    out: dict[str, Any] = {k: getattr(acc, k) for k in _ACCURACY_COLUMNS}
+    if acc.eval_loss is not None and acc.bayes_loss is not None:
+        out["loss_gap_to_floor"] = acc.eval_loss - acc.bayes_loss
+    curves = [o.train_losses for o in outputs]
     if all(curves):
         measured = np.array(curves, dtype=np.float64).mean(axis=0).tolist()
         out["final_train_loss"] = measured[-1]
@@ -274,23 +278,26 @@ def _accuracy_columns(cfg: TrialConfig, outputs: list[dict[str, Any]]) -> dict[s
     return out
 
 
-def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[RankResult]) -> list[dict[str, Any]]:
     """The per-op breakdown table: one row per (rank, op, dtype, group size)."""
     rows = []
     for o in outputs:
-        if o["comm_summary"] is None:
+        summary = o.window.comm_summary
+        if summary is None:
             continue
-        timings = (o.get("profile") or {}).get("per_op", {})
-        for op in o["comm_summary"]["ops"]:
+        timings = o.profile.per_op if o.profile else {}
+        for op in summary["ops"]:
             per_call = timings.get(op["op"], {}).get("time_s_per_call")
             bytes_per_call = op["msg_bytes"] / op["calls"] if op["calls"] else 0.0
             algbw = bytes_per_call / per_call if per_call else None
-            backend_ops = {r["backend_op"] for r in o["comm_records"] if r["op"] == op["op"] and r["dtype"] == op["dtype"]}
+            backend_ops = {
+                r["backend_op"] for r in o.window.comm_records if r["op"] == op["op"] and r["dtype"] == op["dtype"]
+            }
             rows.append(
                 {
                     "run_id": run_id,
                     "trial_id": cfg.trial_id,
-                    "rank": o["rank"],
+                    "rank": o.rank,
                     "op": op["op"],
                     "backend_op": ",".join(sorted(backend_ops)),
                     "dtype": op["dtype"],

@@ -1,4 +1,4 @@
-"""The function every rank runs: set up the process group, run the workload, return a plain dict."""
+"""The function every rank runs: set up the process group, run the workload, return its result as a dict."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
+from bench.contracts import RankResult, RankSkipped, TrialConfig
 from bench.distributed.env import init_rank, shutdown
 from bench.errors import SkipTrial
-from bench.runner.config import TrialConfig
 
 
 @record
@@ -20,19 +20,18 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     for module in cfg.plugins:
         importlib.import_module(module)
     from bench.strategies import parse
-    from bench.workloads.registry import WORKLOADS
+    from bench.workloads import WORKLOADS
 
     env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm)
     try:
         comp = parse(cfg.strategy)
-        run = WORKLOADS.get(cfg.workload).runner()
+        run = WORKLOADS.get(cfg.workload).run
         try:
-            out = run(cfg, comp, env)
+            result: RankResult | RankSkipped = run(cfg, comp, env)
         except SkipTrial as skip:
             # Skip decisions are deterministic, so every rank reaches the same one.
-            return {"rank": env.rank, "status": "skipped", "reason": skip.reason}
-        out.update(rank=env.rank, status="ok")
-        return out
+            result = RankSkipped(rank=env.rank, reason=skip.reason)
+        return result.to_dict()  # the process boundary: plain data only
     except Exception:
         # Keep torchelastic's error file as the channel (it carries the traceback), but
         # make sure the text names the rank even when the error file cannot be written.

@@ -1,6 +1,9 @@
-"""The strategy registry. Each family lives in its own module and registers itself here."""
+"""The strategy registry. Each family lives in its own module (or subpackage) and registers itself here.
 
-from bench.registry import Registry
+Families are found by importing every module of this package, so adding one is adding a file.
+"""
+
+from bench.registry import Registry, import_submodules
 from bench.strategies.base import Phase, Strategy, TrialState
 from bench.strategies.compose import Composition
 
@@ -12,7 +15,12 @@ def parse(text: str) -> Composition:
     return Composition.parse(text, STRATEGIES)
 
 
-# Families register on import; keep this list in sync with the modules in this package.
-from bench.strategies import accumulation, baseline, ddp_options, grad_compression, low_rank, pruning, quantization  # noqa: E402,F401
+def effective(comp: Composition, workload: str) -> Composition:
+    """`comp` as it runs on `workload`: with the implicit defaults (e.g. the `ddp` layout for train)."""
+    defaults = [cls(cls.Params()) for cls in map(STRATEGIES.get, STRATEGIES.names()) if cls.implicit]
+    return comp.with_defaults(defaults, workload)
 
-__all__ = ["STRATEGIES", "Composition", "Phase", "Strategy", "TrialState", "parse"]
+
+FAMILIES = import_submodules(__name__, __path__)
+
+__all__ = ["FAMILIES", "STRATEGIES", "Composition", "Phase", "Strategy", "TrialState", "effective", "parse"]

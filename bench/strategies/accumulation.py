@@ -19,7 +19,10 @@ class AccumParams:
 
 @STRATEGIES.register("grad_accum")
 class GradAccum(Strategy):
-    """k micro-batches per optimizer step; DDP skips the all-reduce on the first k-1 (`no_sync`).
+    """k micro-batches per optimizer step; the layout skips the gradient sync on the first k-1.
+
+    The loop asks the trial state for each micro-batch's context (`TrialState.micro_step`),
+    so this works under any layout that offers `skip_sync` (DDP's `no_sync()` today).
 
     A step here is one optimizer step over k micro-batches of `batch_size`, so bytes per
     step equal the baseline's while tokens per step are k times larger: compare bytes per
@@ -27,7 +30,7 @@ class GradAccum(Strategy):
     """
 
     name = "grad_accum"
-    summary = "gradient accumulation: no_sync() for k-1 of every k micro-batches (k x fewer bytes per token)"
+    summary = "the layout skips the gradient sync on k−1 of every k micro-batches (DDP `no_sync()`): same bytes per optimizer step, k× the tokens"
     phase = Phase.LOOP
     Params = AccumParams
     workloads = frozenset({"train"})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import ABC
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from enum import IntEnum
@@ -14,9 +14,9 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from bench.contracts import Parallel, TrialConfig
     from bench.distributed.env import RankEnv
     from bench.models.zoo import ModelSpec
-    from bench.runner.config import TrialConfig
 
 
 class Phase(IntEnum):
@@ -55,12 +55,15 @@ class TrialState:
     model: nn.Module
     wrapped: nn.Module | None = None  # the parallel wrapper (DDP, FSDP, ...) once applied
     wrapper: str | None = None  # its name, e.g. "ddp"
+    # Set by the layout: a context under which backward does not synchronise gradients
+    # (DDP's no_sync, FSDP2's set_requires_gradient_sync(False)); None: nothing to skip.
+    skip_sync: Callable[[], AbstractContextManager[Any]] | None = None
     ddp_options: dict[str, Any] = field(default_factory=dict)
     autocast_dtype: torch.dtype | None = None
     micro_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     comm_hook: str | None = None
     comm_hook_state: Any = None
-    parallel: dict[str, int] = field(default_factory=dict)  # e.g. {"dp": 2, "tp": 1, "pp": 1}
+    parallel: Parallel | None = None  # the layout's real degrees; None: data parallel over the world
     metrics: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +77,15 @@ class TrialState:
     def train_module(self) -> nn.Module:
         return self.wrapped if self.wrapped is not None else self.model
 
+    def micro_step(self, last: bool) -> AbstractContextManager[Any]:
+        """Context for one micro-batch's forward/backward: gradients sync on the `last` only.
+
+        Gradient accumulation calls this without knowing the layout (DDP, FSDP2, ...).
+        """
+        if last or self.skip_sync is None:
+            return nullcontext()
+        return self.skip_sync()
+
     def autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:
             return nullcontext()
@@ -84,8 +96,10 @@ class Strategy(ABC):
     """One named, parameterised technique.
 
     Subclasses set the class attributes and override `apply` (and `skip_reason` when
-    the technique cannot run somewhere). Adding a strategy means one class in the file
-    of its family and one `@STRATEGIES.register(...)` line.
+    the technique cannot run somewhere; `analytic_ops`, the cost-model adapter, when it
+    sets a step's traffic). Adding a strategy means one class in the file of its family
+    (a new family is a new file, found by `import_submodules`) with its
+    `@STRATEGIES.register(...)` line.
     """
 
     name: ClassVar[str]
@@ -100,6 +114,11 @@ class Strategy(ABC):
     exclusive: ClassVar[str | None] = None
     # A LAYOUT strategy that replaces DDP; comm hooks need DDP.
     replaces_ddp: ClassVar[bool] = False
+    # A strategy that configures DDP (its comm hook, its buckets): invalid with a layout that replaces it.
+    needs_ddp: ClassVar[bool] = False
+    # The default of its `exclusive` group: a composition without another member of the group
+    # gets it (`Composition.with_defaults`), and it never shows in a canonical name.
+    implicit: ClassVar[bool] = False
 
     def __init__(self, params: Any) -> None:
         self.params = params

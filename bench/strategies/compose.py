@@ -13,7 +13,7 @@ from bench.registry import Registry
 from bench.strategies.base import Phase, Strategy, TrialState
 
 if TYPE_CHECKING:
-    from bench.runner.config import TrialConfig
+    from bench.contracts import TrialConfig
 
 _TERM = re.compile(r"\s*([A-Za-z_][\w\-]*)\s*(?:\((.*)\))?\s*$", re.S)
 
@@ -82,13 +82,23 @@ class Composition:
 
     @classmethod
     def of(cls, strategies: list[Strategy]) -> Composition:
-        real = tuple(s for s in strategies if s.phase != Phase.NONE)
+        # `baseline` (no phase) and implicit defaults (e.g. `ddp`) name no technique of their
+        # own: `ddp` and `baseline` are one trial. `with_defaults` adds the implicit ones back.
+        real = tuple(s for s in strategies if s.phase != Phase.NONE and not s.implicit)
         validate(real)
         return cls(real)
 
+    def with_defaults(self, defaults: list[Strategy], workload: str) -> Composition:
+        """This composition plus each implicit default for `workload` whose exclusive group it leaves empty."""
+        groups = {s.exclusive for s in self.strategies if s.exclusive}
+        extra = [d for d in defaults if workload in d.workloads and d.exclusive not in groups]
+        merged = sorted((*self.strategies, *extra), key=lambda s: (s.phase, s.order))
+        validate(tuple(merged))
+        return Composition(tuple(merged))
+
     @property
     def canonical(self) -> str:
-        return "+".join(s.canonical() for s in self.strategies) or "baseline"
+        return "+".join(s.canonical() for s in self.strategies if not s.implicit) or "baseline"
 
     def params(self) -> list[dict[str, Any]]:
         return [{"name": s.name, "params": s.param_dict()} for s in self.strategies]
@@ -137,7 +147,7 @@ def validate(strategies: tuple[Strategy, ...]) -> None:
                 raise BenchError(f"strategies {other} and {s.name} are both {s.exclusive}s; pick one")
             groups[s.exclusive] = s
     if any(s.replaces_ddp for s in strategies):
-        hooks = [s.name for s in strategies if s.phase == Phase.COMM]
-        if hooks:
+        needs = [s.name for s in strategies if s.needs_ddp]
+        if needs:
             wrapper = next(s.name for s in strategies if s.replaces_ddp)
-            raise BenchError(f"{', '.join(hooks)} is a DDP comm hook and cannot compose with {wrapper}")
+            raise BenchError(f"{', '.join(needs)} configures DDP and cannot compose with {wrapper}, which replaces DDP")

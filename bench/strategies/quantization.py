@@ -15,9 +15,9 @@ from typing import Any, Literal, get_args
 import torch
 from torch import nn
 
+from bench.contracts import TrialConfig
 from bench.errors import SkipTrial
 from bench.models.sizing import dense_bytes
-from bench.runner.config import TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d, target_layers

@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Any
 
 import psutil
 import torch
+
+from bench.contracts import MemoryPeaks
 
 _CLEAR_REFS = "/proc/self/clear_refs"
 _STATUS = "/proc/self/status"
@@ -82,19 +83,21 @@ class MemoryTracker:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def stop(self) -> dict[str, Any]:
+    def stop(self) -> MemoryPeaks:
         reasons: dict[str, str] = {}
-        out: dict[str, Any] = {"rss_end": psutil.Process().memory_info().rss}
         if self._sampler is not None:
-            out["rss_peak"] = self._sampler.stop()
-            out["rss_peak_method"] = "psutil-sampled-5ms"
+            rss_peak: int | None = self._sampler.stop()
+            method = "psutil-sampled-5ms"
         else:
-            out["rss_peak"] = _read_hwm()
-            out["rss_peak_method"] = "kernel-VmHWM"
-        out.update(self._cuda(reasons))
-        out.update(_nvml(self.device, reasons))
-        out["null_reasons"] = reasons
-        return out
+            rss_peak, method = _read_hwm(), "kernel-VmHWM"
+        return MemoryPeaks(
+            rss_end=psutil.Process().memory_info().rss,
+            rss_peak=rss_peak,
+            rss_peak_method=method,
+            **self._cuda(reasons),
+            **_nvml(self.device, reasons),
+            null_reasons=reasons,
+        )
 
     def _cuda(self, reasons: dict[str, str]) -> dict[str, int | None]:
         if self.device.type != "cuda":

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
 import torch
 import torch.distributed as dist
 
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
 from bench.comm.wire import WireCounter
+from bench.contracts import WindowResult
 from bench.trackers.latency import StepTimer, sync
 from bench.trackers.memory import MemoryTracker
 
@@ -48,7 +48,7 @@ class Window:
         self.comm = CommAccountant() if track_comm else None
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
 
-    def measure(self, step: Callable[[], object], *, warmup: int, steps: int) -> dict[str, Any]:
+    def measure(self, step: Callable[[], object], *, warmup: int, steps: int) -> WindowResult:
         """Run `warmup` untimed steps, then `steps` timed ones inside the window."""
         for _ in range(warmup):
             step()
@@ -67,18 +67,21 @@ class Window:
         if self.comm:
             self.comm.start()
 
-    def stop(self, steps: int) -> dict[str, Any]:
+    def stop(self, steps: int) -> WindowResult:
         sync(self.device)
-        out: dict[str, Any] = {"step_times_s": self.timer.samples_s()}
+        step_times = self.timer.samples_s()
         wire = self.wire.stop() if self.wire else None
         records = self.comm.stop() if self.comm else []
         _fence()
-        out["memory"] = self.memory.stop()
-        out["comm_records"] = records_to_dicts(records)
-        out["comm_summary"] = summarise(records, steps) if self.comm else None
-        out["wire"] = wire
+        result = WindowResult(
+            step_times_s=step_times,
+            memory=self.memory.stop(),
+            comm_records=records_to_dicts(records),
+            comm_summary=summarise(records, steps) if self.comm else None,
+            wire=wire,
+        )
         if not self.track_comm:
-            out["wire_reason"] = out["comm_reason"] = "byte accounting disabled (track_comm=false)"
+            result.wire_reason = result.comm_reason = "byte accounting disabled (track_comm=false)"
         elif wire is None:
-            out["wire_reason"] = NCCL_WIRE_REASON
-        return out
+            result.wire_reason = NCCL_WIRE_REASON
+        return result

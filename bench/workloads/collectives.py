@@ -11,30 +11,34 @@ collective's time, and algbw = S / t, busbw = algbw x the op's bus factor.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Literal, get_args
 
 import torch
 import torch.distributed as dist
 
+from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
-from bench.errors import BenchError
-from bench.runner.config import TrialConfig
+from bench.errors import SkipTrial
 from bench.strategies import Composition
 from bench.trackers.window import Window
+from bench.workloads import Workload, register
 
-OPS = ("all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv")
+Op = Literal["all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv"]
+OPS: tuple[str, ...] = get_args(Op)
 ELEMENT = torch.float32
 
 
-def options(cfg: TrialConfig) -> tuple[str, int]:
-    """Validated (op, size_bytes) from the trial's options."""
-    op = cfg.options.get("op", "all_reduce")
-    if op not in OPS:
-        raise BenchError(f"options.op {op!r} is not one of {', '.join(OPS)}")
-    size = cfg.options.get("size_bytes", 1 << 20)
-    if not isinstance(size, int) or size <= 0:
-        raise BenchError(f"options.size_bytes must be a positive integer, got {size!r}")
-    return op, size
+@dataclass(kw_only=True, slots=True, frozen=True)
+class CollectivesOptions:
+    """`options.*` of the collectives workload: which collective, and its message size S."""
+
+    op: Op = "all_reduce"
+    size_bytes: int = 1 << 20  # nccl-tests' S: the whole array for all_gather/reduce_scatter
+
+    def __post_init__(self) -> None:
+        if self.size_bytes <= 0:
+            raise ValueError(f"size_bytes must be a positive integer, got {self.size_bytes}")
 
 
 def elements(op: str, size_bytes: int, n: int) -> int:
@@ -77,23 +81,30 @@ def analytic_ops(op: str, size_bytes: int) -> dict[str, float]:
     return {op: float(size_bytes)}
 
 
-def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
-    op, size = options(cfg)
-    if op == "send_recv" and env.world_size < 2:
-        from bench.errors import SkipTrial
-
+def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
+    opts: CollectivesOptions = WORKLOAD.options(cfg)
+    if opts.op == "send_recv" and env.world_size < 2:
         raise SkipTrial("send_recv needs at least 2 ranks")
-    numel = elements(op, size, env.world_size)
-    call = make_call(op, numel, env)
-    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    out = window.measure(call, warmup=cfg.warmup_steps, steps=cfg.steps)
-    out.update(
-        profile=None,
+    numel = elements(opts.op, opts.size_bytes, env.world_size)
+    call = make_call(opts.op, numel, env)
+    window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(call, warmup=cfg.warmup_steps, steps=cfg.steps)
+    return RankResult(
+        rank=env.rank,
+        window=window,
         tokens_per_step=0,
-        accuracy={},
-        metrics={"op": op, "size_bytes": numel * ELEMENT.itemsize, "elements": numel},
-        parallel={"dp": env.world_size, "tp": 1, "pp": 1},
-        wrapper=None,
-        analytic_ops=analytic_ops(op, numel * ELEMENT.itemsize),
+        accuracy=Accuracy(),
+        metrics={"op": opts.op, "size_bytes": numel * ELEMENT.itemsize, "elements": numel},
+        analytic_ops=analytic_ops(opts.op, numel * ELEMENT.itemsize),
+        parallel=Parallel(dp=env.world_size),
     )
-    return out
+
+
+WORKLOAD = register(
+    Workload(
+        name="collectives",
+        summary="one collective per step (options.op, options.size_bytes): logical/wire bytes, algbw, busbw",
+        run=run,
+        options_type=CollectivesOptions,
+        needs_model=False,
+    )
+)

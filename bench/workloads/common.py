@@ -1,15 +1,13 @@
-"""What every workload does first: build the model, apply strategies, make batches, evaluate."""
+"""What every model workload does first: build the model, apply strategies, make batches, evaluate."""
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from torch import nn
 
+from bench.contracts import Accuracy, Parallel, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.models.zoo import MODELS, build_model, count_params, grad_bytes
-from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase, TrialState
 from bench.workloads.data import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
 
@@ -20,7 +18,7 @@ def build_state(
     """Build the model (or take `model`) on this rank's device and apply the composition's `phases` in order."""
     spec = MODELS.get(cfg.model)
     model = (model if model is not None else build_model(spec, cfg.seed)).to(env.device)
-    state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel={"dp": env.world_size, "tp": 1, "pp": 1})
+    state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel=Parallel(dp=env.world_size))
     state.metrics["model_params"] = count_params(model)
     state.metrics["grad_bytes"] = grad_bytes(model)
     for phase in phases:
@@ -37,10 +35,10 @@ def batches(cfg: TrialConfig, chain: MarkovChain, causal: bool, split: str, rank
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, chain: MarkovChain, held_out: list[LMBatch], device: torch.device) -> dict[str, Any]:
+def evaluate(model: nn.Module, chain: MarkovChain, held_out: list[LMBatch], device: torch.device) -> Accuracy:
     """Mean loss on held-out batches, beside the Bayes floor on the same batches."""
     if not held_out:
-        return {"eval_loss": None, "bayes_loss": None, "entropy_rate": chain.entropy_rate()}
+        return Accuracy(entropy_rate=chain.entropy_rate())
     was_training = model.training
     model.eval()
     losses = []
@@ -50,4 +48,4 @@ def evaluate(model: nn.Module, chain: MarkovChain, held_out: list[LMBatch], devi
     model.train(was_training)
     floors = [bayes_loss(chain, b) for b in held_out]
     floor = None if any(f is None for f in floors) else sum(floors) / len(floors)  # type: ignore[arg-type]
-    return {"eval_loss": sum(losses) / len(losses), "bayes_loss": floor, "entropy_rate": chain.entropy_rate()}
+    return Accuracy(eval_loss=sum(losses) / len(losses), bayes_loss=floor, entropy_rate=chain.entropy_rate())

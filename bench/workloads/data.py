@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import torch
 
-from bench.runner.config import DataConfig
+from bench.contracts import DataConfig
 
 # Dense forward-backward is O(states^2) memory; above this the masked floor is not computed.
 MAX_STATES_FOR_MASKED_FLOOR = 4096

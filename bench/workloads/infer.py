@@ -8,8 +8,8 @@ Accuracy, against the same model before the composition's MODEL/PRECISION strate
 - zoo models (random init, synthetic language): held-out loss and its Bayes floor, plus
   fidelity (mean KL of next-token distributions, top-1 agreement) on the held-out batches;
 - pretrained causal LMs: sliding-window perplexity on a text corpus (WikiText-2 valid by
-  default, `options.corpus`, `options.max_tokens`, `options.window`, `options.stride`:
-  overlapping windows, half a window by default) and fidelity on the same text;
+  default; `options.*` are `bench.eval.lm.CorpusOptions`: corpus, max_tokens, window,
+  stride, fidelity_windows, sentences) and fidelity on the same text;
 - pretrained sentence-embedding models: cosine similarity of mean-pooled embeddings of
   corpus lines to the reference's.
 """
@@ -23,13 +23,14 @@ from typing import Any
 import torch
 from torch import nn
 
+from bench.contracts import Accuracy, Generate, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.eval import lm
 from bench.models.zoo import MODELS, ModelSpec, build_model
-from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase, TrialState
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
+from bench.workloads import Workload, register
 from bench.workloads.common import batches, build_state, evaluate
 from bench.workloads.data import MarkovChain
 
@@ -46,41 +47,49 @@ def load_reference(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
     return build_model(spec, seed), None
 
 
-def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
+def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
+    opts: lm.CorpusOptions = WORKLOAD.options(cfg)
     spec = MODELS.get(cfg.model)
     reference, tokenizer = load_reference(spec, cfg.seed)
     reference = reference.to(env.device).eval()
     state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=copy.deepcopy(reference))
     model = state.model.eval()
-    corpus = lm.corpus_ids(cfg, tokenizer) if tokenizer is not None and spec.objective == "causal" else None
-    inputs = prefill_inputs(cfg, spec, env, tokenizer, corpus)
+    corpus = lm.corpus_ids(opts, tokenizer) if tokenizer is not None and spec.objective == "causal" else None
+    inputs = prefill_inputs(cfg, opts, spec, env, tokenizer, corpus)
 
     def forward() -> None:
         with state.autocast():
             model(**inputs)
 
-    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
     with torch.inference_mode():
-        out = window.measure(forward, warmup=cfg.warmup_steps, steps=cfg.steps)
-        out["generate"] = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
-        out["accuracy"] = accuracy(cfg, spec, env, reference, state, tokenizer, corpus)
-    out["profile"] = None  # data-parallel inference issues no collectives
-    out["analytic_ops"] = {}
-    out["tokens_per_step"] = int(inputs["input_ids"].numel())
-    out["metrics"] = {**state.metrics, **lm.model_sizes(model)}
-    out["parallel"] = {"dp": env.world_size, "tp": 1, "pp": 1}
-    out["wrapper"] = None
-    return out
+        window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(
+            forward, warmup=cfg.warmup_steps, steps=cfg.steps
+        )
+        generate = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
+        acc = accuracy(cfg, opts, spec, env, reference, state, tokenizer, corpus)
+    return RankResult(
+        rank=env.rank,
+        window=window,
+        tokens_per_step=int(inputs["input_ids"].numel()),
+        accuracy=acc,
+        metrics={**state.metrics, **lm.model_sizes(model)},
+        analytic_ops={},  # data-parallel inference issues no collectives
+        parallel=Parallel(dp=env.world_size),
+        generate=generate,
+    )
 
 
-def prefill_inputs(cfg: TrialConfig, spec: ModelSpec, env: RankEnv, tokenizer: Any, corpus: torch.Tensor | None) -> dict[str, torch.Tensor]:
+def prefill_inputs(
+    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, tokenizer: Any, corpus: torch.Tensor | None
+) -> dict[str, torch.Tensor]:
     """The batch every step runs: corpus text for pretrained models when there is a corpus,
     the synthetic language otherwise. Each rank serves its own requests (its own slice)."""
     n = cfg.batch_size * cfg.seq_len
     if corpus is not None and corpus.numel() >= n * (env.rank + 1):
         ids = corpus[env.rank * n : (env.rank + 1) * n].view(cfg.batch_size, cfg.seq_len)
     elif spec.objective == "embedding" and tokenizer is not None:
-        return {k: v.to(env.device) for k, v in lm.sentence_batch(cfg, tokenizer, cfg.batch_size, cfg.seq_len).items()}
+        batch = lm.sentence_batch(opts, tokenizer, cfg.batch_size, cfg.seq_len)
+        return {k: v.to(env.device) for k, v in batch.items()}
     else:
         chain = MarkovChain.from_config(cfg.data)
         ids = batches(cfg, chain, spec.causal, "infer", env.rank, 1)[0].input_ids
@@ -88,24 +97,27 @@ def prefill_inputs(cfg: TrialConfig, spec: ModelSpec, env: RankEnv, tokenizer: A
 
 
 def accuracy(
-    cfg: TrialConfig, spec: ModelSpec, env: RankEnv, reference: nn.Module, state: TrialState, tokenizer: Any,
-    corpus: torch.Tensor | None,
-) -> dict[str, Any]:  # fmt: skip
+    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, reference: nn.Module, state: TrialState,
+    tokenizer: Any, corpus: torch.Tensor | None,
+) -> Accuracy:  # fmt: skip
     model = state.model
     if spec.objective == "embedding":
-        return lm.embedding_fidelity(cfg, tokenizer, reference, model, env.device, state.autocast) if tokenizer else {}
+        if not tokenizer:
+            return Accuracy()
+        return Accuracy(**lm.embedding_fidelity(opts, cfg.seq_len, tokenizer, reference, model, env.device, state.autocast))
     if spec.pretrained:
         if corpus is None:
-            return {"reason": lm.corpus_reason(cfg)}
-        return lm.corpus_accuracy(cfg, reference, model, corpus, env.device, state.autocast)
+            return Accuracy(reason=opts.missing_reason())
+        return Accuracy(**lm.corpus_accuracy(opts, reference, model, corpus, env.device, state.autocast))
     chain = MarkovChain.from_config(cfg.data)
     held_out = batches(cfg, chain, spec.causal, "eval", 0, cfg.eval_batches)
     result = evaluate(model, chain, held_out, env.device)
-    result.update(lm.batch_fidelity(reference, model, [b.input_ids for b in held_out], env.device, state.autocast))
+    fid = lm.batch_fidelity(reference, model, [b.input_ids for b in held_out], env.device, state.autocast)
+    result.kl_mean, result.top1_agreement = fid.get("kl_mean"), fid.get("top1_agreement")
     return result
 
 
-def _generate(cfg: TrialConfig, state: Any, input_ids: torch.Tensor) -> dict[str, Any] | None:
+def _generate(cfg: TrialConfig, state: TrialState, input_ids: torch.Tensor) -> Generate | None:
     """Greedy decode of exactly `gen_tokens` new tokens after a half-length prompt."""
     if cfg.gen_tokens == 0:
         return None
@@ -130,9 +142,14 @@ def _generate(cfg: TrialConfig, state: Any, input_ids: torch.Tensor) -> dict[str
             sync(state.env.device)
             times.append(time.perf_counter() - t0)
     best = sorted(times)[len(times) // 2]
-    return {
-        "new_tokens": new,
-        "batch": prompt.shape[0],
-        "times_s": times,
-        "tokens_per_s": prompt.shape[0] * new / best,
-    }
+    return Generate(new_tokens=new, batch=prompt.shape[0], times_s=times, tokens_per_s=prompt.shape[0] * new / best)
+
+
+WORKLOAD = register(
+    Workload(
+        name="infer",
+        summary="forward latency at batch x seq, plus greedy generate tokens/s for causal LMs",
+        run=run,
+        options_type=lm.CorpusOptions,
+    )
+)

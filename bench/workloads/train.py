@@ -3,38 +3,45 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from contextlib import nullcontext
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 import torch
-from torch.nn.parallel import DistributedDataParallel as DDP
 
-from bench.comm.cost_model import ddp_ops
 from bench.comm.profile import profile_steps
+from bench.contracts import Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
-from bench.errors import BenchError
-from bench.runner.config import TrialConfig
-from bench.strategies import Composition, Phase, TrialState
+from bench.strategies import Composition, Phase, TrialState, effective
 from bench.trackers.window import Window
+from bench.workloads import Workload, register
 from bench.workloads.common import batches, build_state, evaluate
 from bench.workloads.data import LMBatch, MarkovChain
 
 
-def wrap_ddp(state: TrialState) -> None:
-    """The default parallel layout: replicate the model, all-reduce gradients (DDP)."""
-    env = state.env
-    device_ids = [env.device.index] if env.device.type == "cuda" else None
-    state.wrapped = DDP(state.model, device_ids=device_ids, **state.ddp_options)
-    state.wrapper = "ddp"
+@dataclass(kw_only=True, slots=True, frozen=True)
+class TrainOptions:
+    """`options.*` of the train workload.
+
+    Error feedback (top-k, signSGD, QSGD) is analysed for SGD, whose step is linear in the
+    gradient; Adam's per-element normalisation is not (the 1-bit Adam paper's point), so
+    both are offered.
+    """
+
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = 0.9  # sgd only
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.momentum < 1.0:
+            raise ValueError("momentum must be in [0, 1)")
 
 
 def analytic_ops(state: TrialState, comp: Composition) -> dict[str, float] | None:
-    """Cost model of one optimizer step per rank (op -> bytes): the strategy's, else DDP's."""
+    """Cost model of one optimizer step per rank (op -> bytes): the last strategy that sets the traffic."""
     for s in reversed(comp.strategies):
         ops = s.analytic_ops(state)
         if ops is not None:
             return ops
-    return ddp_ops(state) if state.wrapper == "ddp" else None
+    return None
 
 
 def check_wire_dtype(comp: Composition, records: list[dict[str, Any]], state: TrialState) -> None:
@@ -48,13 +55,11 @@ def check_wire_dtype(comp: Composition, records: list[dict[str, Any]], state: Tr
 
 
 def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor:
-    """One optimizer step over `micro` micro-batches; DDP syncs gradients on the last only."""
+    """One optimizer step over `micro` micro-batches; the layout syncs gradients on the last only."""
     module = state.train_module
     total = torch.zeros((), device=state.env.device)
     for j, b in enumerate(micro):
-        last = j == len(micro) - 1
-        ctx = module.no_sync() if (not last and isinstance(module, DDP)) else nullcontext()
-        with ctx:
+        with state.micro_step(last=j == len(micro) - 1):
             with state.autocast():
                 loss = module(input_ids=b.input_ids, labels=b.labels).loss / len(micro)
             loss.backward()
@@ -64,55 +69,57 @@ def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBat
     return total
 
 
-OPTIMIZERS = ("adamw", "sgd")
+def make_optimizer(opts: TrainOptions, lr: float, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    """AdamW, or SGD with momentum, at `lr`."""
+    if opts.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=opts.momentum)
+    return torch.optim.AdamW(params, lr=lr)
 
 
-def make_optimizer(cfg: TrialConfig, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
-    """`options.optimizer`: "adamw" (default) or "sgd" (`options.momentum`, default 0.9), at `lr`.
-
-    Error feedback (top-k, signSGD, QSGD) is analysed for SGD, whose step is linear in the
-    gradient; Adam's per-element normalisation is not (the 1-bit Adam paper's point), so
-    both are offered.
-    """
-    name = cfg.options.get("optimizer", "adamw")
-    if name == "adamw":
-        return torch.optim.AdamW(params, lr=cfg.lr)
-    if name == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=float(cfg.options.get("momentum", 0.9)))
-    raise BenchError(f"options.optimizer {name!r} is not one of {', '.join(OPTIMIZERS)}")
-
-
-def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
-    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT))
-    if state.wrapped is None:
-        wrap_ddp(state)
-    comp.apply(Phase.COMM, state)
-    comp.apply(Phase.LOOP, state)
+def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
+    opts: TrainOptions = WORKLOAD.options(cfg)
+    comp = effective(comp, cfg.workload)
+    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP))
 
     chain = MarkovChain.from_config(cfg.data)
     total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
     k = state.micro_steps
     train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", env.rank, total_steps * k)]
     held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
-    optimizer = make_optimizer(cfg, state.train_module.parameters())
+    optimizer = make_optimizer(opts, cfg.lr, state.train_module.parameters())
     losses: list[torch.Tensor] = []
 
     def step() -> None:
         i = len(losses)
         losses.append(_step(state, optimizer, train[i * k : (i + 1) * k]))
 
-    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    out = window.measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
-    check_wire_dtype(comp, out["comm_records"], state)
-    out["train_losses"] = [float(x) for x in losses]
-    out["accuracy"] = evaluate(state.model, chain, held_out, env.device)
+    window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
+    check_wire_dtype(comp, window.comm_records, state)
+    train_losses = [float(x) for x in losses]  # warmup and window: the profiler pass's steps come after
+    accuracy = evaluate(state.model, chain, held_out, env.device)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
-    out["profile"] = profile_steps(step, cfg.profile_steps, env.device)
-    out["tokens_per_step"] = cfg.batch_size * cfg.seq_len * k
-    out["analytic_ops"] = analytic_ops(state, comp)
+    profile = profile_steps(step, cfg.profile_steps, env.device)
+    ops = analytic_ops(state, comp)
     for s in comp.strategies:
         s.finish(state)
-    out["metrics"] = state.metrics
-    out["parallel"] = state.parallel
-    out["wrapper"] = state.wrapper
-    return out
+    return RankResult(
+        rank=env.rank,
+        window=window,
+        tokens_per_step=cfg.batch_size * cfg.seq_len * k,
+        accuracy=accuracy,
+        metrics=state.metrics,
+        analytic_ops=ops,
+        parallel=state.parallel or Parallel(dp=env.world_size),
+        profile=profile,
+        train_losses=train_losses,
+    )
+
+
+WORKLOAD = register(
+    Workload(
+        name="train",
+        summary="forward/backward/optimizer steps under DDP (or the strategy's layout)",
+        run=run,
+        options_type=TrainOptions,
+    )
+)

@@ -28,14 +28,15 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from bench.comm.codecs import pack_bits, unpack_bits
+from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.eval.lm import model_sizes
 from bench.models.sizing import bitmask_nbytes
-from bench.runner.config import TrialConfig
 from bench.strategies import Composition, Phase
+from bench.strategies.grad_compression.codecs import pack_bits, unpack_bits
 from bench.trackers.window import Window
+from bench.workloads import Workload, register
 from bench.workloads.common import build_state
 
 MIN_SPARSE_NUMEL = 64  # below this the entry's pickle framing outweighs any bits saved
@@ -227,7 +228,7 @@ def verify(local: bytes, env: RankEnv) -> None:
         raise RuntimeError(f"transferred state differs from rank 0's: digest {local.hex()[:16]} vs {bytes(ref.tolist()).hex()[:16]}")
 
 
-def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
+def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     if env.world_size < 2:
         raise SkipTrial("transfer needs at least 2 ranks (rank 0 sends, the others receive)")
     metrics: dict[str, Any] = {}
@@ -257,18 +258,25 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> dict[str, Any]:
         if not env.is_main:
             received = decode_state(torch.load(io.BytesIO(buffer.numpy().tobytes()), weights_only=False))
 
-    window = Window(env.device, env.backend, track_comm=cfg.track_comm)
-    out = window.measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
+    window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     verify(expected if env.is_main else digest(received), env)
     nbytes = torch.tensor([float(metrics.get("payload_bytes", 0))], dtype=torch.float64)
     dist.broadcast(nbytes, src=0)
-    out.update(
-        profile=None,
+    return RankResult(
+        rank=env.rank,
+        window=window,
         tokens_per_step=0,
-        accuracy={},
+        accuracy=Accuracy(),
         metrics=metrics,
-        parallel={"dp": env.world_size, "tp": 1, "pp": 1},
-        wrapper=None,
         analytic_ops={"broadcast": float(nbytes) + size.element_size()},
+        parallel=Parallel(dp=env.world_size),
     )
-    return out
+
+
+WORKLOAD = register(
+    Workload(
+        name="transfer",
+        summary="rank 0 broadcasts the (compressed) model state; bytes vs its serialized size",
+        run=run,
+    )
+)

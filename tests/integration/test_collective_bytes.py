@@ -33,7 +33,7 @@ def measure_ops(size: int) -> dict[str, Any]:
             window.start()
             call()
             got = window.stop(1)
-            out[op] = {"numel": numel, "records": got["comm_records"], "received": got["wire"]["received"]}
+            out[op] = {"numel": numel, "records": got.comm_records, "received": got.wire["received"] if got.wire else None}
             dist.barrier()
     finally:
         shutdown()
@@ -80,7 +80,7 @@ def late_snapshot(size: int) -> list[int]:
             snapshot = wire_mod.snapshot
             wire_mod.snapshot = lambda *a: (time.sleep(0.5), snapshot(*a))[1]  # type: ignore[assignment]
         out = window.measure(call, warmup=1, steps=1)
-        return [out["wire"]["received"]]
+        return [out.wire["received"] if out.wire else -1]
     finally:
         shutdown()
 

@@ -9,10 +9,10 @@ import torch.distributed as dist
 from torch.distributed.elastic.multiprocessing.errors import record
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from bench.comm import codecs
 from bench.comm.accounting import CommAccountant
-from bench.comm.compression_hooks import CompressionState, compression_hook, hook_payload_bytes, make_codec
 from bench.distributed.env import init_rank, shutdown
+from bench.strategies.grad_compression import codecs
+from bench.strategies.grad_compression.hooks import CompressionState, compression_hook, hook_payload_bytes, make_codec
 
 pytestmark = pytest.mark.multirank
 

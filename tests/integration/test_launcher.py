@@ -62,7 +62,7 @@ def test_timeout_kills_the_ranks(tmp_path: Path) -> None:
 def test_flight_recorder_cost_launch_has_the_recorder_it_asked_for(tmp_path: Path, recorder: bool) -> None:
     # The overhead benchmark's per-collective side: its "off" launches must really run
     # without the recorder (torch's default is on), and its "on" ones with it.
-    from bench.comm.overhead import _time_calls
+    from bench.benchmarks.overhead import _time_calls
 
     result = launch(_time_calls, {"recorder": recorder, "calls": 500}, nprocs=1, log_dir=tmp_path, timeout_s=120)
     assert result.error is None, result.error

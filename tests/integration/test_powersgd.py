@@ -1,4 +1,4 @@
-"""torch's PowerSGD hooks via `bench.comm.powersgd` on tiny GPT-2, 2 and 4 gloo ranks: no hang, exact payload."""
+"""torch's PowerSGD hooks via `bench.strategies.grad_compression.powersgd` on tiny GPT-2, 2 and 4 gloo ranks: no hang, exact payload."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from bench.comm.accounting import CommAccountant
-from bench.comm.powersgd import _allow_2d_orthogonalize, register_powersgd
 from bench.distributed.env import init_rank, shutdown
+from bench.strategies.grad_compression.powersgd import _allow_2d_orthogonalize, register_powersgd
 
 START_ITER = 2
 STEPS = 5  # steps 2, 3 and 4 are compressed

@@ -8,8 +8,8 @@ import pytest
 import torch
 from pytest_benchmark.fixture import BenchmarkFixture
 
-from bench.comm import codecs
-from bench.comm.compression_hooks import QSGD, Sign, TopK
+from bench.strategies.grad_compression import codecs
+from bench.strategies.grad_compression.hooks import QSGD, Sign, TopK
 
 pytestmark = pytest.mark.microbench
 

@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from bench.comm.accounting import message_bytes, normalise_op, summarise, CollectiveRecord
+from bench.comm.accounting import CollectiveRecord, message_bytes, normalise_op, summarise
 from bench.comm.profile import overlap_fraction
 from bench.comm.wire import WireCounter, snapshot
 

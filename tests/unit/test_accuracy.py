@@ -11,9 +11,10 @@ import pytest
 import torch
 from torch import nn
 
+from bench.contracts import TrialConfig
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
-from bench.eval.lm import corpus_accuracy, window_stride
-from bench.runner.config import TrialConfig
+from bench.eval.lm import CorpusOptions, corpus_accuracy
+from bench.workloads import WORKLOADS
 from tests.unit.tiny_models import tiny_gpt2
 
 
@@ -94,14 +95,16 @@ def test_perplexity_matches_hugging_face_label_masking() -> None:
     assert ours["nll_sum"] == pytest.approx(nll, rel=1e-5)
 
 
-def _infer_cfg(**options: object) -> TrialConfig:
-    return TrialConfig(suite="t", strategy="baseline", model="smollm2-135m", workload="infer", options=dict(options))
+def _infer_options(**options: object) -> CorpusOptions:
+    """The infer workload's options, built the way a suite's `options.*` are."""
+    cfg = TrialConfig(suite="t", strategy="baseline", model="smollm2-135m", workload="infer", options=dict(options))
+    return WORKLOADS.get("infer").options(cfg)
 
 
 def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
-    assert window_stride(_infer_cfg()) == (512, 256)
-    assert window_stride(_infer_cfg(window=16)) == (16, 8)
-    assert window_stride(_infer_cfg(window=16, stride=16)) == (16, 16)
+    assert _infer_options().window_stride == (512, 256)
+    assert _infer_options(window=16).window_stride == (16, 8)
+    assert _infer_options(window=16, stride=16).window_stride == (16, 16)
 
 
 @pytest.mark.parametrize("options, tokens, starts", [
@@ -110,7 +113,7 @@ def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
 ])  # fmt: skip
 def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int]) -> None:
     model = FixedLM(vocab=7, p=0.5)
-    result = corpus_accuracy(_infer_cfg(**options, fidelity_windows=0), model, model, counting(100, 7), torch.device("cpu"), nullcontext)
+    result = corpus_accuracy(_infer_options(**options, fidelity_windows=0), model, model, counting(100, 7), torch.device("cpu"), nullcontext)
     assert result["perplexity_tokens"] == tokens and result["perplexity"] == pytest.approx(2.0, rel=1e-12)
     assert [first for first, _ in model.calls] == [b % 7 for b in starts]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 from pathlib import Path
@@ -82,3 +83,54 @@ def test_module_entry_point_and_console_script() -> None:
 def test_set_reads_option_values_as_toml_literals_and_leaves_typed_fields_raw() -> None:
     got = _parse_sets(["options.size_bytes=1048576", "options.op=all_gather", "options.flag=true", "lr=3e-3", "data.states=64"])
     assert got == {"options": {"size_bytes": 1048576, "op": "all_gather", "flag": True}, "lr": "3e-3", "data": {"states": "64"}}
+
+
+# Bad option values per workload, as data: (workload, --set, text the one error line must hold).
+BAD_OPTION_VALUES = [
+    ("train", "options.optimizer=lamb", "options.optimizer: 'lamb' is not one of 'adamw', 'sgd'"),
+    ("train", "options.momentum=1.5", "momentum must be in [0, 1)"),
+    ("infer", "options.window=1", "window must be >= 2"),
+    ("infer", "options.stride=0", "stride must be in [1, window=512]"),
+    ("infer", "options.max_tokens='many'", "options.max_tokens: expected an integer"),
+    ("collectives", "options.op=all_scatter", "options.op: 'all_scatter' is not one of"),
+    ("collectives", "options.size_bytes=-1", "size_bytes must be a positive integer"),
+]
+
+
+def _workloads() -> list[str]:
+    from bench.workloads import WORKLOADS
+
+    return WORKLOADS.names()
+
+
+@pytest.mark.parametrize("workload", _workloads())
+def test_an_unknown_option_key_names_it_and_the_valid_ones(capsys: pytest.CaptureFixture[str], workload: str) -> None:
+    from bench.workloads import WORKLOADS
+
+    for key in ("strid", "max_token", "optimzer"):  # typos users make
+        code, _, err = run_cli(capsys, "run", "--workload", workload, "--set", f"options.{key}=1")
+        assert code == 2 and err.count("\n") == 1 and err.startswith("commbench: error: ")
+        valid = [f.name for f in dataclasses.fields(WORKLOADS.get(workload).options_type)]
+        assert f"options.{key} for the {workload} workload; valid: {', '.join(valid) or '(none)'}" in err
+
+
+@pytest.mark.parametrize(("workload", "setting", "message"), BAD_OPTION_VALUES)
+def test_a_bad_option_value_names_the_key(capsys: pytest.CaptureFixture[str], workload: str, setting: str, message: str) -> None:
+    code, _, err = run_cli(capsys, "run", "--workload", workload, "--set", setting)
+    assert code == 2 and err.count("\n") == 1 and err.startswith("commbench: error: ")
+    assert message in err
+
+
+def test_every_workload_with_options_has_a_bad_value_case() -> None:
+    from bench.workloads import WORKLOADS
+
+    with_options = {w for w in _workloads() if dataclasses.fields(WORKLOADS.get(w).options_type)}
+    assert with_options == {w for w, _, _ in BAD_OPTION_VALUES}
+
+
+def test_options_in_a_suite_file_are_checked_before_anything_launches(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    suite = tmp_path / "typo.toml"
+    suite.write_text('[matrix]\nstrategies = ["baseline"]\nmodels = ["gpt2-tiny"]\nworkloads = ["infer"]\n[settings.options]\nstrid = 128\n')
+    code, _, err = run_cli(capsys, "sweep", str(suite), "--results", str(tmp_path / "results"))
+    assert code == 2 and "options.strid for the infer workload" in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()

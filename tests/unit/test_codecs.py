@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from bench.comm import codecs
-from bench.comm.compression_hooks import QSGD, CompressionState, Sign, TopK, encode_bucket, hook_payload_bytes
+from bench.strategies.grad_compression import codecs
+from bench.strategies.grad_compression.hooks import QSGD, CompressionState, Sign, TopK, encode_bucket, hook_payload_bytes
 
 SIZES = [1, 7, 8, 9, 1000, 4097]
 

@@ -7,8 +7,8 @@ from typing import Literal
 import pytest
 
 from bench.config import coerce, flatten
+from bench.contracts import DataConfig, TrialConfig
 from bench.errors import BenchError
-from bench.runner.config import DataConfig, TrialConfig
 
 
 @pytest.mark.parametrize(
@@ -61,15 +61,17 @@ def test_data_config_validation() -> None:
 def test_train_optimizer_option_picks_adamw_or_sgd_and_rejects_others() -> None:
     import torch
 
+    from bench.workloads import WORKLOADS
     from bench.workloads.train import make_optimizer
 
     params = [torch.nn.Parameter(torch.zeros(2))]
 
-    def cfg(**options: object) -> TrialConfig:
-        return TrialConfig(suite="s", strategy="baseline", model="gpt2-tiny", workload="train", lr=0.5, options=options)
+    def opts(**options: object) -> object:
+        cfg = TrialConfig(suite="s", strategy="baseline", model="gpt2-tiny", workload="train", options=options)
+        return WORKLOADS.get("train").options(cfg)
 
-    assert isinstance(make_optimizer(cfg(), params), torch.optim.AdamW)
-    sgd = make_optimizer(cfg(optimizer="sgd", momentum=0.5), params)
+    assert isinstance(make_optimizer(opts(), 0.5, params), torch.optim.AdamW)
+    sgd = make_optimizer(opts(optimizer="sgd", momentum=0.5), 0.5, params)
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.5 and sgd.defaults["lr"] == 0.5
-    with pytest.raises(BenchError, match="options.optimizer 'lamb'"):
-        make_optimizer(cfg(optimizer="lamb"), params)
+    with pytest.raises(BenchError, match="options.optimizer: 'lamb' is not one of 'adamw', 'sgd'"):
+        opts(optimizer="lamb")

@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from bench.runner.config import DataConfig
+from bench.contracts import DataConfig
 from bench.workloads.data import MarkovChain, make_batch, mask_tokens, stream_seed
 
 

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
+from bench.contracts import TrialConfig
 from bench.errors import BenchError, SkipTrial
 from bench.eval.accuracy import fidelity
 from bench.models.sizing import dense_bytes
-from bench.runner.config import TrialConfig
 from bench.strategies import parse
 from bench.strategies.layers import conv1d_to_linear, convert_conv1d, target_layers
 from tests.unit.tiny_models import apply, tiny_bert, tiny_gpt2, tiny_llama, tokens

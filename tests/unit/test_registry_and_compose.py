@@ -8,7 +8,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.strategies import STRATEGIES, Phase, Strategy, parse
+from bench.strategies import Phase, Strategy, parse
 from bench.strategies.compose import Composition, split_top_level
 
 
@@ -66,7 +66,7 @@ class _Quant(Strategy):
 
 
 class _Hook1(Strategy):
-    name, summary, phase, exclusive, Params = "h1", "", Phase.COMM, "DDP comm hook", _Rank
+    name, summary, phase, exclusive, Params, needs_ddp = "h1", "", Phase.COMM, "DDP comm hook", _Rank, True
 
 
 class _Hook2(Strategy):
@@ -108,7 +108,7 @@ def test_params_are_typed_and_canonical_lists_non_defaults(reg: Registry[type[St
         ("h1+m", r"m \(model\) must come before h1 \(comm\)"),
         ("h1+h2", r"both DDP comm hooks"),
         ("m+m", r"appears twice"),
-        ("fsdp+h1", r"DDP comm hook and cannot compose with fsdp"),
+        ("fsdp+h1", r"h1 configures DDP and cannot compose with fsdp, which replaces DDP"),
         ("m(", r"unbalanced"),
         ("", r"empty strategy"),
     ],
@@ -121,3 +121,40 @@ def test_bad_compositions_are_rejected_with_a_clear_message(reg: Registry[type[S
 def test_written_order_is_the_application_order(reg: Registry[type[Strategy]]) -> None:
     comp = Composition.parse("m+q+h1", reg)
     assert [s.name for s in comp.strategies] == ["m", "q", "h1"]
+
+
+def test_ddp_is_the_implicit_training_layout_and_never_named() -> None:
+    from bench.strategies import effective
+
+    assert parse("ddp").canonical == "baseline" and parse("ddp+fp16_compress").canonical == "fp16_compress"
+    train = effective(parse("bucket_cap_mb(mb=1.0)+fp16_compress+grad_accum"), "train")
+    assert [s.name for s in train.strategies] == ["bucket_cap_mb", "ddp", "fp16_compress", "grad_accum"]
+    assert train.canonical == "bucket_cap_mb(mb=1.0)+fp16_compress+grad_accum"
+    assert effective(parse("baseline"), "infer").strategies == ()  # inference has no training layout
+
+
+def test_an_explicit_layout_replaces_the_implicit_one(reg: Registry[type[Strategy]]) -> None:
+    class _Ddp(Strategy):
+        name, summary, phase, exclusive, implicit = "ddp", "", Phase.LAYOUT, "layout", True
+        workloads = frozenset({"train"})
+
+    class _Sharded(Strategy):
+        name, summary, phase, exclusive, replaces_ddp = "sharded", "", Phase.LAYOUT, "layout", True
+
+    default = [_Ddp(_Ddp.Params())]
+    assert [s.name for s in Composition.parse("m", reg).with_defaults(default, "train").strategies] == ["m", "ddp"]
+    assert Composition.of([_Sharded(_Sharded.Params())]).with_defaults(default, "train").canonical == "sharded"
+    with pytest.raises(BenchError, match="configures DDP and cannot compose with sharded"):
+        Composition.of([_Sharded(_Sharded.Params()), _Hook1(_Rank())])
+
+
+def test_strategy_families_are_discovered_from_the_package() -> None:
+    import pkgutil
+
+    import bench.strategies as pkg
+    from bench.strategies import FAMILIES, STRATEGIES
+
+    modules = {m.name for m in pkgutil.iter_modules(pkg.__path__) if not m.name.startswith("_")}
+    assert set(FAMILIES) == modules
+    registered_in = {STRATEGIES.get(n).__module__.split(".")[2] for n in STRATEGIES.names()}
+    assert registered_in <= modules and {"ddp", "grad_compression", "pruning"} <= registered_in

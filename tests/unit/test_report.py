@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.reports.html import write_report, with_baseline_ratios
+from bench.reports.html import with_baseline_ratios, write_report
 from bench.reports.plots import pareto_front
 from bench.storage.parquet import RunWriter, read_results
 from bench.system import now_utc

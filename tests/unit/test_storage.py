@@ -70,3 +70,10 @@ def test_readme_documents_every_column() -> None:
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     assert markdown(TRIAL_COLUMNS) in readme, "README schema table is stale: python -m bench.storage.schema"
     assert markdown(COMM_COLUMNS) in readme
+
+
+def test_readme_strategies_table_is_current() -> None:
+    from bench.strategies.catalog import markdown as strategies_markdown
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert strategies_markdown() in readme, "README strategies table is stale: commbench list strategies --markdown"

@@ -5,20 +5,11 @@ from __future__ import annotations
 import io
 import warnings
 
-import pytest
 import torch
 from torch import nn
 
 from bench.models.sizing import sparse_bytes
-from bench.workloads.transfer import (
-    Bitmask,
-    Quantized,
-    Subclass,
-    decode_state,
-    digest,
-    encode_state,
-    serialize,
-)
+from bench.workloads.transfer import Bitmask, Quantized, Subclass, decode_state, digest, encode_state, serialize
 from tests.unit.tiny_models import apply
 
 

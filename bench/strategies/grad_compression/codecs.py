@@ -4,7 +4,7 @@ Every codec is a pair of pure functions on a flat 1-D float32 tensor of `n` elem
 torch.distributed here, so the math is unit-testable on one process. torch ships DDP hooks
 for fp16/bf16 casts and PowerSGD only; these three families are written by hand.
 
-Payload formats (what one rank sends for one bucket, see `bench.comm.compression_hooks`):
+Payload formats (what one rank sends for one bucket, see `bench.strategies.grad_compression.hooks`):
 
 - top-k: `values` float32[k] then `indices` int32[k]: 8k bytes (k is known to every rank
   from n and the ratio, so no header).

@@ -1,6 +1,6 @@
 """Benchmark: what byte accounting costs in step latency (tracked vs untracked, interleaved).
 
-    python -m bench.comm.overhead [--model gpt2-tiny] [--world-size 2] [--pairs 6] [--steps 40]
+    python -m bench.benchmarks.overhead [--model gpt2-tiny] [--world-size 2] [--pairs 6] [--steps 40]
                                   [--call-pairs 12] [--calls 20000]
 
 Two measurements, interleaved in one run:
@@ -37,9 +37,9 @@ from scipy import stats
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.comm.accounting import flight_recorder_entries
+from bench.contracts import TrialConfig
 from bench.distributed.env import init_rank, shutdown
 from bench.distributed.launch import launch
-from bench.runner.config import TrialConfig
 from bench.runner.suite import check_feasible
 from bench.runner.sweep import new_run_id
 from bench.runner.trial import run_trial

@@ -14,7 +14,7 @@ must multiply accordingly.
 Threading: as in torch's own hooks, the hook only enqueues the collective (`async_op=True`)
 and returns `fut.then(decode_and_average)`. The callback runs on whichever thread completes
 the future (a gloo worker thread, or inline if it already completed) and issues no
-collective, so bucket order across ranks cannot diverge (contrast `bench.comm.powersgd`).
+collective, so bucket order across ranks cannot diverge (contrast `bench.strategies.grad_compression.powersgd`).
 """
 
 # No `from __future__ import annotations`: DDP.register_comm_hook compares the hook's
@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import torch
 import torch.distributed as dist
 
-from bench.comm import codecs
+from bench.strategies.grad_compression import codecs
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)

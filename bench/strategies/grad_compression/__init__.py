@@ -1,8 +1,10 @@
 """Gradient compression as DDP communication hooks (torch's own where torch has one).
 
 torch ships fp16/bf16 casts and PowerSGD; top-k, sign and QSGD are commbench's own hooks
-(`bench.comm.compression_hooks`). Each strategy states its whole-step cost model, which
-the measured bytes are tested against.
+(`hooks.py`, over the codecs of `codecs.py`), and `powersgd.py` makes torch's PowerSGD
+hook safe on gloo. Each strategy states its whole-step cost model through an adapter that
+feeds `bench.comm.cost_model` numbers read off the trial; measured bytes are tested
+against it.
 """
 
 from __future__ import annotations
@@ -14,13 +16,15 @@ from typing import Any
 from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
-from bench.comm import compression_hooks as ch
-from bench.comm.cost_model import batched_powersgd_step, ddp_ops, gathered_payloads, powersgd_step, warmup_mix
-from bench.comm.powersgd import PowerSGDHookState, register_powersgd
-from bench.runner.config import TrialConfig
+from bench.comm.cost_model import batched_powersgd_step, gathered_payloads, powersgd_step, warmup_mix
+from bench.contracts import TrialConfig
 from bench.errors import SkipTrial
+from bench.models.zoo import grad_bytes
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.ddp import ddp_analytic_ops
+from bench.strategies.grad_compression import hooks as ch
+from bench.strategies.grad_compression.powersgd import PowerSGDHookState, register_powersgd
 
 Hook = Callable[[Any, Any], Any]
 
@@ -31,6 +35,7 @@ class CommHookStrategy(Strategy):
     phase = Phase.COMM
     workloads = frozenset({"train"})
     exclusive = "DDP comm hook"
+    needs_ddp = True
     # The dtype the hook's all_reduce must carry; the train workload fails the trial if the
     # flight recorder shows anything else (an old C++ fp16 hook once sent fp32, PR #63375).
     wire_dtype: str | None = None
@@ -53,14 +58,14 @@ class Fp16Compress(CommHookStrategy):
     """torch's `fp16_compress_hook`: cast each bucket to fp16, all-reduce, cast back."""
 
     name = "fp16_compress"
-    summary = "DDP fp16_compress_hook: gradients all-reduced in fp16 (half the bytes)"
+    summary = "torch's `fp16_compress_hook`: exactly 0.5x the all-reduce bytes; the trial fails if the recorded dtype is not float16 (cf. pytorch PR #63375)"
     wire_dtype = "float16"
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         return None, default_hooks.fp16_compress_hook
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
-        return ddp_ops(state, wire_dtype_bytes=2)
+        return ddp_analytic_ops(state, wire_dtype_bytes=2)
 
 
 @STRATEGIES.register("bf16_compress")
@@ -77,7 +82,7 @@ class Bf16Compress(CommHookStrategy):
     """
 
     name = "bf16_compress"
-    summary = "DDP bf16_compress_hook: gradients all-reduced in bfloat16 (CUDA/NCCL only, skipped on gloo)"
+    summary = "torch's `bf16_compress_hook`: gradients all-reduced in bfloat16; CUDA/NCCL only, `skipped` on gloo with the reason (see below)"
     wire_dtype = "bfloat16"
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
@@ -98,7 +103,7 @@ class Bf16Compress(CommHookStrategy):
             raise SkipTrial(str(exc)) from None
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
-        return ddp_ops(state, wire_dtype_bytes=2)
+        return ddp_analytic_ops(state, wire_dtype_bytes=2)
 
 
 def bucket_numels(ddp: nn.Module) -> list[int]:
@@ -111,7 +116,7 @@ def bucket_numels(ddp: nn.Module) -> list[int]:
 
 def with_gradient_ops(state: TrialState, ops: dict[str, float]) -> dict[str, float]:
     """DDP's step model with the gradient all_reduce replaced by a hook's `ops`."""
-    base = ddp_ops(state)
+    base = ddp_analytic_ops(state)
     base.pop("all_reduce", None)
     return {**{op: b for op, b in ops.items() if b}, **base}
 
@@ -152,7 +157,7 @@ class PowerSGD(CommHookStrategy):
     """
 
     name = "powersgd"
-    summary = "torch's PowerSGD hook: rank-r P/Q all-reduces per gradient matrix (error feedback, warm start)"
+    summary = "torch's `powerSGD_hook` / `batched_powerSGD_hook`: rank-r P/Q all-reduces per gradient matrix, made safe on gloo (see below)"
     Params = PowerSGDParams
     wire_dtype = "float32"
 
@@ -192,7 +197,7 @@ class PowerSGD(CommHookStrategy):
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         cfg = state.cfg
         compressed = 4.0 * self.compressed_elements(state)  # P, Q and uncompressed go in fp32
-        mean = warmup_mix(compressed, state.metrics["grad_bytes"], start_iter=self.params.start_iter,
+        mean = warmup_mix(compressed, grad_bytes(state.model), start_iter=self.params.start_iter,
                           warmup=cfg.warmup_steps, steps=cfg.steps)  # fmt: skip
         return with_gradient_ops(state, {"all_reduce": mean})
 
@@ -201,7 +206,7 @@ class PowerSGD(CommHookStrategy):
 
 
 class CodecStrategy(CommHookStrategy):
-    """A codec from `bench.comm.compression_hooks`: one all_gather of packed payloads per bucket.
+    """A codec from `bench.strategies.grad_compression.hooks`: one all_gather of packed payloads per bucket.
 
     The codec dataclass (`ch.TopK`, `ch.Sign`, `ch.QSGD`) is the strategy's Params: its
     fields are the strategy's parameters and it validates them.
@@ -224,7 +229,7 @@ class TopKStrategy(CodecStrategy):
     """Top-k sparsification: float32 values + int32 indices of the ceil(ratio*n) largest per bucket."""
 
     name = "topk"
-    summary = "top-k sparsification per bucket: values + int32 indices all-gathered, error feedback"
+    summary = "per bucket: ceil(ratio·n) float32 values + int32 indices, all-gathered; error-feedback residual per bucket"
     Params = ch.TopK
 
 
@@ -233,7 +238,7 @@ class SignSGD(CodecStrategy):
     """1-bit signs packed 8 per byte plus a float32 scale (mean |x| when scaled) per bucket (EF-SignSGD)."""
 
     name = "signsgd"
-    summary = "1-bit sign compression, 8 signs per byte + a scale per bucket, error feedback"
+    summary = "EF-SignSGD: signs packed 8 per byte + one float32 scale per bucket, all-gathered (see the EF finding below)"
     Params = ch.Sign
 
 
@@ -242,5 +247,5 @@ class QSGDStrategy(CodecStrategy):
     """QSGD stochastic quantization: a float32 norm + signed integer levels per bucket."""
 
     name = "qsgd"
-    summary = "QSGD stochastic quantization to `levels` levels, packed in the narrowest integer type"
+    summary = "stochastic quantization to ±levels in the narrowest integer dtype (int8 up to 127) + a float32 norm, all-gathered"
     Params = ch.QSGD

@@ -1,0 +1,243 @@
+"""Typed contracts between rooms: the trial config every room reads, and what each rank returns.
+
+This module imports no room of the package (only the top-level `config` helpers), so every
+room may import it: the runner builds a `TrialConfig`, workloads and strategies read it,
+and each rank returns a `RankResult` that the runner aggregates. Dicts exist only at the
+process boundary (`RankResult.to_dict` / `rank_output_from_dict`), where a missing or
+unknown key fails loudly instead of turning into a silent default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench.config import canonical_json
+
+DEVICES = ("cpu", "cuda")
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class DataConfig:
+    """The synthetic language: a seeded sparse Markov chain (see bench/workloads/data.py)."""
+
+    states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab
+    branching: int = 4  # successors per state
+    alpha: float = 1.0  # Dirichlet concentration of each row's probabilities
+    seed: int = 1234
+
+    def __post_init__(self) -> None:
+        if self.states < 2:
+            raise ValueError("data.states must be >= 2")
+        if not 1 <= self.branching <= self.states:
+            raise ValueError("data.branching must be in [1, data.states]")
+        if self.alpha <= 0:
+            raise ValueError("data.alpha must be > 0")
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class TrialConfig:
+    """Everything that determines one trial; its hash is the trial id.
+
+    Stored as JSON in the `config` column so a result stays reproducible after its
+    suite file changes.
+    """
+
+    suite: str
+    strategy: str  # canonical composition string, e.g. "bf16_autocast+powersgd(rank=4)"
+    model: str
+    workload: str
+    device: str = "cpu"
+    world_size: int = 1
+    batch_size: int = 8
+    seq_len: int = 64
+    steps: int = 20
+    warmup_steps: int = 3
+    seed: int = 0
+    lr: float = 1e-3
+    eval_batches: int = 4
+    gen_tokens: int = 16
+    loss_curve_points: int = 50
+    # Extra steps after the measured window run under torch.profiler, for per-collective
+    # timings (algbw/busbw) and the compute/communication overlap. 0 turns it off.
+    profile_steps: int = 2
+    # Byte accounting (flight recorder, p2p interposer, socket counters). Off only to
+    # measure what accounting itself costs (`python -m bench.benchmarks.overhead`).
+    track_comm: bool = True
+    data: DataConfig = field(default_factory=DataConfig)
+    options: dict[str, Any] = field(default_factory=dict)  # workload-specific settings
+    threads_per_rank: int | None = None  # None: cores // world_size
+    timeout_s: float = 600.0
+    plugins: tuple[str, ...] = ()  # modules imported in every rank (custom strategies)
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        for name in ("world_size", "batch_size", "seq_len", "steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1")
+        if min(self.warmup_steps, self.eval_batches, self.gen_tokens, self.profile_steps) < 0:
+            raise ValueError("warmup_steps, eval_batches, gen_tokens and profile_steps must be >= 0")
+        if self.timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["plugins"] = list(self.plugins)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrialConfig:
+        d = dict(d)
+        d["data"] = DataConfig(**d.get("data", {}))
+        d["plugins"] = tuple(d.get("plugins", ()))
+        return cls(**d)
+
+    @property
+    def trial_id(self) -> str:
+        """Hash of what determines the result (not the timeout, which only bounds it)."""
+        d = self.to_dict()
+        d.pop("timeout_s")
+        return hashlib.sha1(canonical_json(d).encode()).hexdigest()[:16]
+
+
+# --- what a rank returns ---------------------------------------------------------------
+
+
+@dataclass(kw_only=True, slots=True)
+class MemoryPeaks:
+    """One rank's memory over the measured window, in bytes; None with a reason when unreadable."""
+
+    rss_end: int
+    rss_peak: int | None
+    rss_peak_method: str  # "kernel-VmHWM" (exact) or "psutil-sampled-5ms" (a lower bound)
+    cuda_max_allocated: int | None
+    cuda_max_reserved: int | None
+    nvml_process_used: int | None
+    nvml_device_used: int | None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(kw_only=True, slots=True)
+class WindowResult:
+    """What one rank measured inside its window: step times, memory, collectives and wire bytes.
+
+    `comm_records` are `CollectiveRecord`s as dicts and `comm_summary` their per-op totals
+    (`bench.comm.accounting`); both are None-free only when byte accounting is on, and
+    `comm_reason` / `wire_reason` say why not.
+    """
+
+    step_times_s: list[float]
+    memory: MemoryPeaks
+    comm_records: list[dict[str, Any]]
+    comm_summary: dict[str, Any] | None
+    wire: dict[str, int] | None
+    comm_reason: str | None = None
+    wire_reason: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class Accuracy:
+    """Accuracy of the trained or compressed model; each field None where it does not apply."""
+
+    eval_loss: float | None = None
+    bayes_loss: float | None = None
+    entropy_rate: float | None = None
+    perplexity: float | None = None
+    perplexity_tokens: int | None = None
+    kl_mean: float | None = None
+    top1_agreement: float | None = None
+    embedding_cosine: float | None = None
+    reason: str | None = None  # why perplexity could not be measured (e.g. no corpus)
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class Parallel:
+    """The real degrees of the rank's layout: data, tensor and pipeline parallel."""
+
+    dp: int
+    tp: int = 1
+    pp: int = 1
+
+
+@dataclass(kw_only=True, slots=True)
+class Generate:
+    """Greedy `generate` throughput of one rank (infer, causal LMs)."""
+
+    new_tokens: int
+    batch: int
+    times_s: list[float]
+    tokens_per_s: float
+
+
+@dataclass(kw_only=True, slots=True)
+class Profile:
+    """The profiler pass after the window: per-op collective timings and compute overlap."""
+
+    steps: int
+    per_op: dict[str, dict[str, float]]
+    comm_time_s_per_step: float | None
+    overlap_fraction: float | None
+    reason: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
+class RankResult:
+    """Everything one rank of a finished trial reports to the parent."""
+
+    rank: int
+    window: WindowResult
+    tokens_per_step: int | None  # None: the workload processes no tokens (transfer, collectives)
+    accuracy: Accuracy
+    metrics: dict[str, Any]
+    analytic_ops: dict[str, float] | None  # cost model, op -> message bytes per rank per step
+    parallel: Parallel
+    profile: Profile | None = None
+    train_losses: list[float] | None = None
+    generate: Generate | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "ok", **dataclasses.asdict(self)}
+
+
+@dataclass(kw_only=True, slots=True, frozen=True)
+class RankSkipped:
+    """A rank that found, after launch, that the trial cannot run here."""
+
+    rank: int
+    reason: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"status": "skipped", **dataclasses.asdict(self)}
+
+
+def _strict(cls: type, d: dict[str, Any]) -> Any:
+    """`cls(**d)`, naming the missing and unknown keys: a contract broken across the process boundary."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise TypeError(f"{cls.__name__}: unknown field(s) {', '.join(unknown)}")
+    return cls(**d)
+
+
+def rank_output_from_dict(d: dict[str, Any]) -> RankResult | RankSkipped:
+    """The parent's side of the boundary: a rank's dict back into its dataclass."""
+    d = dict(d)
+    status = d.pop("status")
+    if status == "skipped":
+        return _strict(RankSkipped, d)
+    if status != "ok":
+        raise TypeError(f"rank output with unknown status {status!r}")
+    window = dict(d.pop("window"))
+    window["memory"] = _strict(MemoryPeaks, window["memory"])
+    nested: dict[str, Any] = {
+        "window": _strict(WindowResult, window),
+        "accuracy": _strict(Accuracy, d.pop("accuracy")),
+        "parallel": _strict(Parallel, d.pop("parallel")),
+    }
+    for key, cls in (("profile", Profile), ("generate", Generate)):
+        value = d.pop(key, None)
+        nested[key] = None if value is None else _strict(cls, value)
+    return _strict(RankResult, {**d, **nested})

@@ -1,0 +1,37 @@
+"""The README's strategies table, generated from the registry (`commbench list strategies --markdown`).
+
+A test keeps the README's copy current, so the table is never edited by hand.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from bench.strategies import STRATEGIES
+from bench.strategies.base import Phase, Strategy, format_value
+
+HEADER = "| strategy (defaults) | phase | workloads | what it does |\n|---|---|---|---|"
+
+
+def signature(cls: type[Strategy]) -> str:
+    """`name(k=default,...)`, or the bare name for a strategy without parameters."""
+    params = [f"{f.name}={format_value(f.default)}" for f in dataclasses.fields(cls.Params) if f.default is not dataclasses.MISSING]
+    return f"{cls.name}({','.join(params)})" if params else cls.name
+
+
+def row(cls: type[Strategy], aliases: list[str]) -> str:
+    name = f"`{signature(cls)}`" + (f" (alias {', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
+    phase = "–" if cls.phase == Phase.NONE else cls.phase.name
+    if cls.implicit:
+        phase += " (implicit)"
+    workloads = "all" if cls.workloads >= {"train", "infer", "transfer"} else ", ".join(sorted(cls.workloads))
+    return f"| {name} | {phase} | {workloads} | {cls.summary} |"
+
+
+def markdown() -> str:
+    """Every registered strategy, in application order (phase, then order within the phase)."""
+    aliases: dict[str, list[str]] = {}
+    for alias, name in STRATEGIES.aliases().items():
+        aliases.setdefault(name, []).append(alias)
+    classes = sorted((STRATEGIES.get(n) for n in STRATEGIES.names()), key=lambda c: (c.phase, c.order, c.name))
+    return "\n".join([HEADER, *(row(c, sorted(aliases.get(c.name, []))) for c in classes)])
