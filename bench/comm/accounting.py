@@ -23,6 +23,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,16 +32,33 @@ import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import _dump_fr_trace
 
-# Flight-recorder dtype names -> bytes per element.
-_DTYPE_SIZES = {
-    "Float": 4, "Double": 8, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
-    "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16,
-    "Float8_e4m3fn": 1, "Float8_e5m2": 1, "UInt16": 2, "UInt32": 4, "UInt64": 8,
-}  # fmt: skip
-_DTYPE_NAMES = {
-    "Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16", "Long": "int64",
-    "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool",
-}  # fmt: skip
+
+def _dtype_tables() -> tuple[dict[str, int], dict[str, str]]:
+    """Flight-recorder dtype names -> bits per element and display names, for every torch dtype.
+
+    The recorder logs c10 ScalarType names ("Float", "Float8_e4m3fn", "QUInt4x2"), the
+    names TorchScript's TensorType reports, so the tables come from torch itself rather than
+    a hand-kept list that silently misses new dtypes. Bits come from the storage of an
+    8-element tensor: `dtype.itemsize` for all but QUInt4x2 and QUInt2x4, which pack 2 and 4
+    elements into each byte while their itemsize says 1.
+    """
+    bits, names = {}, {}
+    with warnings.catch_warnings():  # ComplexHalf and quantized dtypes warn on creation
+        warnings.simplefilter("ignore")
+        for dtype in {v for v in vars(torch).values() if isinstance(v, torch.dtype)}:
+            probe = torch.empty(8, dtype=dtype)
+            name = torch._C.TensorType.create_from_tensor(probe).scalarType()
+            bits[name] = probe.untyped_storage().nbytes()  # bytes of 8 elements = bits of one
+            names[name] = str(dtype).removeprefix("torch.")
+    return bits, names
+
+
+_DTYPE_BITS, _DTYPE_NAMES = _dtype_tables()
+
+
+class UnknownDtype(ValueError):
+    """The flight recorder logged a dtype this torch build does not know: its bytes cannot be counted."""
+
 
 OPS = (
     "all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all",
@@ -89,11 +107,13 @@ def normalise_op(name: str) -> str:
 def _bytes(sizes: list[list[int]], dtypes: list[str]) -> tuple[int, int]:
     numel = total = 0
     for shape, dt in zip(sizes, dtypes):
+        if dt not in _DTYPE_BITS:
+            raise UnknownDtype(f"flight recorder dtype {dt!r} is not a dtype of torch {torch.__version__}; known: {sorted(_DTYPE_BITS)}")
         n = 1
         for d in shape:
             n *= int(d)
         numel += n
-        total += n * _DTYPE_SIZES.get(dt, 4)
+        total += -(-n * _DTYPE_BITS[dt] // 8)  # packed dtypes round up to whole bytes, as their storage does
     return numel, total
 
 
@@ -126,7 +146,7 @@ def _from_flight_recorder(entry: dict[str, Any], rank: int) -> CollectiveRecord:
     numel, in_b = _bytes(entry.get("input_sizes") or [], in_dtypes)
     _, out_b = _bytes(entry.get("output_sizes") or [], entry.get("output_dtypes") or in_dtypes)
     group = str(entry["process_group"][0])
-    dtype = _DTYPE_NAMES.get(in_dtypes[0], in_dtypes[0]) if in_dtypes else "none"
+    dtype = _DTYPE_NAMES[in_dtypes[0]] if in_dtypes else "none"
     return CollectiveRecord(
         op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b,
         out_bytes=out_b, msg_bytes=message_bytes(op, in_b, out_b), group_size=_group_size(group),
@@ -200,6 +220,7 @@ class CommAccountant:
             _p2p_log = []
 
     def stop(self) -> list[CollectiveRecord]:
+        """The window's records; raises FlightRecorderOverflow or UnknownDtype rather than under-count."""
         global _p2p_log
         with _p2p_lock:
             p2p, _p2p_log = _p2p_log or [], None

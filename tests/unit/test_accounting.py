@@ -1,4 +1,4 @@
-"""Accounting pieces that need no process group: op names, message sizes, socket counters, overlap."""
+"""Accounting pieces that need no process group: op names, dtypes, message sizes, socket counters, overlap."""
 
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import socket
 import threading
 
 import pytest
+import torch
 
-from bench.comm.accounting import message_bytes, normalise_op, summarise, CollectiveRecord
+from bench.comm.accounting import _DTYPE_NAMES, CollectiveRecord, UnknownDtype, _bytes, message_bytes, normalise_op, summarise
 from bench.comm.profile import overlap_fraction
 from bench.comm.wire import WireCounter, snapshot
 
@@ -75,3 +76,30 @@ def test_socket_counters_see_exactly_what_crossed_a_tcp_connection() -> None:
     finally:
         for s in (client, conn, server):
             s.close()
+
+
+# --- dtypes: bytes per element for every name the flight recorder can log -------------
+# Literal sizes, not derived: the oracle for the table accounting derives from torch.
+@pytest.mark.parametrize(
+    ("name", "dtype", "bytes_per_8"),
+    [("Float", "float32", 32), ("Float8_e4m3fn", "float8_e4m3fn", 8), ("Float8_e5m2fnuz", "float8_e5m2fnuz", 8),
+     ("Float8_e8m0fnu", "float8_e8m0fnu", 8), ("Float4_e2m1fn_x2", "float4_e2m1fn_x2", 8), ("UInt16", "uint16", 16),
+     ("Bits8", "bits8", 8), ("QInt8", "qint8", 8), ("ComplexDouble", "complex128", 128), ("Bool", "bool", 8),
+     ("QUInt4x2", "quint4x2", 4), ("QUInt2x4", "quint2x4", 2)],
+)  # fmt: skip
+def test_recorder_dtype_names_count_their_real_bytes(name: str, dtype: str, bytes_per_8: int) -> None:
+    assert _bytes([[2, 4]], [name]) == (8, bytes_per_8)  # the old table counted every fp8 as 4 bytes
+    assert _DTYPE_NAMES[name] == dtype
+
+
+def test_packed_dtypes_round_up_to_whole_bytes_per_tensor() -> None:
+    assert _bytes([[7], [1]], ["QUInt4x2", "QUInt4x2"]) == (8, 4 + 1)
+
+
+def test_every_torch_dtype_has_a_display_name() -> None:
+    assert set(_DTYPE_NAMES.values()) == {str(v).removeprefix("torch.") for v in vars(torch).values() if isinstance(v, torch.dtype)}
+
+
+def test_an_unknown_dtype_name_is_an_error_not_a_guess() -> None:
+    with pytest.raises(UnknownDtype, match="'Float6_e3m2fn'"):
+        _bytes([[4]], ["Float6_e3m2fn"])
