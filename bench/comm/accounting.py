@@ -82,7 +82,7 @@ class CollectiveRecord:
     in_bytes: int
     out_bytes: int
     msg_bytes: int
-    group_size: int
+    group_size: int | None  # None: the group was gone before the window closed (unknown, not guessed)
     group: str
     rank: int
     peer: int | None  # for send/recv
@@ -128,19 +128,28 @@ def message_bytes(op: str, in_bytes: int, out_bytes: int) -> int:
     return in_bytes
 
 
-_group_sizes: dict[str, int] = {}
+def live_group_sizes() -> dict[str, int]:
+    """Name -> size of every process group alive in this process now.
+
+    The flight recorder names an entry's group but not its size or ranks (its `pg_config`
+    is empty on gloo in torch 2.13), so sizes are looked up while the groups live. Never
+    cached across windows: names restart from "0" after the default group is destroyed.
+    """
+    if not dist.is_initialized():
+        return {}
+    return {name: pg.size() for pg, name in dist.distributed_c10d._world.pg_names.items()}
 
 
-def _group_size(name: str) -> int:
-    if name not in _group_sizes:
-        try:
-            _group_sizes[name] = dist.distributed_c10d._resolve_process_group(name).size()
-        except Exception:  # destroyed or foreign group: fall back to the world
-            _group_sizes[name] = dist.get_world_size()
-    return _group_sizes[name]
+def _resolve_group_size(name: str, known: dict[str, int]) -> int | None:
+    if name in known:
+        return known[name]
+    try:  # a group registered only with c10d's C++ registry
+        return dist.distributed_c10d._resolve_process_group(name).size()
+    except RuntimeError:  # destroyed before this lookup: its size is unknown, not the world's
+        return None
 
 
-def _from_flight_recorder(entry: dict[str, Any], rank: int) -> CollectiveRecord:
+def _from_flight_recorder(entry: dict[str, Any], rank: int, group_sizes: dict[str, int]) -> CollectiveRecord:
     op = normalise_op(entry["profiling_name"])
     in_dtypes = entry.get("input_dtypes") or []
     numel, in_b = _bytes(entry.get("input_sizes") or [], in_dtypes)
@@ -148,8 +157,8 @@ def _from_flight_recorder(entry: dict[str, Any], rank: int) -> CollectiveRecord:
     group = str(entry["process_group"][0])
     dtype = _DTYPE_NAMES[in_dtypes[0]] if in_dtypes else "none"
     return CollectiveRecord(
-        op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b,
-        out_bytes=out_b, msg_bytes=message_bytes(op, in_b, out_b), group_size=_group_size(group),
+        op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b, out_bytes=out_b,
+        msg_bytes=message_bytes(op, in_b, out_b), group_size=_resolve_group_size(group, group_sizes),
         group=group, rank=rank, peer=None, t_ns=int(entry.get("time_created_ns") or 0),
     )  # fmt: skip
 
@@ -211,9 +220,12 @@ class CommAccountant:
     def __init__(self) -> None:
         install_p2p_interposer()
         self._mark: int = -1
+        self._groups: dict[str, int] = {}
 
     def start(self) -> None:
         global _p2p_log
+        # Groups alive now, so that one destroyed inside the window still has its size.
+        self._groups = live_group_sizes()
         entries = flight_recorder_entries()
         self._mark = max((e["record_id"] for e in entries), default=-1)
         with _p2p_lock:
@@ -231,13 +243,14 @@ class CommAccountant:
                 f"flight recorder dropped {max(ids) - self._mark - len(ids)} entries; raise TORCH_FR_BUFFER_SIZE"
             )
         rank = dist.get_rank()
-        records = [_from_flight_recorder(e, rank) for e in window if not e.get("is_p2p")]
+        groups = self._groups | live_group_sizes()
+        records = [_from_flight_recorder(e, rank, groups) for e in window if not e.get("is_p2p")]
         return sorted(records + p2p, key=lambda r: r.t_ns)
 
 
 def summarise(records: list[CollectiveRecord], steps: int) -> dict[str, Any]:
     """Per-op totals for one rank: calls and bytes, overall and per step."""
-    by_op: dict[tuple[str, str, int], dict[str, float]] = defaultdict(lambda: {"calls": 0, "msg_bytes": 0, "numel": 0})
+    by_op: dict[tuple[str, str, int | None], dict[str, float]] = defaultdict(lambda: {"calls": 0, "msg_bytes": 0, "numel": 0})
     for r in records:
         agg = by_op[(r.op, r.dtype, r.group_size)]
         agg["calls"] += 1
@@ -245,7 +258,7 @@ def summarise(records: list[CollectiveRecord], steps: int) -> dict[str, Any]:
         agg["numel"] += r.numel
     ops = [
         {"op": op, "dtype": dt, "group_size": gs, **vals, "msg_bytes_per_step": vals["msg_bytes"] / steps}
-        for (op, dt, gs), vals in sorted(by_op.items())
+        for (op, dt, gs), vals in sorted(by_op.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))
     ]
     total = sum(r.msg_bytes for r in records)
     return {"ops": ops, "msg_bytes": total, "msg_bytes_per_step": total / steps, "calls": len(records)}

@@ -1,4 +1,4 @@
-"""Flight-recorder entries read right: every torch dtype's bytes."""
+"""Flight-recorder entries read right: every torch dtype's bytes, and the size of subgroups."""
 
 from __future__ import annotations
 
@@ -53,3 +53,33 @@ def test_every_torch_dtype_is_counted_at_its_storage_bytes(ranks: Any) -> None:
             name = str(sent.dtype).removeprefix("torch.")
             expected.append({"dtype": name, "numel": sent.numel(), "in_bytes": tensor.untyped_storage().nbytes()})
     assert records == expected  # 6 bytes for every fp8, fp4x2 and sub-byte dtype, not the 24 of a guessed 4
+
+
+@record
+def subgroup_collectives(_: object) -> list[tuple[str, int | None]]:
+    """all_reduce on [0], [0, 1], the world, a group destroyed in the window and one created and destroyed in it."""
+    env = init_rank("cpu", None)
+    try:
+        solo, pair, doomed = dist.new_group([0]), dist.new_group([0, 1]), dist.new_group([0])
+        acc = CommAccountant()
+        acc.start()
+        born = dist.new_group([0])  # every rank takes part in creating a group
+        if env.rank == 0:
+            for name, group in (("solo", solo), ("doomed", doomed), ("born", born)):
+                dist.all_reduce(torch.ones(4), group=group)
+                if name != "solo":
+                    dist.destroy_process_group(group)
+        dist.all_reduce(torch.ones(4), group=pair)
+        dist.all_reduce(torch.ones(4))
+        return [(r.op, r.group_size) for r in acc.stop()]
+    finally:
+        shutdown()
+
+
+def test_subgroup_sizes_are_resolved_and_a_vanished_group_is_unknown_not_the_world(ranks: Any) -> None:
+    r0, r1 = ranks(subgroup_collectives, None, 2)
+    # "doomed" was alive at the window's start, so its size is known; "born" lived only
+    # inside the window, so its size cannot be known and must not read as the world's 2.
+    assert r0 == [("all_reduce", 1), ("all_reduce", 1), ("all_reduce", None), ("all_reduce", 2), ("all_reduce", 2)]
+    assert r1 == [("all_reduce", 2), ("all_reduce", 2)]
+

@@ -11,6 +11,8 @@ import torch
 from bench.comm.accounting import _DTYPE_NAMES, CollectiveRecord, UnknownDtype, _bytes, message_bytes, normalise_op, summarise
 from bench.comm.profile import overlap_fraction
 from bench.comm.wire import WireCounter, snapshot
+from bench.runner.config import TrialConfig
+from bench.runner.trial import _bytes_columns, comm_rows
 
 
 @pytest.mark.parametrize(
@@ -103,3 +105,23 @@ def test_every_torch_dtype_has_a_display_name() -> None:
 def test_an_unknown_dtype_name_is_an_error_not_a_guess() -> None:
     with pytest.raises(UnknownDtype, match="'Float6_e3m2fn'"):
         _bytes([[4]], ["Float6_e3m2fn"])
+
+
+# --- group sizes that could not be resolved: null with a reason, never the world size --
+def test_unresolved_group_size_makes_modelled_bytes_null_with_a_reason() -> None:
+    def rec(group_size: int | None, group: str) -> dict[str, object]:
+        return {"op": "all_reduce", "backend_op": "gloo:all_reduce", "dtype": "float32", "numel": 4, "in_bytes": 16,
+                "out_bytes": 16, "msg_bytes": 16, "group_size": group_size, "group": group, "rank": 0, "peer": None, "t_ns": 0}  # fmt: skip
+
+    records = [CollectiveRecord(**rec(2, "0")), CollectiveRecord(**rec(None, "7"))]  # type: ignore[arg-type]
+    out = {"rank": 0, "comm_records": [rec(2, "0"), rec(None, "7")], "comm_summary": summarise(records, steps=1),
+           "wire": {"received": 40}, "wire_reason": None}  # fmt: skip
+    assert {o["group_size"] for o in out["comm_summary"]["ops"]} == {2, None}
+    reasons: dict[str, str] = {}
+    cols = _bytes_columns([out], 1, TrialConfig(suite="t", strategy="none", model="m", workload="train"), reasons)
+    assert "modelled_wire_bytes_per_step" not in cols and "wire_ratio" not in cols
+    assert "['7']" in reasons["modelled_wire_bytes_per_step"] and reasons["wire_ratio"] == reasons["modelled_wire_bytes_per_step"]
+    assert cols["comm_logical_bytes_per_step"] == 32 and cols["wire_bytes_per_step"] == 40  # still known
+    out["profile"] = {"per_op": {"all_reduce": {"time_s_per_call": 1.0}}}
+    rows = comm_rows("r", TrialConfig(suite="t", strategy="none", model="m", workload="train"), [out])
+    assert {r["group_size"]: r["busbw_Bps"] is None for r in rows} == {2: False, None: True}
