@@ -23,6 +23,7 @@ from __future__ import annotations
 import pickle
 import threading
 import time
+import warnings
 from collections import defaultdict
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -31,16 +32,33 @@ import torch
 import torch.distributed as dist
 from torch._C._distributed_c10d import _dump_fr_trace
 
-# Flight-recorder dtype names -> bytes per element.
-_DTYPE_SIZES = {
-    "Float": 4, "Double": 8, "Half": 2, "BFloat16": 2, "Long": 8, "Int": 4, "Short": 2,
-    "Char": 1, "Byte": 1, "Bool": 1, "ComplexFloat": 8, "ComplexDouble": 16,
-    "Float8_e4m3fn": 1, "Float8_e5m2": 1, "UInt16": 2, "UInt32": 4, "UInt64": 8,
-}  # fmt: skip
-_DTYPE_NAMES = {
-    "Float": "float32", "Double": "float64", "Half": "float16", "BFloat16": "bfloat16", "Long": "int64",
-    "Int": "int32", "Short": "int16", "Char": "int8", "Byte": "uint8", "Bool": "bool",
-}  # fmt: skip
+
+def _dtype_tables() -> tuple[dict[str, int], dict[str, str]]:
+    """Flight-recorder dtype names -> bits per element and display names, for every torch dtype.
+
+    The recorder logs c10 ScalarType names ("Float", "Float8_e4m3fn", "QUInt4x2"), the
+    names TorchScript's TensorType reports, so the tables come from torch itself rather than
+    a hand-kept list that silently misses new dtypes. Bits come from the storage of an
+    8-element tensor: `dtype.itemsize` for all but QUInt4x2 and QUInt2x4, which pack 2 and 4
+    elements into each byte while their itemsize says 1.
+    """
+    bits, names = {}, {}
+    with warnings.catch_warnings():  # ComplexHalf and quantized dtypes warn on creation
+        warnings.simplefilter("ignore")
+        for dtype in {v for v in vars(torch).values() if isinstance(v, torch.dtype)}:
+            probe = torch.empty(8, dtype=dtype)
+            name = torch._C.TensorType.create_from_tensor(probe).scalarType()
+            bits[name] = probe.untyped_storage().nbytes()  # bytes of 8 elements = bits of one
+            names[name] = str(dtype).removeprefix("torch.")
+    return bits, names
+
+
+_DTYPE_BITS, _DTYPE_NAMES = _dtype_tables()
+
+
+class UnknownDtype(ValueError):
+    """The flight recorder logged a dtype this torch build does not know: its bytes cannot be counted."""
+
 
 OPS = (
     "all_reduce", "all_gather", "reduce_scatter", "broadcast", "reduce", "all_to_all",
@@ -64,7 +82,7 @@ class CollectiveRecord:
     in_bytes: int
     out_bytes: int
     msg_bytes: int
-    group_size: int
+    group_size: int | None  # None: the group was gone before the window closed (unknown, not guessed)
     group: str
     rank: int
     peer: int | None  # for send/recv
@@ -89,11 +107,13 @@ def normalise_op(name: str) -> str:
 def _bytes(sizes: list[list[int]], dtypes: list[str]) -> tuple[int, int]:
     numel = total = 0
     for shape, dt in zip(sizes, dtypes):
+        if dt not in _DTYPE_BITS:
+            raise UnknownDtype(f"flight recorder dtype {dt!r} is not a dtype of torch {torch.__version__}; known: {sorted(_DTYPE_BITS)}")
         n = 1
         for d in shape:
             n *= int(d)
         numel += n
-        total += n * _DTYPE_SIZES.get(dt, 4)
+        total += -(-n * _DTYPE_BITS[dt] // 8)  # packed dtypes round up to whole bytes, as their storage does
     return numel, total
 
 
@@ -108,28 +128,37 @@ def message_bytes(op: str, in_bytes: int, out_bytes: int) -> int:
     return in_bytes
 
 
-_group_sizes: dict[str, int] = {}
+def live_group_sizes() -> dict[str, int]:
+    """Name -> size of every process group alive in this process now.
+
+    The flight recorder names an entry's group but not its size or ranks (its `pg_config`
+    is empty on gloo in torch 2.13), so sizes are looked up while the groups live. Never
+    cached across windows: names restart from "0" after the default group is destroyed.
+    """
+    if not dist.is_initialized():
+        return {}
+    return {name: pg.size() for pg, name in dist.distributed_c10d._world.pg_names.items()}
 
 
-def _group_size(name: str) -> int:
-    if name not in _group_sizes:
-        try:
-            _group_sizes[name] = dist.distributed_c10d._resolve_process_group(name).size()
-        except Exception:  # destroyed or foreign group: fall back to the world
-            _group_sizes[name] = dist.get_world_size()
-    return _group_sizes[name]
+def _resolve_group_size(name: str, known: dict[str, int]) -> int | None:
+    if name in known:
+        return known[name]
+    try:  # a group registered only with c10d's C++ registry
+        return dist.distributed_c10d._resolve_process_group(name).size()
+    except RuntimeError:  # destroyed before this lookup: its size is unknown, not the world's
+        return None
 
 
-def _from_flight_recorder(entry: dict[str, Any], rank: int) -> CollectiveRecord:
+def _from_flight_recorder(entry: dict[str, Any], rank: int, group_sizes: dict[str, int]) -> CollectiveRecord:
     op = normalise_op(entry["profiling_name"])
     in_dtypes = entry.get("input_dtypes") or []
     numel, in_b = _bytes(entry.get("input_sizes") or [], in_dtypes)
     _, out_b = _bytes(entry.get("output_sizes") or [], entry.get("output_dtypes") or in_dtypes)
     group = str(entry["process_group"][0])
-    dtype = _DTYPE_NAMES.get(in_dtypes[0], in_dtypes[0]) if in_dtypes else "none"
+    dtype = _DTYPE_NAMES[in_dtypes[0]] if in_dtypes else "none"
     return CollectiveRecord(
-        op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b,
-        out_bytes=out_b, msg_bytes=message_bytes(op, in_b, out_b), group_size=_group_size(group),
+        op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b, out_bytes=out_b,
+        msg_bytes=message_bytes(op, in_b, out_b), group_size=_resolve_group_size(group, group_sizes),
         group=group, rank=rank, peer=None, t_ns=int(entry.get("time_created_ns") or 0),
     )  # fmt: skip
 
@@ -191,15 +220,19 @@ class CommAccountant:
     def __init__(self) -> None:
         install_p2p_interposer()
         self._mark: int = -1
+        self._groups: dict[str, int] = {}
 
     def start(self) -> None:
         global _p2p_log
+        # Groups alive now, so that one destroyed inside the window still has its size.
+        self._groups = live_group_sizes()
         entries = flight_recorder_entries()
         self._mark = max((e["record_id"] for e in entries), default=-1)
         with _p2p_lock:
             _p2p_log = []
 
     def stop(self) -> list[CollectiveRecord]:
+        """The window's records; raises FlightRecorderOverflow or UnknownDtype rather than under-count."""
         global _p2p_log
         with _p2p_lock:
             p2p, _p2p_log = _p2p_log or [], None
@@ -210,13 +243,14 @@ class CommAccountant:
                 f"flight recorder dropped {max(ids) - self._mark - len(ids)} entries; raise TORCH_FR_BUFFER_SIZE"
             )
         rank = dist.get_rank()
-        records = [_from_flight_recorder(e, rank) for e in window if not e.get("is_p2p")]
+        groups = self._groups | live_group_sizes()
+        records = [_from_flight_recorder(e, rank, groups) for e in window if not e.get("is_p2p")]
         return sorted(records + p2p, key=lambda r: r.t_ns)
 
 
 def summarise(records: list[CollectiveRecord], steps: int) -> dict[str, Any]:
     """Per-op totals for one rank: calls and bytes, overall and per step."""
-    by_op: dict[tuple[str, str, int], dict[str, float]] = defaultdict(lambda: {"calls": 0, "msg_bytes": 0, "numel": 0})
+    by_op: dict[tuple[str, str, int | None], dict[str, float]] = defaultdict(lambda: {"calls": 0, "msg_bytes": 0, "numel": 0})
     for r in records:
         agg = by_op[(r.op, r.dtype, r.group_size)]
         agg["calls"] += 1
@@ -224,7 +258,7 @@ def summarise(records: list[CollectiveRecord], steps: int) -> dict[str, Any]:
         agg["numel"] += r.numel
     ops = [
         {"op": op, "dtype": dt, "group_size": gs, **vals, "msg_bytes_per_step": vals["msg_bytes"] / steps}
-        for (op, dt, gs), vals in sorted(by_op.items())
+        for (op, dt, gs), vals in sorted(by_op.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] or 0))
     ]
     total = sum(r.msg_bytes for r in records)
     return {"ops": ops, "msg_bytes": total, "msg_bytes_per_step": total / steps, "calls": len(records)}

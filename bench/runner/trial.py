@@ -124,8 +124,16 @@ def _sample(curve: list[float], points: int) -> list[float]:
     return [curve[i] for i in idx]
 
 
-def modelled_wire(outputs: list[RankResult], backend: str) -> float:
-    """Cost model applied to what each rank issued: bytes it should receive, summed over ranks."""
+def unresolved_groups(outputs: list[RankResult]) -> list[str]:
+    """Process groups of recorded collectives whose size could not be resolved (gone too soon)."""
+    return sorted({r["group"] for o in outputs for r in o.window.comm_records if r["group_size"] is None})
+
+
+def modelled_wire(outputs: list[RankResult], backend: str) -> float | None:
+    """Cost model applied to what each rank issued: bytes it should receive, summed over ranks.
+
+    None when a collective's group size is unknown: the model needs it.
+    """
     algorithm = "gloo" if backend == "gloo" else "ring"
     total = 0.0
     for o in outputs:
@@ -133,6 +141,8 @@ def modelled_wire(outputs: list[RankResult], backend: str) -> float:
             if r["op"] == "recv":
                 total += r["msg_bytes"]
             elif r["op"] != "send":
+                if r["group_size"] is None:
+                    return None
                 cost = wire_model(r["op"], r["msg_bytes"], r["group_size"], algorithm)
                 total += cost.total / r["group_size"]
     return total
@@ -237,18 +247,23 @@ def _bytes_columns(outputs: list[RankResult], steps: int, cfg: TrialConfig, reas
     else:
         reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
         reasons["analytic_ops"] = reasons["analytic_logical_bytes_per_step_per_rank"]
-    backend = backend_for(cfg.device)
-    modelled = modelled_wire(outputs, backend) / steps
-    out["modelled_wire_bytes_per_step"] = modelled
+    modelled = modelled_wire(outputs, backend_for(cfg.device))
+    if modelled is None:
+        reasons["modelled_wire_bytes_per_step"] = reasons["wire_ratio"] = (
+            f"size of process group(s) {unresolved_groups(outputs)} unknown: destroyed before the window closed"
+        )
+    else:
+        modelled /= steps
+        out["modelled_wire_bytes_per_step"] = modelled
     if any(w.wire is None for w in windows):
-        reasons["wire_bytes_per_step"] = windows[0].wire_reason or "not measured"
+        reasons["wire_bytes_per_step"] = next((w.wire_reason for w in windows if w.wire_reason), "not measured")
         return out
     wire_rank = [w.wire["received"] / steps for w in windows if w.wire is not None]
     out["wire_bytes_per_step_per_rank"] = wire_rank
     out["wire_bytes_per_step"] = float(sum(wire_rank))
-    if modelled > 0:
+    if modelled:
         out["wire_ratio"] = out["wire_bytes_per_step"] / modelled
-    else:
+    elif modelled is not None:  # None: its reason is set above
         reasons["wire_ratio"] = "no modelled wire bytes (no collectives or a single rank)"
     return out
 
@@ -290,6 +305,7 @@ def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[RankResult]) -> list[
             per_call = timings.get(op["op"], {}).get("time_s_per_call")
             bytes_per_call = op["msg_bytes"] / op["calls"] if op["calls"] else 0.0
             algbw = bytes_per_call / per_call if per_call else None
+            busbw_known = algbw and op["op"] in BUS_FACTOR and op["group_size"] is not None
             backend_ops = {
                 r["backend_op"] for r in o.window.comm_records if r["op"] == op["op"] and r["dtype"] == op["dtype"]
             }
@@ -308,7 +324,7 @@ def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[RankResult]) -> list[
                     "msg_bytes_per_step": float(op["msg_bytes_per_step"]),
                     "time_s_per_call": per_call,
                     "algbw_Bps": algbw,
-                    "busbw_Bps": algbw * bus_factor(op["op"], op["group_size"]) if algbw and op["op"] in BUS_FACTOR else None,
+                    "busbw_Bps": algbw * bus_factor(op["op"], op["group_size"]) if busbw_known else None,
                 }
             )
     return rows

@@ -8,7 +8,7 @@ import torch
 import torch.distributed as dist
 
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
-from bench.comm.wire import WireCounter
+from bench.comm.wire import WireCounter, WireUnavailable
 from bench.contracts import WindowResult
 from bench.trackers.latency import StepTimer, sync
 from bench.trackers.memory import MemoryTracker
@@ -70,7 +70,10 @@ class Window:
     def stop(self, steps: int) -> WindowResult:
         sync(self.device)
         step_times = self.timer.samples_s()
-        wire = self.wire.stop() if self.wire else None
+        try:
+            wire, wire_reason = (self.wire.stop(), None) if self.wire else (None, NCCL_WIRE_REASON)
+        except WireUnavailable as exc:
+            wire, wire_reason = None, str(exc)
         records = self.comm.stop() if self.comm else []
         _fence()
         result = WindowResult(
@@ -83,5 +86,5 @@ class Window:
         if not self.track_comm:
             result.wire_reason = result.comm_reason = "byte accounting disabled (track_comm=false)"
         elif wire is None:
-            result.wire_reason = NCCL_WIRE_REASON
+            result.wire_reason = wire_reason
         return result
