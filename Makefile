@@ -12,9 +12,14 @@ SUITE ?= default
 RESULTS ?= results
 REPORTS ?= reports
 PYTEST_ARGS ?=
+# make compare: BASE and CAND (results files or directories), or HISTORY (directories of many runs).
+BASE ?=
+CAND ?=
+HISTORY ?=
+THRESHOLDS ?=
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead report clean distclean help
+.PHONY: install bench test microbench overhead report compare clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
@@ -23,6 +28,7 @@ help:
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
+	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); HISTORY=DIR: steps over runs"
 	@echo "make clean        remove results, reports and caches (keeps $(VENV))"
 	@echo "make distclean    clean, and remove $(VENV)"
 
@@ -53,6 +59,10 @@ overhead: $(STAMP)
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html
+
+compare: $(STAMP)
+	$(if $(HISTORY)$(and $(BASE),$(CAND)),,$(error make compare needs BASE=... CAND=... or HISTORY=DIR))
+	$(BIN)/commbench compare $(if $(HISTORY),--history $(HISTORY),$(BASE) $(CAND)) $(foreach t,$(THRESHOLDS),--threshold $(t))
 
 clean:
 	rm -rf $(RESULTS)/*/ $(REPORTS)/*/ .pytest_cache .benchmarks

@@ -1,4 +1,4 @@
-"""Command line: `commbench list | run | sweep | report` (also `python -m bench`)."""
+"""Command line: `commbench list | run | sweep | report | compare` (also `python -m bench`)."""
 
 from __future__ import annotations
 
@@ -8,9 +8,12 @@ import json
 import sys
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bench.errors import BenchError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 DEFAULT_RESULTS = Path("results")
 DEFAULT_REPORTS = Path("reports")
@@ -159,6 +162,39 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from bench.compare.history import History, history
+    from bench.compare.regression import Comparison, compare
+    from bench.compare.thresholds import parse_thresholds
+    from bench.config import to_dict
+
+    thresholds = parse_thresholds(args.threshold)
+    result: Comparison | History
+    if args.history:
+        if args.paths:
+            raise BenchError("compare: give BASE CANDIDATE or --history DIR..., not both")
+        result = history(_read_nonempty(args.history), thresholds)
+    else:
+        if len(args.paths) != 2:
+            raise BenchError(f"compare: expected BASE CANDIDATE (or --history DIR...), got {len(args.paths)} path(s)")
+        base, cand = (_read_nonempty([p]) for p in args.paths)
+        result = compare(base, cand, thresholds, alpha=args.alpha)
+    print(result.summary())
+    if args.json_out:
+        args.json_out.parent.mkdir(parents=True, exist_ok=True)
+        args.json_out.write_text(json.dumps(to_dict(result), indent=1) + "\n")
+    return 1 if result.has_regressions() else 0
+
+
+def _read_nonempty(paths: list[Path]) -> pd.DataFrame:
+    """The trial rows under `paths`; no results file at all is an error, not an empty comparison."""
+    from bench.storage.parquet import read_results, trial_files
+
+    if not trial_files(paths):
+        raise BenchError(f"no results files under {', '.join(map(str, paths))}")
+    return read_results(paths)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="commbench", description="Benchmark communication optimizations for LLMs.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -198,6 +234,15 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--out", type=Path)
     rp.add_argument("--title")
     rp.set_defaults(func=_cmd_report)
+
+    cp = sub.add_parser("compare", help="regressions of CANDIDATE against BASE, or persistent steps over --history")
+    cp.add_argument("paths", nargs="*", type=Path, metavar="BASE CANDIDATE", help="results files or directories")
+    cp.add_argument("--history", nargs="+", type=Path, metavar="DIR", help="find persistent steps over every run here")
+    cp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",
+                    help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
+    cp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
+    cp.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="also write every verdict as JSON")
+    cp.set_defaults(func=_cmd_compare)
 
     for sp in (run, sw, rp):
         sp.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)")
