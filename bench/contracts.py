@@ -17,6 +17,8 @@ from typing import Any
 from bench.config import canonical_json
 
 DEVICES = ("cpu", "cuda")
+# Config fields that do not change what is measured: left out of the case (and the history key).
+NOT_IN_CASE = ("suite", "timeout_s", "plugins")
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -94,6 +96,13 @@ class TrialConfig:
         d["data"] = DataConfig(**d.get("data", {}))
         d["plugins"] = tuple(d.get("plugins", ()))
         return cls(**d)
+
+    def case(self) -> dict[str, Any]:
+        """The part of the config that defines *what* is measured (hashed into the history key)."""
+        d = self.to_dict()
+        for k in NOT_IN_CASE:
+            d.pop(k)
+        return d
 
     @property
     def trial_id(self) -> str:

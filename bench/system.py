@@ -97,13 +97,18 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+# Environment columns that make results comparable, as they are named in the history key.
+HISTORY_CONTEXT = {"torch": "torch_version", "transformers": "transformers_version"}
+HISTORY_HARDWARE = {"cpu": "cpu_model", "cores": "cpu_cores", "gpu": "gpu_name"}
+
+
 def history_key(case: dict[str, Any], env: dict[str, Any]) -> str:
     """Hash of what makes two results comparable: the case, its software context, the hardware.
 
     Free-form info (hostname, git sha, timestamps) is left out, so the same benchmark on
     the same kind of machine keeps one history across commits (conbench's fingerprint).
     """
-    context = {"torch": env.get("torch_version"), "transformers": env.get("transformers_version")}
-    hardware = {"cpu": env.get("cpu_model"), "cores": env.get("cpu_cores"), "gpu": env.get("gpu_name")}
+    context = {k: env.get(col) for k, col in HISTORY_CONTEXT.items()}
+    hardware = {k: env.get(col) for k, col in HISTORY_HARDWARE.items()}
     blob = canonical_json({"case": case, "context": context, "hardware": hardware})
     return hashlib.sha1(blob.encode()).hexdigest()[:16]

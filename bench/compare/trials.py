@@ -10,12 +10,13 @@ from typing import Any
 import pandas as pd
 
 from bench.config import flatten
+from bench.contracts import NOT_IN_CASE
 from bench.errors import BenchError
+from bench.system import HISTORY_CONTEXT, HISTORY_HARDWARE
 
-# The history key hashes the config minus these fields (bench.runner.trial.case_of) ...
-NOT_IN_KEY = ("suite", "timeout_s", "plugins")
-# ... plus the software context and hardware (bench.system.history_key), read from these columns.
-CONTEXT_COLUMNS = ("torch_version", "transformers_version", "cpu_model", "cpu_cores", "gpu_name")
+# The history key hashes the config minus NOT_IN_CASE, plus the software context and hardware
+# (bench.system.history_key), read from these columns.
+CONTEXT_COLUMNS = (*HISTORY_CONTEXT.values(), *HISTORY_HARDWARE.values())
 # A "not comparable" row is diffed against the closest row on the other side with the same case.
 CASE_COLUMNS = ("strategy", "model", "workload")
 
@@ -104,7 +105,7 @@ def key_fields(row: pd.Series) -> dict[str, Any]:
         config = json.loads(raw) if isinstance(raw, str) else {}
     except json.JSONDecodeError:
         raise BenchError(f"trial {row.get('trial_id')} of run {row.get('run_id')}: `config` is not JSON") from None
-    fields = {k: v for k, v in flatten(config).items() if k.split(".")[0] not in NOT_IN_KEY}
+    fields = {k: v for k, v in flatten(config).items() if k.split(".")[0] not in NOT_IN_CASE}
     fields.update({c: _plain(row.get(c)) for c in CONTEXT_COLUMNS if c in row.index})
     return fields
 

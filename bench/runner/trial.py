@@ -29,14 +29,6 @@ from bench.system import environment, history_key, now_utc
 from bench.trackers.latency import percentiles
 
 
-def case_of(cfg: TrialConfig) -> dict[str, Any]:
-    """The part of a config that defines *what* is measured (for the history key)."""
-    d = cfg.to_dict()
-    for k in ("suite", "timeout_s", "plugins"):
-        d.pop(k)
-    return d
-
-
 def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]]) -> dict[str, Any]:
     env = environment()
     return {
@@ -63,7 +55,7 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         **{k: env[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "hostname")},
         "threads_per_rank": threads_for(cfg.world_size, cfg.threads_per_rank),
         "started_at": now_utc(),
-        "history_key": history_key(case_of(cfg), env),
+        "history_key": history_key(cfg.case(), env),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
     }
 
