@@ -90,13 +90,7 @@ def _literal(text: str) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from bench.runner.suite import (
-        Suite,
-        Trial,
-        import_plugins,
-        make_config,
-        pre_launch_skip,
-    )
+    from bench.runner.suite import Suite, Trial, check_composition, import_plugins, make_config, pre_launch_skip
     from bench.runner.sweep import run_sweep
     from bench.strategies import parse
 
@@ -120,6 +114,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     comp = parse(str(point["strategy"]))
     point["strategy"] = comp.canonical
     cfg = make_config(args.suite, point, raw, plugins, where="run")
+    check_composition(comp, cfg, where="run")
     suite = Suite(args.suite, "ad-hoc trial", Path("."), [Trial(cfg, comp, pre_launch_skip(cfg, comp))])
     return _finish(suite, run_sweep(suite, args.results, force=True, progress=False), args)
 

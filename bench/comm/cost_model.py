@@ -153,6 +153,63 @@ def fsdp_step(param_bytes: int, n: int, algorithm: Algorithm = "ring") -> dict[s
     }
 
 
+def fsdp_padded_numel(shape: tuple[int, ...], n: int) -> int:
+    """Elements FSDP2 moves for one parameter sharded on dim 0 over `n` ranks: dim 0 padded to a multiple of n."""
+    if not shape:
+        return n  # a scalar is sharded as one element per rank
+    rest = 1
+    for d in shape[1:]:
+        rest *= d
+    return math.ceil(shape[0] / n) * n * rest
+
+
+def fsdp_ops(
+    groups: list[list[tuple[int, ...]]],
+    n: int,
+    *,
+    reshard_after_forward: bool,
+    gather_dtype_bytes: int = 4,
+    reduce_dtype_bytes: int = 4,
+    reduce_as_all_reduce: bool = False,
+    micro_steps: int = 1,
+) -> dict[str, float]:
+    """FSDP2's step traffic per rank (op -> message bytes S), exactly, for its groups of parameter shapes.
+
+    `groups` are the parameter shapes of each `fully_shard` call in order, the root last.
+    Every micro-batch's forward all-gathers every group (S = the padded unsharded bytes);
+    its backward all-gathers each non-root group again when `reshard_after_forward`
+    (ZeRO-3: FSDP2 keeps the root unsharded until the backward ends). Gradients are
+    reduce-scattered once per optimizer step, per group (S = padded gradient bytes; gloo
+    runs it as an all_reduce of the whole buffer, which the recorder logs as such).
+    Ring wire per rank is then ~3(n-1)/n Psi for ZeRO-3 and ~2(n-1)/n Psi for ZeRO-2, as
+    the ZeRO paper's 3 Psi vs DDP's 2 Psi.
+    """
+    padded = [sum(fsdp_padded_numel(s, n) for s in group) for group in groups]
+    gathered = sum(padded) + (sum(padded[:-1]) if reshard_after_forward else 0)
+    reduce_op = "all_reduce" if reduce_as_all_reduce else "reduce_scatter"
+    return {"all_gather": float(gathered * gather_dtype_bytes * micro_steps), reduce_op: float(sum(padded) * reduce_dtype_bytes)}
+
+
+def pipeline_ops(
+    *, batch: int, seq: int, hidden: int, vocab: int, stages: int, ranks: int, rank: int, dtype_bytes: int = 4
+) -> dict[str, float]:
+    """What one rank of a pipeline sends, receives and all-reduces per step (op -> message bytes).
+
+    Stage i lives on rank i mod `ranks`. Every boundary (i, i+1) carries the whole batch's
+    activations (b x s x h, split into micro-batches) forward and their gradients back, so
+    a rank sends and receives one activation's worth per side of each stage it holds. The
+    ranks holding the first and the last stage also all-reduce the tied embedding's
+    gradient (vocab x h), when they are different ranks.
+    """
+    act = float(batch * seq * hidden * dtype_bytes)
+    held = [i for i in range(stages) if i % ranks == rank]
+    sends = sum((i < stages - 1) + (i > 0) for i in held) * act if ranks > 1 else 0.0
+    ops = {"send": sends, "recv": sends}
+    if ranks > 1 and rank in (0, (stages - 1) % ranks):
+        ops["all_reduce"] = float(vocab * hidden * dtype_bytes)
+    return {op: b for op, b in ops.items() if b}
+
+
 def powersgd_elements(shape: tuple[int, int], rank: int, min_compression_rate: float = 2.0) -> tuple[int, bool]:
     """Elements PowerSGD all-reduces for one gradient viewed as n x m.
 
@@ -217,6 +274,22 @@ def tensor_parallel_step(batch: int, seq: int, hidden: int, layers: int, dtype_b
     """Megatron TP: per layer two all_reduces of b*s*h activations forward, two backward."""
     act = batch * seq * hidden * dtype_bytes
     return {"all_reduce": 4 * layers * act, "logical": 4 * layers * act}
+
+
+def tensor_parallel_ops(
+    *, batch: int, seq: int, hidden: int, layers: int, colwise: int, rowwise: int, dtype_bytes: int = 4,
+    micro_steps: int = 1,
+) -> dict[str, float]:
+    """DTensor tensor parallelism as it runs: op -> message bytes per rank per optimizer step.
+
+    Forward all-reduces the b x s x h output of every row-wise linear; backward all-reduces
+    the input gradient of every column-wise linear *separately* (DTensor has no Megatron
+    `f` operator that sums q, k and v's partial gradients before one all-reduce). So a
+    GPT-2 block (fused c_attn, c_fc | c_proj, c_proj) costs Megatron's 4 all-reduces, but a
+    Llama block (q, k, v, gate, up | o, down) costs 7, not 4 (`tensor_parallel_step`).
+    """
+    act = batch * seq * hidden * dtype_bytes
+    return {"all_reduce": float(layers * (colwise + rowwise) * act * micro_steps)}
 
 
 def pipeline_step(batch: int, seq: int, hidden: int, stages: int, microbatches: int, dtype_bytes: int = 4) -> dict[str, float]:

@@ -138,6 +138,7 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
         merged = _merge_settings(_with_dotted(settings, swept), overrides, {**point, **swept}, path)
         comp = compositions[point["strategy"]]
         cfg = make_config(name, {**point, "strategy": comp.canonical}, merged, plugins, where=f"{path}")
+        check_composition(comp, cfg, where=f"{path}")
         trials.append(Trial(cfg, comp, pre_launch_skip(cfg, comp)))
     return Suite(name, raw.get("description", ""), path, trials)
 
@@ -206,6 +207,14 @@ def check_feasible(cfg: TrialConfig, where: str) -> None:
         raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")
     if cfg.data.states + 1 > spec.vocab_size:
         raise BenchError(f"{where}: data.states {cfg.data.states} needs a vocab of at least states+1 ({cfg.model} has {spec.vocab_size})")
+
+
+def check_composition(comp: Composition, cfg: TrialConfig, where: str) -> None:
+    """The composition's config-time checks (parallel degrees and the like), naming where the trial came from."""
+    try:
+        comp.check(cfg)
+    except BenchError as exc:
+        raise BenchError(f"{where}: {cfg.strategy} on {cfg.model} x{cfg.world_size}: {exc}") from None
 
 
 def pre_launch_skip(cfg: TrialConfig, comp: Composition) -> str | None:

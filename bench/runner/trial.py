@@ -161,6 +161,8 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
         "model_params": first.metrics.get("model_params"),
     }
     row.update(_memory_columns(outputs))
+    if "model_state_bytes_max" not in row:
+        reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = "measured at the train workload's optimizer step"
     row.update(_bytes_columns(outputs, cfg.steps, cfg, reasons))
     row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
@@ -190,6 +192,11 @@ def _memory_columns(outputs: list[RankResult]) -> dict[str, Any]:
     row["mem_cuda_max_reserved_bytes_max"], _ = _maxsum([m.cuda_max_reserved for m in mem])
     row["mem_nvml_process_bytes_max"], _ = _maxsum([m.nvml_process_used for m in mem])
     row["mem_nvml_device_used_bytes_max"], _ = _maxsum([m.nvml_device_used for m in mem])
+    held = [o.metrics.get("model_state_bytes") for o in outputs]
+    if all(h is not None for h in held):
+        row["model_state_bytes_per_rank"] = held
+        row["model_state_bytes_max"] = max(held)  # type: ignore[type-var]
+        row["model_state_peak_bytes_max"] = max(o.metrics["model_state_peak_bytes"] for o in outputs)
     return row
 
 
@@ -235,6 +242,7 @@ def _bytes_columns(outputs: list[RankResult], steps: int, cfg: TrialConfig, reas
     ops = outputs[0].analytic_ops
     if ops is not None:
         out["analytic_logical_bytes_per_step_per_rank"] = float(sum(ops.values()))
+        out["analytic_logical_bytes_per_step_by_rank"] = [float(sum((o.analytic_ops or {}).values())) for o in outputs]
         out["analytic_ops"] = json.dumps(ops)
     else:
         reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
@@ -273,12 +281,13 @@ def _size_columns(metrics: dict[str, Any]) -> dict[str, Any]:
 
 
 def _accuracy_columns(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
-    acc = outputs[0].accuracy
+    # Rank 0's, or under a pipeline the rank that holds the loss (the last stage).
+    acc = next((o.accuracy for o in outputs if o.accuracy.eval_loss is not None), outputs[0].accuracy)
     out: dict[str, Any] = {k: getattr(acc, k) for k in _ACCURACY_COLUMNS}
     if acc.eval_loss is not None and acc.bayes_loss is not None:
         out["loss_gap_to_floor"] = acc.eval_loss - acc.bayes_loss
-    curves = [o.train_losses for o in outputs]
-    if all(curves):
+    curves = [o.train_losses for o in outputs if o.train_losses]  # pipeline: the last stage's only
+    if curves:
         measured = np.array(curves, dtype=np.float64).mean(axis=0).tolist()
         out["final_train_loss"] = measured[-1]
         out["loss_curve"] = _sample(measured, cfg.loss_curve_points)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,13 +80,17 @@ TRIAL_COLUMNS: list[Column] = [
         ("mem_cuda_max_reserved_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_reserved (allocator pool)"),
         ("mem_nvml_process_bytes_max", I64, "B", "max over ranks of NVML's memory for the rank's process (incl. context)"),
         ("mem_nvml_device_used_bytes_max", I64, "B", "NVML used memory of the whole device (all processes), max over ranks"),
+        ("model_state_bytes_per_rank", LIST_I64, "B", "train: params + grads + optimizer states each rank holds at the optimizer step (local shards, exact)"),
+        ("model_state_bytes_max", I64, "B", "max over ranks of the same: the ZeRO paper's (4+4+8)Psi/N_d for fp32 AdamW under ZeRO-3"),
+        ("model_state_peak_bytes_max", I64, "B", "max over ranks of model state plus the unsharded params the layout keeps from forward to backward (FSDP2: the root; ZeRO-2: every group)"),
     ),
     *_cols(
         "bytes",
         ("comm_logical_bytes_per_step", F64, "B/step", "sum over ranks of collective message bytes (nccl-tests S) per step"),
         ("comm_logical_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
         ("comm_calls_per_step", F64, "calls/step", "collectives per step on rank 0"),
-        ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step"),
+        ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step (rank 0's)"),
+        ("analytic_logical_bytes_per_step_by_rank", LIST_F64, "B/step", "cost model per rank, where ranks differ (pipeline stages)"),
         ("analytic_ops", STR, "JSON", "cost model per op, as asked for: op -> message bytes per rank per step"),
         ("wire_bytes_per_step", F64, "B/step", "TCP payload bytes received by all ranks' backend sockets per step"),
         ("wire_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),

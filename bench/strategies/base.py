@@ -58,6 +58,15 @@ class TrialState:
     # Set by the layout: a context under which backward does not synchronise gradients
     # (DDP's no_sync, FSDP2's set_requires_gradient_sync(False)); None: nothing to skip.
     skip_sync: Callable[[], AbstractContextManager[Any]] | None = None
+    # Set by tensor parallel when it builds a 2-D mesh: the data-parallel sub-mesh FSDP shards over.
+    dp_mesh: Any = None
+    # Which data-parallel replica this rank is: ranks of one tensor-parallel group or one
+    # pipeline must read the same batch. None: every rank is its own replica (its rank).
+    data_rank: int | None = None
+    # Set by a layout that owns the step (pipeline parallel): forward and backward of one batch,
+    # returning its mean loss (None on ranks that do not compute it), and one held-out batch's loss.
+    train_batch: Callable[[Any], torch.Tensor | None] | None = None
+    eval_batch: Callable[[Any], float | None] | None = None
     ddp_options: dict[str, Any] = field(default_factory=dict)
     autocast_dtype: torch.dtype | None = None
     micro_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
@@ -126,6 +135,13 @@ class Strategy(ABC):
     def skip_reason(self, cfg: TrialConfig) -> str | None:
         """Why this strategy cannot run for `cfg` here, known before launching; None if it can."""
         return None
+
+    def check(self, cfg: TrialConfig, others: list[str]) -> None:
+        """Raise BenchError if `cfg` can never run with this strategy beside `others` (names), before launch.
+
+        E.g. parallel degrees that do not multiply to the world size. Unlike `skip_reason`,
+        this is the user's mistake, whatever the machine.
+        """
 
     def apply(self, state: TrialState) -> None:
         """Edit `state` in this strategy's phase (called on every rank)."""

@@ -91,7 +91,8 @@ class Composition:
     def with_defaults(self, defaults: list[Strategy], workload: str) -> Composition:
         """This composition plus each implicit default for `workload` whose exclusive group it leaves empty."""
         groups = {s.exclusive for s in self.strategies if s.exclusive}
-        extra = [d for d in defaults if workload in d.workloads and d.exclusive not in groups]
+        replaced = any(s.replaces_ddp for s in self.strategies)  # DDP is the only implicit layout
+        extra = [d for d in defaults if workload in d.workloads and d.exclusive not in groups and not replaced]
         merged = sorted((*self.strategies, *extra), key=lambda s: (s.phase, s.order))
         validate(tuple(merged))
         return Composition(tuple(merged))
@@ -117,6 +118,13 @@ class Composition:
             if reason:
                 return f"{s.name}: {reason}"
         return None
+
+    def check(self, cfg: TrialConfig) -> None:
+        """Each strategy's config-time check against the others (BenchError on an impossible trial)."""
+        names = [s.name for s in self.strategies]
+        for s in self.strategies:
+            if cfg.workload in s.workloads:
+                s.check(cfg, [n for n in names if n != s.name])
 
     def apply(self, phase: Phase, state: TrialState) -> None:
         for s in self.strategies:

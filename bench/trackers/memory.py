@@ -135,3 +135,24 @@ def _nvml(device: torch.device, reasons: dict[str, str]) -> dict[str, int | None
     except Exception as exc:  # NVML missing or not permitted: a reason, never a zero
         reasons.update({k: f"NVML unavailable: {exc}" for k in keys})
         return dict.fromkeys(keys)
+
+
+def local_bytes(t: torch.Tensor) -> int:
+    """Bytes this rank stores for `t`: a DTensor's local shard, else the tensor."""
+    to_local = getattr(t, "to_local", None)
+    local = to_local() if to_local is not None else t
+    return local.numel() * local.element_size()
+
+
+def model_state_bytes(params: list[torch.nn.Parameter], optimizer: torch.optim.Optimizer) -> int:
+    """Params + grads + optimizer states this rank holds at the optimizer step, exactly.
+
+    Grads are counted at their parameter's local size (every trainable parameter has one at
+    the step; they are freed by `zero_grad(set_to_none=True)` right after), optimizer state
+    from the tensors the optimizer really keeps (AdamW: exp_avg, exp_avg_sq and a step).
+    """
+    unique = list({id(p): p for p in params}.values())
+    weights = sum(local_bytes(p) for p in unique)
+    grads = sum(local_bytes(p) for p in unique if p.requires_grad)
+    states = sum(local_bytes(v) for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor))
+    return weights + grads + states

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
@@ -35,17 +37,31 @@ def batches(cfg: TrialConfig, chain: MarkovChain, causal: bool, split: str, rank
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, chain: MarkovChain, held_out: list[LMBatch], device: torch.device) -> Accuracy:
-    """Mean loss on held-out batches, beside the Bayes floor on the same batches."""
+def evaluate(
+    model: nn.Module,
+    chain: MarkovChain,
+    held_out: list[LMBatch],
+    device: torch.device,
+    loss_of: Callable[[LMBatch], float | None] | None = None,
+) -> Accuracy:
+    """Mean loss on held-out batches, beside the Bayes floor on the same batches.
+
+    `loss_of` replaces the model's own forward where the layout splits it (pipeline stages);
+    it returns None on ranks that do not hold the loss, whose accuracy is then empty.
+    """
     if not held_out:
         return Accuracy(entropy_rate=chain.entropy_rate())
     was_training = model.training
     model.eval()
-    losses = []
-    for b in held_out:
-        b = b.to(device)
-        losses.append(float(model(input_ids=b.input_ids, labels=b.labels).loss))
+    losses = [loss_of(b) if loss_of else float(model(**_to(b, device)).loss) for b in held_out]
     model.train(was_training)
+    if any(x is None for x in losses):
+        return Accuracy(entropy_rate=chain.entropy_rate())
     floors = [bayes_loss(chain, b) for b in held_out]
     floor = None if any(f is None for f in floors) else sum(floors) / len(floors)  # type: ignore[arg-type]
-    return Accuracy(eval_loss=sum(losses) / len(losses), bayes_loss=floor, entropy_rate=chain.entropy_rate())
+    return Accuracy(eval_loss=sum(losses) / len(losses), bayes_loss=floor, entropy_rate=chain.entropy_rate())  # type: ignore[arg-type]
+
+
+def _to(b: LMBatch, device: torch.device) -> dict[str, torch.Tensor]:
+    b = b.to(device)
+    return {"input_ids": b.input_ids, "labels": b.labels}

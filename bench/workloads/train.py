@@ -12,6 +12,7 @@ from bench.comm.profile import profile_steps
 from bench.contracts import Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.strategies import Composition, Phase, TrialState, effective
+from bench.trackers.memory import model_state_bytes
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
 from bench.workloads.common import batches, build_state, evaluate
@@ -36,12 +37,23 @@ class TrainOptions:
 
 
 def analytic_ops(state: TrialState, comp: Composition) -> dict[str, float] | None:
-    """Cost model of one optimizer step per rank (op -> bytes): the last strategy that sets the traffic."""
-    for s in reversed(comp.strategies):
-        ops = s.analytic_ops(state)
-        if ops is not None:
-            return ops
-    return None
+    """Cost model of one optimizer step per rank (op -> bytes).
+
+    A comm hook's model is the whole step's (it replaces DDP's all-reduce and keeps the
+    rest), so the last COMM strategy with a model wins; otherwise every layout adds its own
+    traffic (tensor parallel's activations plus FSDP's parameters on a 2-D mesh).
+    """
+    comm = [ops for s in comp.strategies if s.phase == Phase.COMM and (ops := s.analytic_ops(state)) is not None]
+    if comm:
+        return comm[-1]
+    layouts = [ops for s in comp.strategies if s.phase == Phase.LAYOUT and (ops := s.analytic_ops(state)) is not None]
+    if not layouts:
+        return None
+    total: dict[str, float] = {}
+    for ops in layouts:
+        for op, nbytes in ops.items():
+            total[op] = total.get(op, 0.0) + nbytes
+    return total
 
 
 def check_wire_dtype(comp: Composition, records: list[dict[str, Any]], state: TrialState) -> None:
@@ -54,16 +66,25 @@ def check_wire_dtype(comp: Composition, records: list[dict[str, Any]], state: Tr
             raise RuntimeError(f"{s.name} should all-reduce {expected} but the flight recorder saw {sent}")
 
 
-def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor:
-    """One optimizer step over `micro` micro-batches; the layout syncs gradients on the last only."""
-    module = state.train_module
-    total = torch.zeros((), device=state.env.device)
-    for j, b in enumerate(micro):
-        with state.micro_step(last=j == len(micro) - 1):
-            with state.autocast():
-                loss = module(input_ids=b.input_ids, labels=b.labels).loss / len(micro)
-            loss.backward()
-        total += loss.detach()
+def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBatch]) -> torch.Tensor | None:
+    """One optimizer step over `micro` micro-batches; the layout syncs gradients on the last only.
+
+    A layout that owns the step (pipeline parallel) runs each batch itself; its loss is None
+    on ranks that do not compute one.
+    """
+    if state.train_batch is not None:
+        (batch,) = micro  # such layouts reject grad_accum: their micro-batches are their own
+        with state.autocast():
+            total = state.train_batch(batch)
+    else:
+        module = state.train_module
+        total = torch.zeros((), device=state.env.device)
+        for j, b in enumerate(micro):
+            with state.micro_step(last=j == len(micro) - 1):
+                with state.autocast():
+                    loss = module(input_ids=b.input_ids, labels=b.labels).loss / len(micro)
+                loss.backward()
+            total += loss.detach()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
     return total
@@ -84,10 +105,11 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     chain = MarkovChain.from_config(cfg.data)
     total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
     k = state.micro_steps
-    train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", env.rank, total_steps * k)]
+    data_rank = env.rank if state.data_rank is None else state.data_rank
+    train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", data_rank, total_steps * k)]
     held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
     optimizer = make_optimizer(opts, cfg.lr, state.train_module.parameters())
-    losses: list[torch.Tensor] = []
+    losses: list[torch.Tensor | None] = []
 
     def step() -> None:
         i = len(losses)
@@ -95,11 +117,15 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     check_wire_dtype(comp, window.comm_records, state)
-    train_losses = [float(x) for x in losses]  # warmup and window: the profiler pass's steps come after
-    accuracy = evaluate(state.model, chain, held_out, env.device)
+    # Warmup and window (the profiler pass's steps come after); None where this rank computes no loss.
+    train_losses = None if any(x is None for x in losses) else [float(x) for x in losses if x is not None]
+    accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)
+    held = model_state_bytes(list(state.train_module.parameters()), optimizer)
+    state.metrics["model_state_bytes"] = held
+    state.metrics["model_state_peak_bytes"] = held + state.metrics.get("unsharded_param_bytes", 0)
     for s in comp.strategies:
         s.finish(state)
     return RankResult(

@@ -101,3 +101,32 @@ def test_warmup_mix_counts_plain_steps_inside_the_window() -> None:
 
 def test_gathered_payloads_count_every_ranks_payload() -> None:
     assert cm.gathered_payloads([10, 20], lambda n: 8 * n, n=4) == 4 * 8 * 30
+
+
+def test_fsdp_ops_pad_dim0_and_regather_all_but_the_root() -> None:
+    # Two groups: a block with a (6, 4) weight and a (6,) bias; the root with a (10, 4) embedding.
+    groups = [[(6, 4), (6,)], [(10, 4)]]
+    assert cm.fsdp_padded_numel((6, 4), 4) == 8 * 4 and cm.fsdp_padded_numel((10, 4), 4) == 12 * 4
+    block, root = 8 * 4 + 8, 12 * 4
+    zero3 = cm.fsdp_ops(groups, 4, reshard_after_forward=True)
+    assert zero3 == {"all_gather": 4.0 * (block + root + block), "reduce_scatter": 4.0 * (block + root)}
+    zero2 = cm.fsdp_ops(groups, 4, reshard_after_forward=False, gather_dtype_bytes=2, reduce_as_all_reduce=True, micro_steps=3)
+    assert zero2 == {"all_gather": 2.0 * (block + root) * 3, "all_reduce": 4.0 * (block + root)}
+
+
+def test_tensor_parallel_ops_count_one_all_reduce_per_linear() -> None:
+    gpt2 = cm.tensor_parallel_ops(batch=2, seq=8, hidden=16, layers=3, colwise=2, rowwise=2)
+    assert gpt2["all_reduce"] == cm.tensor_parallel_step(2, 8, 16, 3)["all_reduce"]  # Megatron's 4 per block
+    llama = cm.tensor_parallel_ops(batch=2, seq=8, hidden=16, layers=3, colwise=5, rowwise=2)
+    assert llama["all_reduce"] == 7 / 4 * gpt2["all_reduce"]
+
+
+@pytest.mark.parametrize(
+    ("stages", "ranks", "rank", "sends", "tied"),
+    [(2, 2, 0, 1, True), (2, 2, 1, 1, True), (4, 4, 1, 2, False), (4, 4, 3, 1, True), (4, 2, 0, 3, True), (1, 1, 0, 0, False)],
+)
+def test_pipeline_ops_per_rank(stages: int, ranks: int, rank: int, sends: int, tied: bool) -> None:
+    act = 2 * 8 * 16 * 4
+    ops = cm.pipeline_ops(batch=2, seq=8, hidden=16, vocab=100, stages=stages, ranks=ranks, rank=rank)
+    assert ops.get("send", 0.0) == ops.get("recv", 0.0) == sends * act
+    assert ops.get("all_reduce", 0.0) == (100 * 16 * 4 if tied else 0.0)
