@@ -117,15 +117,16 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     check_wire_dtype(comp, window.comm_records, state)
+    # Right after an optimizer step, before evaluation: an eval forward leaves FSDP2's root unsharded.
+    held = model_state_bytes(list(state.train_module.parameters()), optimizer)
+    state.metrics["model_state_bytes"] = held
+    state.metrics["model_state_peak_bytes"] = held + state.metrics.get("unsharded_param_bytes", 0)
     # Warmup and window (the profiler pass's steps come after); None where this rank computes no loss.
     train_losses = None if any(x is None for x in losses) else [float(x) for x in losses if x is not None]
     accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)
-    held = model_state_bytes(list(state.train_module.parameters()), optimizer)
-    state.metrics["model_state_bytes"] = held
-    state.metrics["model_state_peak_bytes"] = held + state.metrics.get("unsharded_param_bytes", 0)
     for s in comp.strategies:
         s.finish(state)
     return RankResult(
