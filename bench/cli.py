@@ -150,14 +150,16 @@ def _finish(suite: Any, outcome: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.compare.thresholds import parse_thresholds
     from bench.reports.html import write_report
     from bench.storage.parquet import trial_files
 
+    thresholds = parse_thresholds(args.threshold)
     files = trial_files(args.results)
     if not files:
         raise BenchError(f"no results files under {', '.join(map(str, args.results))}")
     out = args.out or args.reports / "report.html"
-    write_report(files, out, args.title)
+    write_report(files, out, args.title, thresholds, alpha=args.alpha)
     print(f"report: {out}")
     return 0
 
@@ -238,11 +240,13 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="regressions of CANDIDATE against BASE, or persistent steps over --history")
     cp.add_argument("paths", nargs="*", type=Path, metavar="BASE CANDIDATE", help="results files or directories")
     cp.add_argument("--history", nargs="+", type=Path, metavar="DIR", help="find persistent steps over every run here")
-    cp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",
-                    help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
-    cp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
     cp.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="also write every verdict as JSON")
     cp.set_defaults(func=_cmd_compare)
+
+    for sp in (rp, cp):  # the report's verdicts use the comparator's statistics and thresholds
+        sp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",
+                        help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
+        sp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
 
     for sp in (run, sw, rp):
         sp.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)")
