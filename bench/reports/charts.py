@@ -22,7 +22,7 @@ import pandas as pd
 from scipy import stats
 
 from bench.compare.history import History, history, run_order, run_points
-from bench.compare.metrics import METRICS, metric
+from bench.compare.metrics import METRICS
 from bench.compare.thresholds import Threshold
 from bench.compare.trials import TrialRef
 from bench.reports import cases, fmt, plots
@@ -278,14 +278,15 @@ def history_section(data: ReportData, thresholds: Sequence[Threshold]) -> Sectio
     found = history(df, thresholds)
     position = {run: i for i, run in enumerate(order)}
     ticks = _run_ticks(df, order)
-    panels = _history_panels(ok[ok["history_key"].isin(shared)], found, position, ticks)
+    panels, candidates = _history_panels(ok[ok["history_key"].isin(shared)], found, position, ticks)
     blocks = present(
         Paragraph(f"{len(order)} runs, {len(shared)} trials measured in two or more; "
                   f"{found.summary().splitlines()[0].removeprefix('history: ')}."),  # fmt: skip
         _steps_table(found),
         Figure(plots.lines(panels, "run (commit)", legend=False), "history", "Per-run median of each series; dashed lines "
                "mark persistent steps (red: a regression)") if panels else None,  # fmt: skip
-        Paragraph(f"Drawn: {len(panels)} series, those with steps first.") if panels else None,
+        Paragraph(f"Drawn: {len(panels)} of {candidates} series (every trial's latency, and every metric with a step), "
+                  f"those with steps first, at most {MAX_HISTORY_PANELS}.") if panels else None,  # fmt: skip
     )
     return Section("history", "History across runs", blocks,
                    intro="Runs ordered by start time. Steps are found by change-point detection (PELT on the per-run "
@@ -299,7 +300,10 @@ def _run_ticks(df: pd.DataFrame, order: list[str]) -> list[tuple[float, str]]:
             for i, run in enumerate(order) if i % every == 0]  # fmt: skip
 
 
-def _history_panels(ok: pd.DataFrame, found: History, position: dict[str, int], ticks: list[tuple[float, str]]) -> list[plots.LinePanel]:
+def _history_panels(
+    ok: pd.DataFrame, found: History, position: dict[str, int], ticks: list[tuple[float, str]]
+) -> tuple[list[plots.LinePanel], int]:
+    """Panels of the series worth drawing (steps first, at most MAX_HISTORY_PANELS), and how many there were."""
     stepped = {(s.trial.history_key, s.metric) for s in found.steps}
     wanted = [(k, m) for k in sorted(ok["history_key"].unique()) for m in METRICS
               if (k, m.name) in stepped or m.name == "latency_p50"]  # fmt: skip
@@ -308,7 +312,7 @@ def _history_panels(ok: pd.DataFrame, found: History, position: dict[str, int], 
     for key, m in wanted[:MAX_HISTORY_PANELS]:
         rows = ok[ok["history_key"] == key]
         runs = [(run, rows[rows["run_id"] == run]) for run in sorted(rows["run_id"].unique(), key=position.__getitem__)]
-        points = run_points(m if m.name != "latency_p50" else metric("latency_p50"), runs)
+        points = run_points(m, runs)
         if len(points) < 2:
             continue
         scale = 1e3 if m.unit == "s" else 1.0
@@ -316,7 +320,7 @@ def _history_panels(ok: pd.DataFrame, found: History, position: dict[str, int], 
         marks = [(float(position[s.run_id]), s.regression) for s in found.steps if s.trial.history_key == key and s.metric == m.name]
         unit = "ms" if m.unit == "s" else m.unit
         panels.append(plots.LinePanel(TrialRef.of(rows.iloc[0]).label, f"{m.name} ({unit})", [line], marks=marks, xticks=ticks))
-    return panels
+    return panels, len(wanted)
 
 
 STEPS = (

@@ -16,7 +16,7 @@ import pandas as pd
 from bench.compare.metrics import metric
 from bench.compare.regression import DEFAULT_ALPHA, judge
 from bench.compare.thresholds import Threshold, threshold_for
-from bench.reports import cases
+from bench.reports import cases, fmt
 from bench.reports.cases import BASELINE, Quantity
 
 LATENCY = metric("latency_p50")
@@ -123,7 +123,7 @@ def _finding(
     latency = _change(row, b, Quantity("latency_p50_s", "p50", "s"))
     verdict, p, note = str(row["status"]), None, ""
     if row["status"] != "ok":
-        note = _first_line(row.get("error"))
+        note = fmt.last_line(row.get("error"))
     elif b is None:
         verdict, note = "no baseline", f"no ok baseline row of this case in run {row['run_id']}"
     else:
@@ -162,8 +162,3 @@ def _float(value: object) -> float | None:
     except (TypeError, ValueError):
         return None
     return None if v != v else v  # NaN
-
-
-def _first_line(error: object) -> str:
-    lines = [s for s in str(error or "").strip().splitlines() if s.strip()]
-    return lines[-1] if lines else ""

@@ -68,3 +68,9 @@ def p_value(value: Any) -> str:
 def sha(value: Any) -> str:
     """A commit as its first 10 hex digits."""
     return DASH if missing(value) else str(value)[:10]
+
+
+def last_line(error: Any) -> str:
+    """The last non-blank line of an error (a traceback's exception, a skip's reason); a dash if none."""
+    lines = [s.strip() for s in str("" if missing(error) else error).strip().splitlines() if s.strip()]
+    return lines[-1] if lines else DASH

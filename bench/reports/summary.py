@@ -105,26 +105,21 @@ def _common_table(env: pd.DataFrame, common: list[str]) -> Table:
     return Table((Column("", left=True), Column("", left=True)), tuple((Cell(n, left=True), Cell(first[n], left=True)) for n in common))
 
 
-def problems(data: ReportData, labels: dict[int, str]) -> Section | None:
+def problems(data: ReportData) -> Section | None:
     """Failed and skipped trials (latest row of each), with their reasons; None when every trial ran."""
     bad = data.current[data.current["status"] != "ok"] if not data.current.empty else data.current
     if bad.empty:
         return None
+    bad = bad.sort_values(["status", "model", "workload", "strategy"])
     columns = (Column("status", left=True), Column("strategy", left=True), Column("model", left=True),
                Column("workload", left=True), Column("case", left=True), Column("reason", left=True))  # fmt: skip
     rows, details = [], []
-    for idx, r in bad.sort_values(["status", "model", "workload", "strategy"]).iterrows():
-        reason = _last_line(r.get("error"))
-        names = (r["status"], r["strategy"], r["model"], r["workload"], labels.get(idx, ""))
-        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(reason, left=True, cls="note")))
+    for idx, r in bad.iterrows():
+        names = (r["status"], r["strategy"], r["model"], r["workload"], data.labels.get(idx, ""))
+        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(fmt.last_line(r.get("error")), left=True, cls="note")))
         if r["status"] == "failed" and not fmt.missing(r.get("error")):
-            details.append(Details(f"{r['strategy']} | {r['model']} | {r['workload']} | {labels.get(idx, '')}", str(r["error"]), "failed"))
-    table = Table(columns, tuple(rows), row_classes=tuple(str(s) for s in bad.sort_values(["status", "model", "workload", "strategy"])["status"]))
+            details.append(Details(" | ".join(fmt.text(v) for v in names[1:]), str(r["error"]), "failed"))
+    table = Table(columns, tuple(rows), row_classes=tuple(str(s) for s in bad["status"]))
     return Section("problems", "Failed and skipped trials", (table, *details),
                    intro="Skipped: the strategy cannot run here, for the reason given. Failed: the root-cause rank's error; "
                          "its traceback tail below.")  # fmt: skip
-
-
-def _last_line(error: object) -> str:
-    lines = [s.strip() for s in str(error or "").strip().splitlines() if s.strip()]
-    return lines[-1] if lines else fmt.DASH
