@@ -211,13 +211,14 @@ def _summary_lines(cmp: Comparison) -> list[str]:
     ]
     for title, found in sections:
         if found:
-            lines += [f"{title}:", *(f"  {_finding_line(f)}" for f in found)]
+            lines += [f"{title}:", *(f"  {finding_line(f)}" for f in found)]
     if cmp.unmatched:
         lines += ["on one side only (not comparable):", *(f"  {_unmatched_line(u)}" for u in cmp.unmatched)]
     return lines
 
 
-def _finding_line(f: Finding) -> str:
+def finding_line(f: Finding) -> str:
+    """One finding as the summary prints it: verdict, trial, metric, base -> candidate, change, p-value, threshold."""
     head = f"{f.verdict:<14} {f.trial.label}  {f.metric}"
     if f.metric == "status":
         return f"{head}: {f.note}" if f.note else head
