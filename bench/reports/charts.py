@@ -276,9 +276,10 @@ def history_section(data: ReportData, thresholds: Sequence[Threshold]) -> Sectio
     if len(order) < 2 or not shared:
         return None
     found = history(df, thresholds)
-    position = {run: i for i, run in enumerate(order)}
-    ticks = _run_ticks(df, order)
-    panels, candidates = _history_panels(ok[ok["history_key"].isin(shared)], found, position, ticks)
+    series = ok[ok["history_key"].isin(shared)]
+    drawn = [run for run in order if run in set(series["run_id"])]  # the x axis: runs that measured a drawn series
+    position = {run: i for i, run in enumerate(drawn)}
+    panels, candidates = _history_panels(series, found, position, _run_ticks(df, drawn))
     blocks = present(
         Paragraph(f"{len(order)} runs, {len(shared)} trials measured in two or more; "
                   f"{found.summary().splitlines()[0].removeprefix('history: ')}."),  # fmt: skip

@@ -65,9 +65,9 @@ def _table(t: FindingsTable) -> Table:
     rows = []
     for f in t.rows:
         ident = [Cell(f.strategy, left=True)]
-        ident += [Cell(f.variant, left=True)] if show_variant else []
+        ident += [Cell(f.variant, left=True, cls="wrap")] if show_variant else []
         ident += [Cell(f.run_id, left=True)] if show_run else []
-        note = [Cell(f.note, left=True, cls="note")] if show_note else []
+        note = [Cell(f.note, left=True, cls="wrap")] if show_note else []
         rows.append(tuple(ident + [c(f) for c in cells_of] + note))
     if show_note:
         columns.append(Column("note", left=True))

@@ -116,7 +116,7 @@ def problems(data: ReportData) -> Section | None:
     rows, details = [], []
     for idx, r in bad.iterrows():
         names = (r["status"], r["strategy"], r["model"], r["workload"], data.labels.get(idx, ""))
-        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(fmt.last_line(r.get("error")), left=True, cls="note")))
+        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(fmt.last_line(r.get("error")), left=True, cls="wrap")))
         if r["status"] == "failed" and not fmt.missing(r.get("error")):
             details.append(Details(" | ".join(fmt.text(v) for v in names[1:]), str(r["error"]), "failed"))
     table = Table(columns, tuple(rows), row_classes=tuple(str(s) for s in bad["status"]))

@@ -187,3 +187,9 @@ def write_sample(root: Path, seed: int = 0) -> Path:
     for run in [sample_run(rng), *nightly_runs(rng)]:
         run.write(root)
     return root
+
+
+if __name__ == "__main__":  # python -m tests.unit.report_fixtures DIR: the sample results, for a sample report
+    import sys
+
+    print(write_sample(Path(sys.argv[1])))
