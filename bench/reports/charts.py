@@ -213,7 +213,7 @@ def _ci_half_width(values: Sequence[float]) -> float:
 def _loss_curves(ok: pd.DataFrame, labels: dict[Any, str]) -> Figure | None:
     if "loss_curve" not in ok:
         return None
-    has = ok[ok["loss_curve"].map(lambda c: c is not None and not fmt.missing(c) and len(c) > 1)]
+    has = ok[ok["loss_curve"].map(lambda c: c is not None and not fmt.missing(c) and len(c) > 1).astype(bool)]
     panels = []
     for (model, variant), rows in has.groupby([has["model"], has.index.map(lambda i: labels.get(i, ""))], sort=True):
         curves = [plots.Line(str(r["strategy"]), list(range(len(r["loss_curve"]))), [float(v) for v in r["loss_curve"]])

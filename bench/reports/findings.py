@@ -15,7 +15,7 @@ import pandas as pd
 
 from bench.compare.metrics import metric
 from bench.compare.regression import DEFAULT_ALPHA, judge
-from bench.compare.thresholds import Threshold, threshold_for
+from bench.compare.thresholds import Threshold
 from bench.reports import cases, fmt
 from bench.reports.cases import BASELINE, Quantity
 
@@ -68,8 +68,6 @@ class FindingsTable:
     accuracy: Quantity | None
     rows: tuple[StrategyFinding, ...]
     runs: tuple[str, ...]
-    threshold: float  # the latency threshold the verdicts used
-    alpha: float
 
 
 def findings(
@@ -107,7 +105,7 @@ def _table(
     ]
     found.sort(key=lambda f: (f.variant, f.run_id, _rank(f)))
     runs = tuple(sorted({f.run_id for f in found}))
-    return FindingsTable(model, workload, *quantities, tuple(found), runs, threshold_for(LATENCY, thresholds), alpha)
+    return FindingsTable(model, workload, *quantities, tuple(found), runs)
 
 
 def _finding(

@@ -6,11 +6,11 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from bench.compare.regression import Verdict
-from bench.compare.thresholds import Threshold
+from bench.compare.thresholds import Threshold, threshold_for
 from bench.reports import fmt
 from bench.reports.blocks import Cell, Column, Heading, Items, Paragraph, Section, Table
 from bench.reports.cases import Quantity, ReportData
-from bench.reports.findings import Change, FindingsTable, StrategyFinding, findings
+from bench.reports.findings import LATENCY, Change, FindingsTable, StrategyFinding, findings
 
 _VERDICT_CLASS = {Verdict.BETTER: "better", Verdict.WORSE: "worse", Verdict.WITHIN_NOISE: "noise"}
 
@@ -24,12 +24,11 @@ def section(data: ReportData, thresholds: Sequence[Threshold], alpha: float) -> 
         blocks.append(Items(tuple(baseline_only)))
     if not blocks:
         blocks.append(Paragraph("No trial ran: nothing to compare."))
-    threshold = tables[0].threshold if tables else None
-    return Section("findings", "Findings", tuple(blocks), intro=_intro(threshold, alpha))
+    return Section("findings", "Findings", tuple(blocks), intro=_intro(threshold_for(LATENCY, thresholds), alpha))
 
 
-def _intro(threshold: float | None, alpha: float) -> str:
-    rule = f"and the median moves by more than {threshold * 100:.3g}%" if threshold is not None else ""
+def _intro(threshold: float, alpha: float) -> str:
+    rule = f"and the median moves by more than {threshold * 100:.3g}%"
     return (
         "Each strategy against the baseline row of the same case (every config field but the strategy: "
         "options, lr, data, seed, sizes, world size) in the same run; rows of different runs are never paired. "
