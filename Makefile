@@ -12,14 +12,21 @@ SUITE ?= default
 RESULTS ?= results
 REPORTS ?= reports
 PYTEST_ARGS ?=
-# make compare: BASE and CAND (results files or directories), or HISTORY (directories of many runs).
+# make compare: BASE and CAND (results files or directories); without them, steps over HISTORY.
 BASE ?=
 CAND ?=
-HISTORY ?=
+# The results history that `make nightly` appends to (cache it between CI jobs).
+HISTORY ?= $(RESULTS)/history
+NIGHTLY_SUITE ?= nightly
 THRESHOLDS ?=
+# make compare-revs A=<rev> B=<rev>: ROUNDS sweeps of REVS_SUITE per revision, interleaved A B A B ...
+A ?=
+B ?=
+ROUNDS ?= 3
+REVS_SUITE ?= nightly
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead report compare clean distclean help
+.PHONY: install bench test microbench overhead report compare nightly compare-revs clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
@@ -28,7 +35,9 @@ help:
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
-	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); HISTORY=DIR: steps over runs"
+	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); else steps over HISTORY=$(HISTORY)"
+	@echo "make nightly      run suites/$(NIGHTLY_SUITE).toml into $(HISTORY), compare with the last good run, report (exit 1 on a regression)"
+	@echo "make compare-revs A=<rev> B=<rev>: benchmark two revisions interleaved in one job (ROUNDS=$(ROUNDS)), compare"
 	@echo "make clean        remove results, reports and caches (keeps $(VENV))"
 	@echo "make distclean    clean, and remove $(VENV)"
 
@@ -61,8 +70,14 @@ report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html
 
 compare: $(STAMP)
-	$(if $(HISTORY)$(and $(BASE),$(CAND)),,$(error make compare needs BASE=... CAND=... or HISTORY=DIR))
-	$(BIN)/commbench compare $(if $(HISTORY),--history $(HISTORY),$(BASE) $(CAND)) $(foreach t,$(THRESHOLDS),--threshold $(t))
+	$(BIN)/commbench compare $(if $(and $(BASE),$(CAND)),$(BASE) $(CAND),--history $(HISTORY)) $(foreach t,$(THRESHOLDS),--threshold $(t))
+
+nightly: $(STAMP)
+	$(BIN)/commbench nightly $(NIGHTLY_SUITE) --history $(HISTORY) --out $(REPORTS)/nightly $(foreach t,$(THRESHOLDS),--threshold $(t))
+
+compare-revs: $(STAMP)
+	$(if $(and $(A),$(B)),,$(error make compare-revs needs A=<rev> B=<rev>))
+	$(BIN)/commbench compare-revs $(A) $(B) --suite $(REVS_SUITE) --rounds $(ROUNDS) --results $(RESULTS)/revs $(foreach t,$(THRESHOLDS),--threshold $(t))
 
 clean:
 	rm -rf $(RESULTS)/*/ $(REPORTS)/*/ .pytest_cache .benchmarks

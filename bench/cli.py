@@ -1,4 +1,4 @@
-"""Command line: `commbench list | run | sweep | report | compare` (also `python -m bench`)."""
+"""Command line: `commbench list | run | sweep | report | compare | nightly | compare-revs` (also `python -m bench`)."""
 
 from __future__ import annotations
 
@@ -145,14 +145,16 @@ def _finish(suite: Any, outcome: Any, args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from bench.compare.thresholds import parse_thresholds
     from bench.reports.html import write_report
     from bench.storage.parquet import trial_files
 
+    thresholds = parse_thresholds(args.threshold)
     files = trial_files(args.results)
     if not files:
         raise BenchError(f"no results files under {', '.join(map(str, args.results))}")
     out = args.out or args.reports / "report.html"
-    write_report(files, out, args.title)
+    write_report(files, out, args.title, thresholds, alpha=args.alpha)
     print(f"report: {out}")
     return 0
 
@@ -179,6 +181,37 @@ def _cmd_compare(args: argparse.Namespace) -> int:
         args.json_out.parent.mkdir(parents=True, exist_ok=True)
         args.json_out.write_text(json.dumps(to_dict(result), indent=1) + "\n")
     return 1 if result.has_regressions() else 0
+
+
+def _cmd_nightly(args: argparse.Namespace) -> int:
+    from bench.compare.thresholds import parse_thresholds
+    from bench.tracking.nightly import run_nightly
+
+    thresholds = parse_thresholds(args.threshold)
+    verdict = run_nightly(args.suite, args.history, args.out, thresholds, alpha=args.alpha, accept=args.accept,
+                          progress=not args.no_progress)  # fmt: skip
+    print(verdict.summary())
+    print(f"summary: {args.out / 'summary.json'}")
+    return 0 if verdict.passed else 1
+
+
+def _cmd_compare_revs(args: argparse.Namespace) -> int:
+    from bench.compare.thresholds import parse_thresholds
+    from bench.config import to_dict
+    from bench.runner.suite import resolve_path
+    from bench.tracking.revs import compare_revs
+
+    thresholds = parse_thresholds(args.threshold)
+    outcome = compare_revs(args.a, args.b, resolve_path(args.suite), args.results_dir, rounds=args.rounds,
+                           thresholds=thresholds, alpha=args.alpha)  # fmt: skip
+    print(f"A = {outcome.a.name} ({outcome.a.sha[:10]}), B = {outcome.b.name} ({outcome.b.sha[:10]}); "
+          f"runs in order: {' '.join(label for label, _ in outcome.runs)}; results: {outcome.results}")  # fmt: skip
+    print(outcome.comparison.summary())
+    out = args.json_out or outcome.results / "compare.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(to_dict(outcome), indent=1, default=str) + "\n")
+    print(f"json: {out}")
+    return 1 if outcome.comparison.has_regressions() else 0
 
 
 def _read_nonempty(paths: list[Path]) -> pd.DataFrame:
@@ -233,11 +266,30 @@ def build_parser() -> argparse.ArgumentParser:
     cp = sub.add_parser("compare", help="regressions of CANDIDATE against BASE, or persistent steps over --history")
     cp.add_argument("paths", nargs="*", type=Path, metavar="BASE CANDIDATE", help="results files or directories")
     cp.add_argument("--history", nargs="+", type=Path, metavar="DIR", help="find persistent steps over every run here")
-    cp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",
-                    help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
-    cp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
     cp.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="also write every verdict as JSON")
     cp.set_defaults(func=_cmd_compare)
+
+    nb = sub.add_parser("nightly", help="run a suite into a results history, compare with the last good run, report")
+    nb.add_argument("suite", nargs="?", default="nightly", help="suite file or name (default: nightly)")
+    nb.add_argument("--history", type=Path, default=DEFAULT_RESULTS / "history", help="results history root (default: results/history)")
+    nb.add_argument("--out", type=Path, default=DEFAULT_REPORTS / "nightly", help="report and summary.json (default: reports/nightly)")
+    nb.add_argument("--accept", action="store_true", help="record this run as good even with regressions (a deliberate change)")
+    nb.add_argument("--no-progress", action="store_true")
+    nb.set_defaults(func=_cmd_nightly)
+
+    rv = sub.add_parser("compare-revs", help="benchmark two git revisions interleaved (A B A B ...) in one job, then compare")
+    rv.add_argument("a", metavar="A", help="base revision (e.g. main)")
+    rv.add_argument("b", metavar="B", help="candidate revision (e.g. HEAD)")
+    rv.add_argument("--suite", default="nightly", help="suite file or name, read from this checkout (default: nightly)")
+    rv.add_argument("--rounds", type=int, default=3, help="sweeps per revision, alternating (default 3)")
+    rv.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS / "revs", help="default: results/revs")
+    rv.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="where to write the comparison (default: in the results)")
+    rv.set_defaults(func=_cmd_compare_revs)
+
+    for sp in (rp, cp, nb, rv):  # verdicts everywhere use the comparator's statistics and thresholds
+        sp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",
+                        help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
+        sp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
 
     for sp in (run, sw, rp):
         sp.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)")

@@ -104,7 +104,7 @@ def history(
     if missing:
         raise BenchError(f"history: results lack column(s) {', '.join(sorted(missing))}")
     ok = df[df["status"] == Status.OK]
-    order = _run_order(df)
+    order = run_order(df)
     steps: list[Step] = []
     series = 0
     for _, rows in ok.groupby("history_key", sort=True):
@@ -117,7 +117,7 @@ def history(
     return History(tuple(steps), series, len(order))
 
 
-def _run_order(df: pd.DataFrame) -> list[str]:
+def run_order(df: pd.DataFrame) -> list[str]:
     """Run ids by their first trial's start time (the order of commits as they were benchmarked)."""
     starts = df.groupby("run_id")["started_at"].min().sort_values(kind="stable")
     return [str(r) for r in starts.index]
@@ -132,7 +132,7 @@ def _series_steps(
     penalty_scale: float,
 ) -> list[Step] | None:
     """The steps of one metric's per-run medians; None when the metric was measured in no run."""
-    points = [(run_id, _sha(rows), float(np.median(v))) for run_id, rows in runs if (v := values(metric, rows)).size]
+    points = run_points(metric, runs)
     if not points:
         return None
     x = np.array([p[2] for p in points])
@@ -147,6 +147,11 @@ def _series_steps(
         steps.append(Step(trial, metric.name, cut, run_id, sha, before, after, change,
                           "up" if after > before else "down", rel, regression, metric.unit))  # fmt: skip
     return steps
+
+
+def run_points(metric: Metric, runs: list[tuple[str, pd.DataFrame]]) -> list[tuple[str, str | None, float]]:
+    """(run id, git sha, median of the metric's values) for every run that measured the metric, in the given order."""
+    return [(run_id, _sha(rows), float(np.median(v))) for run_id, rows in runs if (v := values(metric, rows)).size]
 
 
 def _sha(rows: pd.DataFrame) -> str | None:

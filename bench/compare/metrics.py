@@ -50,6 +50,14 @@ METRICS: tuple[Metric, ...] = (
 )
 
 
+def metric(name: str) -> Metric:
+    """The metric called `name` (as in METRICS)."""
+    for m in METRICS:
+        if m.name == name:
+            return m
+    raise KeyError(f"no metric {name!r}; known: {', '.join(m.name for m in METRICS)}")
+
+
 def metric_names() -> list[str]:
     """Every name a threshold may use: metric names, their columns and their groups."""
     names = {n for m in METRICS for n in (m.name, m.column, m.group)}

@@ -101,6 +101,19 @@ def compare(
     return Comparison(tuple(findings), tuple(unmatched), alpha)
 
 
+def judge(
+    metric: Metric, base: pd.DataFrame, candidate: pd.DataFrame, thresholds: Sequence[Threshold] = (), *, alpha: float = DEFAULT_ALPHA
+) -> Finding:
+    """The verdict on one metric between any two sets of rows, e.g. a strategy against its baseline in one run.
+
+    The same test as `compare` (Mann-Whitney U on the raw samples plus the relative threshold for a
+    noisy metric, the threshold alone for an exact one), without matching by history key: the
+    caller decides which rows are comparable. The finding is labelled with the candidate's trial.
+    """
+    b, c = Side(TrialRef.of(base.iloc[0]), base), Side(TrialRef.of(candidate.iloc[0]), candidate)
+    return _judge_metric(metric, b, c, threshold_for(metric, thresholds), alpha)
+
+
 def _judge_trial(base: Side, cand: Side, thresholds: Sequence[Threshold], alpha: float) -> list[Finding]:
     trial = cand.trial
     match base.status, cand.status:
@@ -198,13 +211,14 @@ def _summary_lines(cmp: Comparison) -> list[str]:
     ]
     for title, found in sections:
         if found:
-            lines += [f"{title}:", *(f"  {_finding_line(f)}" for f in found)]
+            lines += [f"{title}:", *(f"  {finding_line(f)}" for f in found)]
     if cmp.unmatched:
         lines += ["on one side only (not comparable):", *(f"  {_unmatched_line(u)}" for u in cmp.unmatched)]
     return lines
 
 
-def _finding_line(f: Finding) -> str:
+def finding_line(f: Finding) -> str:
+    """One finding as the summary prints it: verdict, trial, metric, base -> candidate, change, p-value, threshold."""
     head = f"{f.verdict:<14} {f.trial.label}  {f.metric}"
     if f.metric == "status":
         return f"{head}: {f.note}" if f.note else head
