@@ -131,9 +131,13 @@ def ddp_step(
     }
 
 
-def ddp_ops(grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4) -> dict[str, float]:
+def ddp_ops(
+    grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4, param_dtype_bytes: int = 4
+) -> dict[str, float]:
     """`ddp_step` as op -> message bytes per rank per step, leaving out ops that carry nothing."""
-    m = ddp_step(grad_bytes, n, buffer_bytes=buffer_bytes, wire_dtype_bytes=wire_dtype_bytes)
+    m = ddp_step(
+        grad_bytes, n, buffer_bytes=buffer_bytes, wire_dtype_bytes=wire_dtype_bytes, param_dtype_bytes=param_dtype_bytes
+    )
     return {op: m[op] for op in ("all_reduce", "broadcast") if m[op]}
 
 
