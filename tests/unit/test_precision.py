@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 import torch
@@ -115,3 +116,70 @@ def test_util_sampler_gives_a_reason_on_cpu_and_when_nvml_fails() -> None:
     gpu.start()
     util = gpu.stop()
     assert util.samples_percent == [] and util.reason and "NVML Shared Library Not Found" in util.reason
+
+
+# --- the bf16 hook's arithmetic against torch's own hook, on a fake group of k identical ranks --------
+
+
+class _Bucket:
+    def __init__(self, buffer: torch.Tensor) -> None:
+        self._buffer = buffer
+
+    def buffer(self) -> torch.Tensor:
+        return self._buffer
+
+
+class _Group:
+    def __init__(self, k: int) -> None:
+        self.k = k
+
+    def size(self) -> int:
+        return self.k
+
+
+def _run_hook(hook: Any, x: torch.Tensor, k: int, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
+    """`hook` on a copy of `x`, where the all_reduce sums k identical ranks' tensors in their dtype."""
+
+    class _Work:
+        def __init__(self, t: torch.Tensor) -> None:
+            self.t = t
+
+        def get_future(self) -> torch.futures.Future[list[torch.Tensor]]:
+            fut: torch.futures.Future[list[torch.Tensor]] = torch.futures.Future()
+            fut.set_result([self.t])
+            return fut
+
+    def fake_all_reduce(t: torch.Tensor, group: Any = None, async_op: bool = False) -> _Work:
+        total = t.clone()
+        for _ in range(group.size() - 1):
+            total = total + t  # one rounding per addition, in t's dtype
+        t.copy_(total)
+        return _Work(t)
+
+    monkeypatch.setattr(torch.distributed, "all_reduce", fake_all_reduce)
+    buffer = x.clone()
+    return hook(_Group(k), _Bucket(buffer)).wait()
+
+
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_bf16_cast_hook_matches_torchs_hook_and_divides_before_the_sum(monkeypatch: pytest.MonkeyPatch, k: int) -> None:
+    from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+    from bench.strategies.grad_compression.hooks import bf16_cast_hook
+
+    x = torch.randn(4096, generator=torch.Generator().manual_seed(k)) * 1e-3
+    ours = _run_hook(bf16_cast_hook, x, k, monkeypatch)
+    theirs = _run_hook(default_hooks.bf16_compress_hook, x, k, monkeypatch)
+    assert ours.dtype == torch.float32 and torch.equal(ours, theirs)
+    # By hand: cast, divide in bf16, sum in bf16, back to fp32.
+    part = x.to(torch.bfloat16).div_(k)
+    by_hand = part.clone()
+    for _ in range(k - 1):
+        by_hand = by_hand + part
+    assert torch.equal(ours, by_hand.float())
+    if k == 3:  # dividing after the sum rounds differently: the test can tell where the hook divides
+        after = x.to(torch.bfloat16)
+        total = after.clone()
+        for _ in range(k - 1):
+            total = total + after
+        assert not torch.equal(ours, total.div_(k).float())
