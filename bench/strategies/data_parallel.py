@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bench.contracts import TrialConfig
+from bench.contracts import Parallel, TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
@@ -58,4 +58,5 @@ class DataParallelLayout(Strategy):
         devices = list(range(visible_gpus()))
         state.wrapped, state.wrapper = nn.DataParallel(state.model, device_ids=devices), "data_parallel"
         state.comm_invisible = INVISIBLE
+        state.parallel = Parallel(dp=len(devices))  # one rank, data parallel over its GPUs
         state.metrics["data_parallel_gpus"] = len(devices)

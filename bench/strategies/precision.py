@@ -30,9 +30,10 @@ NATIVE_FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
 def cpu_fp16_reason(flags: frozenset[str]) -> str | None:
     """Why fp16 autocast is not measured on a CPU with `flags`; None where it has native fp16.
 
-    torch runs CPU fp16 autocast anyway, through a reference kernel: on a Xeon with
-    avx512_bf16 but no avx512_fp16, a 512x512 fp16 matmul took 37x as long as fp32 and
-    a gpt2-tiny train step 16x, so such a row would time the fallback, not fp16.
+    torch runs CPU fp16 autocast anyway, through reference kernels: on a Xeon with
+    avx512_bf16 but no avx512_fp16 (one thread, a shared machine), a 512x512 fp16 matmul
+    took 27-37x as long as fp32 (bf16: 0.4x) and a gpt2-tiny forward+backward under fp16
+    autocast 11-19x, so such a row would time the fallback, not fp16.
     """
     if flags & NATIVE_FP16_FLAGS:
         return None

@@ -91,6 +91,6 @@ def test_two_gpu_input_copies_host_to_device_and_broadcasts_over_nccl(tmp_path: 
 @two_gpus
 def test_data_parallel_runs_in_one_process_and_its_copies_are_not_counted_as_zero(tmp_path: Path) -> None:
     row = _run(tmp_path, "data_parallel", 1, batch_size=8)
-    assert json.loads(row["metrics"])["data_parallel_gpus"] == torch.cuda.device_count()
+    assert json.loads(row["metrics"])["data_parallel_gpus"] == row["dp"] == torch.cuda.device_count()
     assert row.get("comm_logical_bytes_per_step") is None
     assert "flight recorder sees none" in json.loads(row["null_reasons"])["comm_logical_bytes_per_step"]
