@@ -130,6 +130,20 @@ class MemoryPeaks:
 
 
 @dataclass(kw_only=True, slots=True)
+class GpuUtil:
+    """NVML utilisation of one rank's GPU, sampled over its window; `reason` when not measured.
+
+    Each sample is NVML's `utilization.gpu`: the percent of time over the driver's last
+    sample period (1/6 s to 1 s, by product) during which one or more kernels ran. It says
+    whether the GPU was busy, not how many of its SMs were.
+    """
+
+    samples_percent: list[float]
+    interval_s: float
+    reason: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
 class WindowResult:
     """What one rank measured inside its window: step times, memory, collectives and wire bytes.
 
@@ -145,6 +159,7 @@ class WindowResult:
     wire: dict[str, int] | None
     comm_reason: str | None = None
     wire_reason: str | None = None
+    gpu_util: GpuUtil | None = None  # None: not sampled (a window built outside `Window`)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -241,6 +256,8 @@ def rank_output_from_dict(d: dict[str, Any]) -> RankResult | RankSkipped:
         raise TypeError(f"rank output with unknown status {status!r}")
     window = dict(d.pop("window"))
     window["memory"] = _strict(MemoryPeaks, window["memory"])
+    if window.get("gpu_util") is not None:
+        window["gpu_util"] = _strict(GpuUtil, window["gpu_util"])
     nested: dict[str, Any] = {
         "window": _strict(WindowResult, window),
         "accuracy": _strict(Accuracy, d.pop("accuracy")),

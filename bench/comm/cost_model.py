@@ -131,9 +131,13 @@ def ddp_step(
     }
 
 
-def ddp_ops(grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4) -> dict[str, float]:
+def ddp_ops(
+    grad_bytes: int, n: int, *, buffer_bytes: int = 0, wire_dtype_bytes: int = 4, param_dtype_bytes: int = 4
+) -> dict[str, float]:
     """`ddp_step` as op -> message bytes per rank per step, leaving out ops that carry nothing."""
-    m = ddp_step(grad_bytes, n, buffer_bytes=buffer_bytes, wire_dtype_bytes=wire_dtype_bytes)
+    m = ddp_step(
+        grad_bytes, n, buffer_bytes=buffer_bytes, wire_dtype_bytes=wire_dtype_bytes, param_dtype_bytes=param_dtype_bytes
+    )
     return {op: m[op] for op in ("all_reduce", "broadcast") if m[op]}
 
 
@@ -297,3 +301,53 @@ def pipeline_step(batch: int, seq: int, hidden: int, stages: int, microbatches: 
     act = batch * seq * hidden * dtype_bytes  # whole batch; microbatches split it
     boundaries = stages - 1
     return {"send": 2 * boundaries * act, "logical": 2 * boundaries * act, "microbatches": microbatches}
+
+
+# --- input transfer: a data rank broadcasts each batch ----------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class InputLayout:
+    """A batch on the wire: `rows x cols` token ids plus `aux` elements (row lengths or cu_seqlens)."""
+
+    rows: int
+    cols: int
+    aux: int
+
+    @property
+    def elements(self) -> int:
+        return self.rows * self.cols + self.aux
+
+
+def padded_shape(lengths: list[int], row_len: int, *, dynamic: bool) -> InputLayout:
+    """One document per row: `row_len` columns, or (dynamic) the longest document's, at most `row_len`.
+
+    aux: one length per row (the attention mask, rebuilt by the receiver).
+    """
+    cols = min(row_len, max(lengths)) if dynamic else row_len
+    return InputLayout(rows=len(lengths), cols=cols, aux=len(lengths))
+
+
+def packed_pieces(lengths: list[int], capacity: int, steps: int) -> list[int]:
+    """Document pieces in each of `steps` packed batches of `capacity` slots, documents laid end to end.
+
+    A document that does not fit ends this batch and its remainder starts the next one, so
+    every batch is full and the pieces of a batch are the cu_seqlens entries minus one.
+    """
+    docs, carry, out = iter(lengths), 0, []
+    for _ in range(steps):
+        filled = pieces = 0
+        while filled < capacity:
+            n = carry or next(docs)
+            take = min(n, capacity - filled)
+            carry = n - take
+            filled += take
+            pieces += 1
+        out.append(pieces)
+    return out
+
+
+def input_broadcast_bytes(layout: InputLayout, id_bytes: int, header_bytes: int) -> int:
+    """Bytes the data rank broadcasts for one batch: a header (0 for a fixed layout), then ids and aux."""
+    return header_bytes + layout.elements * id_bytes
+

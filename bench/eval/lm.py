@@ -20,6 +20,15 @@ CORPUS_ENV = "COMMBENCH_WIKITEXT"
 Autocast = Callable[[], AbstractContextManager[Any]]
 
 
+def corpus_path(corpus: str | None) -> Path:
+    """The text file a workload reads: `corpus`, else $COMMBENCH_WIKITEXT, else ../shared/data/wikitext-2/valid.txt."""
+    return Path(corpus or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS)
+
+
+def missing_corpus_reason(path: Path) -> str:
+    return f"corpus file not found: {path} (set options.corpus or ${CORPUS_ENV})"
+
+
 @dataclass(kw_only=True, slots=True, frozen=True)
 class CorpusOptions:
     """How accuracy is measured on text: the infer workload's `options.*`.
@@ -51,14 +60,14 @@ class CorpusOptions:
 
     @property
     def path(self) -> Path:
-        return Path(self.corpus or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS)
+        return corpus_path(self.corpus)
 
     @property
     def window_stride(self) -> tuple[int, int]:
         return self.window, self.stride if self.stride is not None else max(1, self.window // 2)
 
     def missing_reason(self) -> str:
-        return f"corpus file not found: {self.path} (set options.corpus or ${CORPUS_ENV})"
+        return missing_corpus_reason(self.path)
 
 
 def corpus_ids(opts: CorpusOptions, tokenizer: Any) -> torch.Tensor | None:

@@ -191,3 +191,15 @@ def count_params(model: nn.Module) -> int:
 def grad_bytes(model: nn.Module) -> int:
     """Bytes of the gradients DDP all-reduces: trainable parameters at their dtype's size."""
     return sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+
+
+def grad_dtype_bytes(model: nn.Module) -> int:
+    """Bytes per gradient element: the trainable parameters' dtype size (4 in fp32, 2 after `.half()`).
+
+    A model whose trainable parameters mix dtypes has no single answer, and the cost models
+    that scale gradient bytes by a wire dtype would be wrong for it: that is an error.
+    """
+    sizes = {p.element_size() for p in model.parameters() if p.requires_grad}
+    if len(sizes) != 1:
+        raise ValueError(f"trainable parameters have {len(sizes)} element sizes {sorted(sizes)}; expected one")
+    return sizes.pop()

@@ -157,9 +157,13 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
         "latency_samples_s": samples,
         "latency_spread_s": spread,
         "tokens_per_step": first.tokens_per_step,
-        "tokens_per_s": first.tokens_per_step * len(outputs) / stats["p50"] if stats["p50"] else None,
+        "tokens_per_s": first.tokens_per_step * len(outputs) / stats["p50"]
+        if stats["p50"] and first.tokens_per_step is not None
+        else None,
         "model_params": first.metrics.get("model_params"),
     }
+    if first.tokens_per_step is None:
+        reasons["tokens_per_step"] = reasons["tokens_per_s"] = f"the {cfg.workload} workload runs no model on tokens"
     row.update(_memory_columns(outputs))
     if "model_state_bytes_max" not in row:
         reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = "measured at the train workload's optimizer step"
@@ -167,6 +171,8 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
     row.update(_size_columns(first.metrics))
+    row.update(_input_columns(first.metrics, cfg.workload, reasons))
+    row.update(_gpu_util_columns(outputs, reasons))
     if first.accuracy.reason:
         reasons["perplexity"] = first.accuracy.reason
     row.update(_bandwidth_columns(first.metrics, stats["p50"], cfg.world_size, reasons))
@@ -227,26 +233,32 @@ def _profile_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict
     }
 
 
+def _analytic_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
+    ops = outputs[0].analytic_ops
+    if ops is None:
+        reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
+        reasons["analytic_ops"] = reasons["analytic_logical_bytes_per_step_per_rank"]
+        return {}
+    return {
+        "analytic_logical_bytes_per_step_per_rank": float(sum(ops.values())),
+        "analytic_logical_bytes_per_step_by_rank": [float(sum((o.analytic_ops or {}).values())) for o in outputs],
+        "analytic_ops": json.dumps(ops),
+    }
+
+
 def _bytes_columns(outputs: list[RankResult], steps: int, cfg: TrialConfig, reasons: dict[str, str]) -> dict[str, Any]:
     windows = [o.window for o in outputs]
+    out = _analytic_columns(outputs, reasons)
     if any(w.comm_summary is None for w in windows):
         for col in ("comm_logical_bytes_per_step", "wire_bytes_per_step", "modelled_wire_bytes_per_step"):
             reasons[col] = windows[0].comm_reason or "not measured"
-        return {}
+        return out
     per_rank = [w.comm_summary["msg_bytes_per_step"] for w in windows if w.comm_summary is not None]
-    out: dict[str, Any] = {
-        "comm_logical_bytes_per_step": float(sum(per_rank)),
-        "comm_logical_bytes_per_step_per_rank": per_rank,
-        "comm_calls_per_step": windows[0].comm_summary["calls"] / steps if windows[0].comm_summary else None,
-    }
-    ops = outputs[0].analytic_ops
-    if ops is not None:
-        out["analytic_logical_bytes_per_step_per_rank"] = float(sum(ops.values()))
-        out["analytic_logical_bytes_per_step_by_rank"] = [float(sum((o.analytic_ops or {}).values())) for o in outputs]
-        out["analytic_ops"] = json.dumps(ops)
-    else:
-        reasons["analytic_logical_bytes_per_step_per_rank"] = "no whole-step cost model for this strategy/workload"
-        reasons["analytic_ops"] = reasons["analytic_logical_bytes_per_step_per_rank"]
+    out.update(
+        comm_logical_bytes_per_step=float(sum(per_rank)),
+        comm_logical_bytes_per_step_per_rank=per_rank,
+        comm_calls_per_step=windows[0].comm_summary["calls"] / steps if windows[0].comm_summary else None,
+    )
     modelled = modelled_wire(outputs, backend_for(cfg.device))
     if modelled is None:
         reasons["modelled_wire_bytes_per_step"] = reasons["wire_ratio"] = (
@@ -278,6 +290,29 @@ _ACCURACY_COLUMNS = tuple(f.name for f in dataclasses.fields(Accuracy) if f.name
 
 def _size_columns(metrics: dict[str, Any]) -> dict[str, Any]:
     return {col: metrics.get(key) for col, key in _SIZE_KEYS.items()}
+
+
+# Columns the input workload's data rank measures (bench/workloads/input.py), under the same metric names.
+_INPUT_COLUMNS = ("input_bytes_per_step", "input_tokens_per_step", "padded_token_fraction")
+
+
+def _input_columns(metrics: dict[str, Any], workload: str, reasons: dict[str, str]) -> dict[str, Any]:
+    out = {col: metrics.get(col) for col in _INPUT_COLUMNS}
+    for col, value in out.items():
+        if value is None:
+            reasons[col] = "measured by the input workload" if workload != "input" else "byte accounting disabled (track_comm=false)"
+    return out
+
+
+def _gpu_util_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
+    """Mean NVML utilisation per rank over its window, and their mean; null with the first reason where unsampled."""
+    utils = [o.window.gpu_util for o in outputs]
+    missing = [u.reason if u is not None else "not sampled" for u in utils if u is None or not u.samples_percent]
+    if missing:
+        reasons["gpu_util_percent_mean"] = reasons["gpu_util_percent_per_rank"] = missing[0] or "no samples"
+        return {}
+    per_rank = [float(np.mean(u.samples_percent)) for u in utils if u is not None]
+    return {"gpu_util_percent_mean": float(np.mean(per_rank)), "gpu_util_percent_per_rank": per_rank}
 
 
 def _accuracy_columns(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:

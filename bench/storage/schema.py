@@ -40,7 +40,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("strategy_params", STR, "JSON", "every strategy's full params, defaults included"),
         ("model", STR, "", "model zoo name"),
         ("model_params", I64, "count", "distinct parameters of the model before strategies"),
-        ("workload", STR, "", "train | infer"),
+        ("workload", STR, "", "a registered workload (`commbench list workloads`)"),
         ("device", STR, "", "cpu | cuda"),
         ("backend", STR, "", "gloo | nccl"),
         ("world_size", I64, "ranks", "number of ranks"),
@@ -85,6 +85,11 @@ TRIAL_COLUMNS: list[Column] = [
         ("model_state_peak_bytes_max", I64, "B", "max over ranks of model state plus the unsharded params the layout keeps from forward to backward (FSDP2: the root; ZeRO-2: every group)"),
     ),
     *_cols(
+        "device",
+        ("gpu_util_percent_mean", F64, "%", "CUDA: NVML utilization.gpu sampled every 0.1 s over the window (share of time a kernel ran), mean over samples, then ranks"),
+        ("gpu_util_percent_per_rank", LIST_F64, "%", "per rank: mean over its samples"),
+    ),
+    *_cols(
         "bytes",
         ("comm_logical_bytes_per_step", F64, "B/step", "sum over ranks of collective message bytes (nccl-tests S) per step"),
         ("comm_logical_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
@@ -100,6 +105,9 @@ TRIAL_COLUMNS: list[Column] = [
         ("comm_overlap_fraction", F64, "ratio", "profiler pass: share of that time the main thread was computing, mean over ranks"),
         ("algbw_Bps", F64, "B/s", "collectives workload: message bytes S / median call time"),
         ("busbw_Bps", F64, "B/s", "collectives workload: algbw x the op's nccl-tests bus factor"),
+        ("input_bytes_per_step", F64, "B/step", "input workload: bytes the data rank broadcast per step (flight recorder, nccl-tests S): ids, lengths/offsets, header"),
+        ("input_tokens_per_step", F64, "tokens/step", "input workload: document tokens per batch (slots minus padding), mean over the measured steps"),
+        ("padded_token_fraction", F64, "ratio", "input workload: share of the id slots sent that are padding, over the measured steps"),
     ),
     *_cols(
         "accuracy",

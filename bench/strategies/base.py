@@ -17,17 +17,21 @@ if TYPE_CHECKING:
     from bench.contracts import Parallel, TrialConfig
     from bench.distributed.env import RankEnv
     from bench.models.zoo import ModelSpec
+    from bench.strategies.data import Collation
 
 
 class Phase(IntEnum):
     """When a strategy applies. Compositions run phases in this order.
 
-    MODEL transforms weights (prune, low-rank, quantize, cast); PRECISION sets the numeric
-    policy of a step; LAYOUT configures or replaces the parallel wrapper (DDP is the
-    default); COMM registers a DDP communication hook; LOOP changes the training loop.
+    DATA sets the input pipeline (how a batch is collated and what dtype its ids travel
+    in), fixed before any model exists, as torchtitan builds its dataloader before the
+    model; MODEL transforms weights (prune, low-rank, quantize, cast); PRECISION sets the
+    numeric policy of a step; LAYOUT configures or replaces the parallel wrapper (DDP is
+    the default); COMM registers a DDP communication hook; LOOP changes the training loop.
     """
 
     NONE = 0
+    DATA = 5
     MODEL = 10
     PRECISION = 20
     LAYOUT = 30
@@ -69,6 +73,15 @@ class TrialState:
     eval_batch: Callable[[Any], float | None] | None = None
     ddp_options: dict[str, Any] = field(default_factory=dict)
     autocast_dtype: torch.dtype | None = None
+    # fp16 autocast's loss scaling (torch.amp.GradScaler); None: gradients are not scaled.
+    grad_scaler: torch.amp.GradScaler | None = None
+    # Set by a layout whose traffic the flight recorder cannot see (nn.DataParallel's
+    # device-to-device copies): why, so the row's logical bytes are null with it, not 0.
+    comm_invisible: str | None = None
+    # The input pipeline (DATA strategies): how documents become a batch, and the id dtype
+    # on the wire. None: the workload's own batches (train and infer make theirs locally).
+    collation: Collation | None = None
+    id_dtype: torch.dtype = torch.int64
     micro_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     comm_hook: str | None = None
     comm_hook_state: Any = None
@@ -99,6 +112,18 @@ class TrialState:
         if self.autocast_dtype is None:
             return nullcontext()
         return torch.autocast(self.env.device.type, dtype=self.autocast_dtype)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        """`loss.backward()`, through the grad scaler when fp16 autocast set one."""
+        (self.grad_scaler.scale(loss) if self.grad_scaler is not None else loss).backward()
+
+    def optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """`optimizer.step()`; with a grad scaler, unscale, skip the step on inf/NaN and update the scale."""
+        if self.grad_scaler is None:
+            optimizer.step()
+            return
+        self.grad_scaler.step(optimizer)
+        self.grad_scaler.update()
 
 
 class Strategy(ABC):

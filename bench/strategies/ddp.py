@@ -16,7 +16,7 @@ from typing import Any
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from bench.comm.cost_model import ddp_ops
-from bench.models.zoo import grad_bytes
+from bench.models.zoo import grad_bytes, grad_dtype_bytes
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
 
@@ -40,11 +40,18 @@ def apply_ddp(state: TrialState) -> None:
     state.skip_sync = skip_sync
 
 
-def ddp_analytic_ops(state: TrialState, wire_dtype_bytes: int = 4) -> dict[str, float]:
-    """DDP's step traffic for this trial (op -> bytes per rank): gradients at the wire dtype, buffers."""
+def ddp_analytic_ops(state: TrialState, wire_dtype_bytes: int | None = None) -> dict[str, float]:
+    """DDP's step traffic for this trial (op -> bytes per rank): gradients at the wire dtype, buffers.
+
+    The gradients' own dtype is read off the model, so a precision strategy that changes
+    it (`half`: fp16 parameters, so fp16 gradients) changes the modelled bytes; a comm hook
+    names the dtype it casts to (`wire_dtype_bytes`), None: the gradients' own.
+    """
+    param = grad_dtype_bytes(state.model)
     return ddp_ops(
-        grad_bytes(state.model), state.env.world_size, buffer_bytes=state.ddp_buffer_bytes, wire_dtype_bytes=wire_dtype_bytes
-    )
+        grad_bytes(state.model), state.env.world_size, buffer_bytes=state.ddp_buffer_bytes,
+        wire_dtype_bytes=wire_dtype_bytes or param, param_dtype_bytes=param,
+    )  # fmt: skip
 
 
 @STRATEGIES.register("ddp")

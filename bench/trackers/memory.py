@@ -121,8 +121,9 @@ def _nvml(device: torch.device, reasons: dict[str, str]) -> dict[str, int | None
 
         pynvml.nvmlInit()
         try:
-            index = device.index if device.index is not None else torch.cuda.current_device()
-            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            # NVML numbers every GPU on the machine, CUDA only the visible ones: map through
+            # CUDA_VISIBLE_DEVICES as torch.cuda.utilization does (there is no public helper).
+            handle = pynvml.nvmlDeviceGetHandleByIndex(torch.cuda._get_nvml_device_index(device))
             device_used = int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
             procs = pynvml.nvmlDeviceGetComputeRunningProcesses(handle)
             mine = [p.usedGpuMemory for p in procs if p.pid == os.getpid() and p.usedGpuMemory is not None]

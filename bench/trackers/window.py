@@ -1,4 +1,4 @@
-"""One measured window on one rank: step timer, memory peaks, collectives and wire bytes."""
+"""One measured window on one rank: step timer, memory peaks, GPU utilisation, collectives and wire bytes."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from bench.comm.wire import WireCounter, WireUnavailable
 from bench.contracts import WindowResult
 from bench.trackers.latency import StepTimer, sync
 from bench.trackers.memory import MemoryTracker
+from bench.trackers.utilization import UtilSampler
 
 NCCL_WIRE_REASON = "NCCL moves bytes over NVLink/PCIe/IB, invisible to TCP socket counters"
 
@@ -45,6 +46,7 @@ class Window:
         self.track_comm = track_comm
         self.timer = StepTimer(device)
         self.memory = MemoryTracker(device)
+        self.util = UtilSampler(device)
         self.comm = CommAccountant() if track_comm else None
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
 
@@ -61,6 +63,7 @@ class Window:
     def start(self) -> None:
         sync(self.device)
         self.memory.start()
+        self.util.start()
         if self.wire:
             self.wire.start()
         _fence()
@@ -70,6 +73,7 @@ class Window:
     def stop(self, steps: int) -> WindowResult:
         sync(self.device)
         step_times = self.timer.samples_s()
+        gpu_util = self.util.stop()
         try:
             wire, wire_reason = (self.wire.stop(), None) if self.wire else (None, NCCL_WIRE_REASON)
         except WireUnavailable as exc:
@@ -82,6 +86,7 @@ class Window:
             comm_records=records_to_dicts(records),
             comm_summary=summarise(records, steps) if self.comm else None,
             wire=wire,
+            gpu_util=gpu_util,
         )
         if not self.track_comm:
             result.wire_reason = result.comm_reason = "byte accounting disabled (track_comm=false)"

@@ -82,10 +82,11 @@ def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBat
         for j, b in enumerate(micro):
             with state.micro_step(last=j == len(micro) - 1):
                 with state.autocast():
-                    loss = module(input_ids=b.input_ids, labels=b.labels).loss / len(micro)
-                loss.backward()
+                    # .mean(): nn.DataParallel gathers one loss per GPU; a scalar stays itself.
+                    loss = module(input_ids=b.input_ids, labels=b.labels).loss.mean() / len(micro)
+                state.backward(loss)
             total += loss.detach()
-    optimizer.step()
+    state.optimizer_step(optimizer)
     optimizer.zero_grad(set_to_none=True)
     return total
 
@@ -116,6 +117,8 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         losses.append(_step(state, optimizer, train[i * k : (i + 1) * k]))
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
+    if state.comm_invisible:
+        window.comm_summary, window.comm_reason = None, state.comm_invisible
     check_wire_dtype(comp, window.comm_records, state)
     # Right after an optimizer step, before evaluation: an eval forward leaves FSDP2's root unsharded.
     held = model_state_bytes(list(state.train_module.parameters()), optimizer)

@@ -67,8 +67,12 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, pd.Da
         f'[[exclude]]\nworld_size = 4\nstrategy = "{s}"\n' for s in STRATEGIES if s not in WS4 | {"baseline"}
     )
     path.write_text(text)
-    outcome = run_sweep(suites.load(str(path)), root / "results", progress=False)
+    loaded = suites.load(str(path))
+    outcome = run_sweep(loaded, root / "results", progress=False)
     df = read_results([root / "results" / "gctest"])
+    # Known before launch: data_parallel needs world_size 1 and GPUs (its test below checks the reason).
+    skipped = [t.config.strategy for t in loaded.trials if t.skip]
+    assert skipped == ["data_parallel"], skipped
     assert outcome.counts == {"ok": len(STRATEGIES) - 1 + len(WS4), "skipped": 1}, df[["strategy", "error"]]
     return df, read_comm([root / "results" / "gctest"])
 
@@ -99,7 +103,7 @@ def test_compressed_bytes_are_a_fraction_of_the_baseline(swept: tuple) -> None:
     base = ok.loc["baseline", "analytic_logical_bytes_per_step_per_rank"]
     assert base == grad_bytes(build_model(MODELS.get("gpt2-tiny"), seed=0))  # gpt2-tiny has no buffers
     ratio = ok["analytic_logical_bytes_per_step_per_rank"] / base
-    assert ratio["fp16_compress"] == 0.5 and ratio["fp16_compress+grad_accum(k=2)"] == 0.5
+    assert ratio["fp16_compress"] == 0.5 and ratio["fp16_compress+grad_accum(k=2)"] == 0.5 and ratio["bf16_compress"] == 0.5
     assert ratio["grad_accum"] == 1.0 and ratio["bucket_cap_mb(mb=0.25)"] == 1.0  # per optimizer step
     # The codecs all_gather: the message S is every rank's payload (nccl-tests), i.e. 2 x at 2 ranks.
     # Payloads: 1 bit + a scale per bucket; 8 bytes per kept element of 1%; int8 codes.
@@ -127,10 +131,19 @@ def test_powersgd_bytes_agree_with_torchs_compression_stats(swept: tuple) -> Non
         assert set(comm[comm.trial_id == row.trial_id].dtype) == {"float32"}
 
 
-def test_bf16_is_skipped_on_gloo_with_the_reason(swept: tuple) -> None:
-    df, _ = swept
+def test_bf16_runs_on_gloo_through_commbenchs_hook_and_sends_bfloat16(swept: tuple) -> None:
+    df, comm = swept
     row = df[df.strategy == "bf16_compress"].iloc[0]
-    assert row.status == "skipped" and "NCCL" in row.error
+    assert row.status == "ok" and json.loads(row.metrics)["bf16_hook"].endswith("hooks.bf16_cast_hook")
+    assert set(comm[comm.trial_id == row.trial_id].dtype) == {"bfloat16"}
+    base = _ok(df[df.world_size == 2]).set_index("strategy").loc["baseline"]
+    assert list(row.comm_logical_bytes_per_step_per_rank) == [0.5 * base.comm_logical_bytes_per_step_per_rank[0]] * 2
+
+
+def test_data_parallel_is_skipped_with_the_reason(swept: tuple) -> None:
+    df, _ = swept
+    for _, row in df[df.strategy == "data_parallel"].iterrows():
+        assert row.status == "skipped" and "world_size must be 1" in row.error and "one process" in row.error
 
 
 def test_wire_bytes_follow_the_modelled_bytes(swept: tuple) -> None:

@@ -94,6 +94,7 @@ BAD_OPTION_VALUES = [
     ("infer", "options.max_tokens='many'", "options.max_tokens: expected an integer"),
     ("collectives", "options.op=all_scatter", "options.op: 'all_scatter' is not one of"),
     ("collectives", "options.size_bytes=-1", "size_bytes must be a positive integer"),
+    ("input", "options.source=disk", "options.source: 'disk' is not one of 'auto', 'corpus', 'synthetic'"),
 ]
 
 

@@ -17,9 +17,8 @@ from torch import nn
 from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 
 from bench.comm.cost_model import batched_powersgd_step, gathered_payloads, powersgd_step, warmup_mix
-from bench.contracts import TrialConfig
 from bench.errors import SkipTrial
-from bench.models.zoo import grad_bytes
+from bench.models.zoo import grad_bytes, grad_dtype_bytes
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, TrialState
 from bench.strategies.ddp import ddp_analytic_ops
@@ -70,36 +69,31 @@ class Fp16Compress(CommHookStrategy):
 
 @STRATEGIES.register("bf16_compress")
 class Bf16Compress(CommHookStrategy):
-    """torch's `bf16_compress_hook`: like fp16 but bfloat16 (fp32's range, 8 mantissa bits).
+    """Gradients all-reduced in bfloat16 (fp32's range, 8 mantissa bits): torch's hook on NCCL, its math on gloo.
 
-    Skipped off CUDA. gloo long could not all-reduce bfloat16 at all ("Invalid scalar
-    type", pytorch #111131); on torch 2.13 CPU gloo does reduce bf16 tensors (measured:
-    correct to bf16 rounding at 2-4 ranks), but DDP itself refuses this hook unless the
-    process group is NCCL >= 2.10 on CUDA >= 11 (`DistributedDataParallel._check_comm_hook`:
-    "BF16 all reduce communication hook required CUDA 11+ and NCCL 2.10+"). Renaming the
-    hook to slip past that check would measure something torch does not support, so the
-    row says why instead; it never quietly sends fp32.
+    On NCCL this is torch's `bf16_compress_hook`. DDP refuses that hook by name unless the
+    process group is NCCL >= 2.10 on CUDA 11+ (`DistributedDataParallel._check_comm_hook`),
+    though gloo on torch 2.13 does reduce bfloat16 CPU tensors (gloo long could not:
+    "Invalid scalar type", pytorch #111131). So on gloo the same arithmetic runs through
+    `hooks.bf16_cast_hook`, which mirrors torch's hook statement for statement (cast,
+    divide by the group size in bf16, all_reduce, copy back); a test checks its result
+    against torch's arithmetic done by hand. Which one ran is in the metrics (`bf16_hook`).
+    The trial fails if the flight recorder sees anything but bfloat16 all-reduces.
     """
 
     name = "bf16_compress"
-    summary = "torch's `bf16_compress_hook`: gradients all-reduced in bfloat16; CUDA/NCCL only, `skipped` on gloo with the reason (see below)"
+    summary = "gradients all-reduced in bfloat16: torch's `bf16_compress_hook` on NCCL, the same math under a name DDP allows on gloo (see below)"
     wire_dtype = "bfloat16"
 
-    def skip_reason(self, cfg: TrialConfig) -> str | None:
-        if cfg.device != "cuda":
-            return (
-                "DDP accepts bf16_compress_hook only with CUDA 11+ and NCCL 2.10+ (gloo can reduce bf16 "
-                "CPU tensors on torch 2.13, but DDP._check_comm_hook refuses the hook)"
-            )
-        return None
-
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
-        return None, default_hooks.bf16_compress_hook
+        hook = default_hooks.bf16_compress_hook if state.env.backend == "nccl" else ch.bf16_cast_hook
+        state.metrics["bf16_hook"] = f"{hook.__module__}.{hook.__qualname__}"
+        return None, hook
 
     def apply(self, state: TrialState) -> None:
         try:
             super().apply(state)
-        except TypeError as exc:  # DDP's own refusal (old NCCL/CUDA): a reason, not a failure
+        except TypeError as exc:  # DDP's own refusal (NCCL < 2.10, CUDA < 11): a reason, not a failure
             raise SkipTrial(str(exc)) from None
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
@@ -196,7 +190,8 @@ class PowerSGD(CommHookStrategy):
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         cfg = state.cfg
-        compressed = 4.0 * self.compressed_elements(state)  # P, Q and uncompressed go in fp32
+        # P, Q and the uncompressed tensors go in the gradients' dtype (the hook allocates them like the bucket).
+        compressed = float(grad_dtype_bytes(state.model) * self.compressed_elements(state))
         mean = warmup_mix(compressed, grad_bytes(state.model), start_iter=self.params.start_iter,
                           warmup=cfg.warmup_steps, steps=cfg.steps)  # fmt: skip
         return with_gradient_ops(state, {"all_reduce": mean})

@@ -1,4 +1,5 @@
-"""DDP comm hooks for top-k, EF-SignSGD and QSGD: one all-gather of a packed uint8 payload per bucket.
+"""DDP comm hooks for top-k, EF-SignSGD and QSGD (one all-gather of a packed uint8 payload per bucket),
+and torch's bf16 cast under a name DDP accepts on gloo (`bf16_cast_hook`).
 
 Register with `ddp.register_comm_hook(CompressionState(TopK(ratio=0.01)), compression_hook)`.
 
@@ -225,3 +226,23 @@ def compression_hook(state: CompressionState, bucket: dist.GradBucket) -> torch.
         return buffer.copy_(average_payloads(state.codec, gathered, world, n))
 
     return work.get_future().then(decode_and_average)
+
+
+def bf16_cast_hook(process_group: dist.ProcessGroup | None, bucket: dist.GradBucket) -> torch.futures.Future[torch.Tensor]:
+    """torch's `default_hooks.bf16_compress_hook`, statement for statement, under a name DDP lets gloo use.
+
+    DDP refuses a hook *named* `bf16_compress_hook` unless the process group is NCCL >= 2.10
+    (`DistributedDataParallel._check_comm_hook` tests `hook.__name__`), although gloo on
+    torch 2.13 all-reduces bfloat16 CPU tensors (1.5 + 2.5 = 4.0 at 2 ranks). The math is
+    torch's `_compress_hook(torch.bfloat16, ...)`: cast the bucket to bfloat16, divide by
+    the group size *in bfloat16, before* the all_reduce (torch divides first to avoid
+    overflow), sum, and copy the result back into the bucket's own dtype in place.
+    """
+    group = process_group if process_group is not None else dist.group.WORLD
+    buffer = bucket.buffer()
+    compressed = buffer.to(torch.bfloat16).div_(group.size())
+
+    def decompress(fut: torch.futures.Future[Any]) -> torch.Tensor:
+        return buffer.copy_(fut.value()[0])
+
+    return dist.all_reduce(compressed, group=group, async_op=True).get_future().then(decompress)

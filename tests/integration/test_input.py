@@ -1,0 +1,102 @@
+"""The input workload on 2 gloo ranks: broadcast bytes against the cost model, padding against a hand count."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.eval.lm import corpus_path
+from bench.models.zoo import MODELS
+from bench.runner import suite as suites
+from bench.runner.sweep import run_sweep
+from bench.storage.parquet import read_results
+from bench.workloads.data import stream_seed
+from bench.workloads.input import synthetic_documents
+
+pytestmark = pytest.mark.multirank
+
+ROWS, ROW_LEN, STEPS, WARMUP = 4, 32, 4, 2
+STRATEGIES = ["baseline", "ids_int32", "pad_dynamic", "pack+ids_int32"]
+
+
+def suite(name: str, strategies: list[str], source: str) -> str:
+    return f"""
+name = "{name}"
+[matrix]
+strategies = {json.dumps(strategies)}
+models = ["gpt2-tiny"]
+workloads = ["input"]
+world_sizes = [2]
+[settings]
+steps = {STEPS}
+warmup_steps = {WARMUP}
+batch_size = {ROWS}
+seq_len = {ROW_LEN}
+profile_steps = 0
+timeout_s = 240
+[settings.options]
+source = "{source}"
+"""
+
+
+def sweep(root: Path, name: str, strategies: list[str], source: str) -> pd.DataFrame:
+    path = root / f"{name}.toml"
+    path.write_text(suite(name, strategies, source))
+    outcome = run_sweep(suites.load(str(path)), root / "results", progress=False)
+    df = read_results([root / "results" / name])
+    assert outcome.counts == {"ok": len(strategies)}, df[["strategy", "error"]]
+    return df.set_index("strategy")
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory: pytest.TempPathFactory) -> pd.DataFrame:
+    return sweep(tmp_path_factory.mktemp("input"), "inputtest", STRATEGIES, "synthetic")
+
+
+def measured_documents() -> list[list[int]]:
+    """The synthetic documents' lengths, batch by batch, for the measured steps (seed 0, data.seed 1234)."""
+    vocab = MODELS.get("gpt2-tiny").vocab_size
+    docs = synthetic_documents(stream_seed(1234, 0, "input"), ROW_LEN / 2, vocab)
+    lengths = [d.numel() for d in itertools.islice(docs, (WARMUP + STEPS) * ROWS)]
+    return [lengths[i * ROWS : (i + 1) * ROWS] for i in range(WARMUP, WARMUP + STEPS)]
+
+
+def test_broadcast_bytes_equal_the_cost_model_on_every_rank(synthetic: pd.DataFrame) -> None:
+    for strategy, row in synthetic.iterrows():
+        model = row.analytic_logical_bytes_per_step_per_rank
+        assert list(row.comm_logical_bytes_per_step_per_rank) == [model, model], strategy
+        assert row.input_bytes_per_step == model, strategy
+        assert "synthetic" in json.loads(row.metrics)["input_source"]
+
+
+def test_int32_ids_halve_the_fixed_shape_batch(synthetic: pd.DataFrame) -> None:
+    # pad_max: no header, ids and lengths only, so exactly half; and by hand (4 x 32 ids + 4 lengths).
+    assert synthetic.loc["baseline", "input_bytes_per_step"] == (ROWS * ROW_LEN + ROWS) * 8
+    assert synthetic.loc["ids_int32", "input_bytes_per_step"] == (ROWS * ROW_LEN + ROWS) * 4
+
+
+def test_padded_fraction_is_the_hand_count(synthetic: pd.DataFrame) -> None:
+    batches = measured_documents()
+    real = sum(min(n, ROW_LEN) for batch in batches for n in batch)
+    pad_max = 1 - real / (STEPS * ROWS * ROW_LEN)
+    dynamic_slots = sum(ROWS * min(ROW_LEN, max(batch)) for batch in batches)
+    assert synthetic.loc["baseline", "padded_token_fraction"] == pytest.approx(pad_max, abs=1e-12)
+    assert synthetic.loc["ids_int32", "padded_token_fraction"] == pytest.approx(pad_max, abs=1e-12)
+    assert synthetic.loc["pad_dynamic", "padded_token_fraction"] == pytest.approx(1 - real / dynamic_slots, abs=1e-12)
+    assert synthetic.loc["baseline", "input_tokens_per_step"] == real / STEPS
+    pack = synthetic.loc["pack+ids_int32"]
+    assert pack.padded_token_fraction == 0 and pack.input_tokens_per_step == ROWS * ROW_LEN
+    assert 0 < pad_max and 1 - real / dynamic_slots < pad_max  # the source has short documents to pad
+
+
+@pytest.mark.corpus
+@pytest.mark.skipif(not corpus_path(None).is_file(), reason=f"no corpus at {corpus_path(None)}")
+def test_the_corpus_source_reads_wikitext(tmp_path: Path) -> None:
+    row = sweep(tmp_path, "inputcorpus", ["pad_dynamic"], "corpus").loc["pad_dynamic"]
+    assert str(corpus_path(None)) in json.loads(row.metrics)["input_source"]
+    assert list(row.comm_logical_bytes_per_step_per_rank) == [row.analytic_logical_bytes_per_step_per_rank] * 2
+    assert 0 < row.padded_token_fraction < 1
