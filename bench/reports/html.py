@@ -20,7 +20,7 @@ body{font-family:system-ui,sans-serif;margin:2em;max-width:1400px;color:#222}
 table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}
 th,td{border:1px solid #ccc;padding:3px 7px;text-align:right}
 th{background:#f3f3f3} td.l,th.l{text-align:left}
-.skipped{color:#777}.failed{color:#b00}
+.skipped{color:#777}.failed{color:#b00}.oversubscribed td{background:#fff3dc}
 pre{background:#f7f7f7;padding:.5em;font-size:12px;white-space:pre-wrap}
 img{max-width:100%}
 """
@@ -80,6 +80,13 @@ TABLE = [
 ]
 
 
+OVERSUBSCRIBED = "ranks × threads per rank exceed the cores: latency measures the OS scheduler too"
+
+
+def _oversubscribed(r: pd.Series) -> bool:
+    return bool(r.get("oversubscribed") is True)
+
+
 def table_html(df: pd.DataFrame) -> str:
     head = "".join(f"<th class='{'l' if k == 's' else ''}'>{html.escape(h)}</th>" for _, h, k in TABLE)
     rows = []
@@ -88,9 +95,13 @@ def table_html(df: pd.DataFrame) -> str:
         for col, _, kind in TABLE:
             v = r.get(col)
             text = html.escape(str(v)) if kind == "s" else _fmt(v, kind)
+            if col == "world_size" and _oversubscribed(r):
+                text += f" <span title='{OVERSUBSCRIBED}'>⚠</span>"
             cells.append(f"<td class='{'l' if kind == 's' else ''}'>{text}</td>")
-        rows.append(f"<tr class='{r['status']}'>{''.join(cells)}</tr>")
-    return f"<table><tr>{head}</tr>{''.join(rows)}</table>"
+        marks = " oversubscribed" if _oversubscribed(r) else ""
+        rows.append(f"<tr class='{r['status']}{marks}'>{''.join(cells)}</tr>")
+    note = f"<p>⚠ oversubscribed: {OVERSUBSCRIBED}.</p>" if any(_oversubscribed(r) for _, r in df.iterrows()) else ""
+    return f"<table><tr>{head}</tr>{''.join(rows)}</table>{note}"
 
 
 BYTES_TABLE = [

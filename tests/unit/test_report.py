@@ -91,3 +91,11 @@ def test_no_accuracy_vs_size_without_perplexity_or_embeddings(tmp_path: Path) ->
     assert "perplexity vs bytes" not in text and "embedding gap vs bytes" not in text
     train_only = _report_of([_row("baseline", 0.1, 2e6, 2.0)], tmp_path / "train")
     assert "Model compression" not in train_only and "Accuracy vs model size" not in train_only
+
+
+def test_oversubscribed_rows_are_marked(tmp_path: Path) -> None:
+    fits, over = _row("baseline", 0.1, 2e6, 2.0), _row("fp16_compress", 0.3, 1e6, 2.0)
+    fits["oversubscribed"], over["oversubscribed"] = False, True
+    text = _report_of([fits, over], tmp_path)
+    assert text.count("<tr class='ok oversubscribed'>") == 1 and "⚠ oversubscribed: ranks × threads" in text
+    assert "<tr class='ok'>" in text  # the row that fits is not marked
