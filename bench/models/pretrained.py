@@ -176,7 +176,22 @@ def _load(name: str, src: Source, weights: Path | str) -> tuple[nn.Module, PreTr
         where = str(cached)
     tokenizer = AutoTokenizer.from_pretrained(where)
     model = cls.from_pretrained(where, dtype=torch.float32)
-    return model.eval(), tokenizer
+    return own_memory(model).eval(), tokenizer
+
+
+def own_memory(model: nn.Module) -> nn.Module:
+    """Copy every tensor of `model` out of the memory-mapped checkpoint it was loaded from.
+
+    transformers maps a safetensors file and hands out views of it. Pages of that mapping
+    stay resident (and in RSS) as long as any view is alive: a strategy that replaces the
+    float32 weights (int8 quantization) but keeps one (the tied embedding) would leave the
+    whole float32 model's pages in the candidate's peak memory. Owned copies are freed with
+    the tensors that hold them, so RSS counts what the model holds, whatever its strategy.
+    """
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            t.data = t.data.clone()
+    return model
 
 
 def _cache_dir(name: str, gguf: Path) -> Path:

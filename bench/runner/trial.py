@@ -200,7 +200,8 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     else:
         reasons["gen_tokens_per_s"] = "generation applies to causal LMs in the infer workload"
     row.update(dp=first.parallel.dp, tp=first.parallel.tp, pp=first.parallel.pp)
-    row["metrics"] = json.dumps(first.metrics, default=str)
+    phases = {"phases_s": first.phases_s} if first.phases_s else {}  # every step's phases, beside their medians
+    row["metrics"] = json.dumps({**first.metrics, **phases}, default=str)
     row["null_reasons"] = json.dumps(reasons)
     return row
 

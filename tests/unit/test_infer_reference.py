@@ -12,12 +12,9 @@ import torch
 from bench.contracts import RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.eval import reference
-from bench.models.zoo import MODELS, build_model
 from bench.strategies import parse
 from bench.workloads import infer
-from bench.workloads.common import batches
-from bench.workloads.data import MarkovChain
-from tests.unit.tiny_models import apply
+from tests.plain import held_out_by_hand
 
 STRATEGY = "prune_l1(amount=0.5)"  # visibly changes a random-init model's logits (fp16 casts barely do)
 ENV = RankEnv(rank=0, local_rank=0, world_size=1, device=torch.device("cpu"), backend="gloo")
@@ -62,29 +59,16 @@ def run(strategy: str) -> RankResult:
     return infer.run(config(strategy), parse(strategy), ENV)
 
 
-@torch.no_grad()
-def plain_fidelity(strategy: str) -> tuple[float, float]:
-    """KL(reference || candidate) and top-1 agreement on the held-out batches, written out by hand."""
-    cfg = config(strategy)
-    spec = MODELS.get(cfg.model)
-    ref, cand = build_model(spec, cfg.seed).eval(), build_model(spec, cfg.seed).eval()
-    apply(strategy, cand)
-    held_out = batches(cfg, MarkovChain.from_config(cfg.data), True, "eval", 0, cfg.eval_batches)
-    ids = torch.cat([b.input_ids for b in held_out])
-    p, q = ref(ids).logits.log_softmax(-1), cand(ids).logits.log_softmax(-1)
-    kl = (p.exp() * (p - q)).sum(-1).mean()
-    return float(kl), float((p.argmax(-1) == q.argmax(-1)).float().mean())
-
-
 def test_the_reference_is_freed_before_the_window_and_computed_once(monkeypatch: pytest.MonkeyPatch) -> None:
     spy = Spy(monkeypatch)
     cold = run(STRATEGY)
     # Cold cache: the candidate is loaded, then a reference copy, which is gone when the window opens.
     assert len(spy.loaded) == 2 and spy.alive_at_start == [True, False]
     assert cold.metrics["reference_cache"] == "computed"
-    kl, top1 = plain_fidelity(STRATEGY)
-    assert kl > 1e-3 and cold.accuracy.kl_mean == pytest.approx(kl, rel=1e-4)
-    assert cold.accuracy.top1_agreement == top1
+    plain = held_out_by_hand(config(STRATEGY))
+    assert plain["kl_mean"] > 1e-3 and cold.accuracy.kl_mean == pytest.approx(plain["kl_mean"], rel=1e-4)
+    assert cold.accuracy.top1_agreement == plain["top1_agreement"]
+    assert cold.accuracy.eval_loss == pytest.approx(plain["eval_loss"], rel=1e-6)
     spy.loaded.clear()
     warm = run(STRATEGY)
     assert len(spy.loaded) == 1 and warm.metrics["reference_cache"] == "hit"  # the reference never ran
