@@ -25,7 +25,6 @@ Without a corpus, a pretrained model's accuracy is null with the reason.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import time
 from dataclasses import dataclass
@@ -44,7 +43,7 @@ from bench.strategies import Composition, Phase, TrialState
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate
+from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
 from bench.workloads.data import LMBatch, MarkovChain
 
 GENERATE_REPEATS = 3
@@ -78,18 +77,15 @@ def reference_id(spec: ModelSpec, seed: int) -> dict[str, Any]:
 class HeldOut:
     """Zoo models: loss on held-out batches of the synthetic language, and fidelity to the reference on them."""
 
+    cfg: TrialConfig
     chain: MarkovChain
     batches: list[LMBatch]
     device: torch.device
     reference_id: dict[str, Any]
-    data: dict[str, Any]
 
     def protocol(self) -> dict[str, Any]:
-        tokens = sum(b.input_ids.numel() for b in self.batches)
-        return {
-            "corpus": "synthetic Markov source", "data": self.data, "metric": "held-out loss; KL and top-1 against the reference",
-            "level": "token", "batches": len(self.batches), "tokens_scored": tokens, "reference": self.reference_id,
-        }  # fmt: skip
+        held_out = synthetic_protocol(self.cfg, self.batches)
+        return {**held_out, "metric": f"{held_out['metric']}; KL and top-1 against the reference", "reference": self.reference_id}
 
     def key(self) -> dict[str, Any]:
         ids = [b.input_ids for b in self.batches]
@@ -114,7 +110,7 @@ def accuracy_task(
     if not spec.pretrained:
         chain = MarkovChain.from_config(cfg.data)
         held_out = batches(cfg, chain, spec.causal, "eval", 0, cfg.eval_batches)
-        return HeldOut(chain=chain, batches=held_out, device=env.device, reference_id=ref, data=dataclasses.asdict(cfg.data))
+        return HeldOut(cfg=cfg, chain=chain, batches=held_out, device=env.device, reference_id=ref)
     found = corpora.find(opts.corpus)
     if isinstance(found, str):
         return found
@@ -140,8 +136,10 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     model, tokenizer = load_model(spec, cfg.seed)
     task = accuracy_task(cfg, opts, spec, env, tokenizer)
     entry: Any = None
+    started = time.perf_counter()
     if not isinstance(task, str):
         entry = reference.ensure(task.key(), env.device, lambda: _run_reference(task, spec, cfg.seed, env.device))
+    reference_s = time.perf_counter() - started  # computing, or reading and verifying, the reference outputs
     state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=model)
     # No other name may hold the uncompressed model: the window's start collects garbage and
     # trims the heap, so its peak is the candidate's alone.
@@ -161,7 +159,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         acc = _no_accuracy(spec, task) if isinstance(task, str) else task.score(model, reference.load(entry), state.autocast)
     metrics = {**state.metrics, **lm.model_sizes(model)}
     if entry is not None:
-        metrics.update(reference_cache=entry.status, reference_key=entry.key_hash)
+        metrics.update(reference_cache=entry.status, reference_key=entry.key_hash, reference_s=reference_s)
     return RankResult(
         rank=env.rank,
         window=window,

@@ -14,7 +14,7 @@ from bench.distributed.env import RankEnv
 from bench.strategies import Composition, Phase, TrialState, effective
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate
+from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
 from bench.workloads.data import LMBatch, MarkovChain
 
 
@@ -97,6 +97,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     check_wire_dtype(comp, window.comm_records, state)
     train_losses = [float(x) for x in losses]  # warmup and window: the profiler pass's steps come after
     accuracy = evaluate(state.model, chain, held_out, env.device)
+    accuracy.protocol = synthetic_protocol(cfg, held_out)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -97,6 +98,8 @@ def test_row_is_complete(swept: tuple) -> None:
     assert row.measurement_version == MEASUREMENT_VERSION and row.oversubscribed == (2 * row.threads_per_rank > row.cpu_cores)
     assert row.world_size == row.dp == 2 and row.tp == row.pp == 1
     assert row.eval_loss > row.bayes_loss > 0
+    protocol = json.loads(row.accuracy_protocol)  # eval_batches x batch_size x seq_len tokens of the held-out stream
+    assert (protocol["corpus"], protocol["split"], protocol["tokens_scored"]) == ("synthetic Markov source", "eval", 1 * 2 * 32)
     assert '"cuda_max_allocated": "CPU trial: no CUDA allocator"' in row.null_reasons
     assert pd.isna(row.mem_cuda_max_allocated_bytes_max)
 

@@ -93,6 +93,7 @@ def test_infer_accuracy_equals_a_plain_computation(rows: dict[str, pd.Series]) -
     assert row.top1_agreement == plain["top1_agreement"]
     protocol = json.loads(row.accuracy_protocol)
     assert protocol["tokens_scored"] == 2 * 2 * 32 and protocol["corpus"] == "synthetic Markov source"
+    assert protocol["metric"] == "held-out loss against the exact Bayes floor; KL and top-1 against the reference"
     assert protocol["reference"]["weights_source"] == row.weights_source == "random init of the gpt2-tiny config, seed 0"
     assert json.loads(row.metrics)["reference_cache"] == "computed"
     assert row.measurement_version == MEASUREMENT_VERSION and not row.oversubscribed
