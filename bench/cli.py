@@ -43,10 +43,14 @@ def _cmd_list(args: argparse.Namespace) -> int:
             extra = f" (alias: {', '.join(aliases[name])})" if name in aliases else ""
             print(f"  {name:<22} {cls.summary}{extra}")
     if what in ("all", "models"):
+        from bench.models.zoo import weights_source
+
         print("models:")
         for name in MODELS.names():
             spec = MODELS.get(name)
             print(f"  {name:<22} {spec.family:<6} {spec.size:<10} {spec.objective:<7} {spec.notes}")
+            if spec.pretrained:  # what "uncompressed" means for this model, as its rows' weights_source says
+                print(f"  {'':<22} weights: {weights_source(spec, seed=0)}")
     if what in ("all", "workloads"):
         print("workloads:")
         for name in WORKLOADS.names():

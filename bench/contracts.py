@@ -17,6 +17,12 @@ from typing import Any
 from bench.config import canonical_json
 
 DEVICES = ("cpu", "cuda")
+# What the measurement code measures, as a version: stored in every row, and a sweep reuses
+# only rows of this version (older ones are rerun). Bump it when a change makes a stored
+# number mean something else, even if no column changes shape (that is SCHEMA_VERSION).
+# 2: infer measures the compressed model without the reference resident; transfer's step
+#    includes rank 0's encode; tokens/s of token-free workloads is null, not 0.
+MEASUREMENT_VERSION = 2
 # Config fields that do not change what is measured: left out of the case (and the history key).
 NOT_IN_CASE = ("suite", "timeout_s", "plugins")
 
@@ -164,17 +170,24 @@ class WindowResult:
 
 @dataclass(kw_only=True, slots=True)
 class Accuracy:
-    """Accuracy of the trained or compressed model; each field None where it does not apply."""
+    """Accuracy of the trained or compressed model; each field None where it does not apply.
+
+    `protocol` says how it was measured (corpus and its SHA-256, tokens, window, stride,
+    level, the reference's identity: the `accuracy_protocol` column); `null_reasons` says
+    why a field that applies is None (e.g. no corpus).
+    """
 
     eval_loss: float | None = None
     bayes_loss: float | None = None
     entropy_rate: float | None = None
     perplexity: float | None = None
     perplexity_tokens: int | None = None
+    reference_perplexity: float | None = None
     kl_mean: float | None = None
     top1_agreement: float | None = None
     embedding_cosine: float | None = None
-    reason: str | None = None  # why perplexity could not be measured (e.g. no corpus)
+    protocol: dict[str, Any] | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -221,6 +234,10 @@ class RankResult:
     profile: Profile | None = None
     train_losses: list[float] | None = None
     generate: Generate | None = None
+    # A step made of named phases timed separately (transfer: encode, broadcast, decode):
+    # phase -> its duration in each measured step, the same on every rank. The step's
+    # latency is then their sum.
+    phases_s: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": "ok", **dataclasses.asdict(self)}

@@ -1,32 +1,29 @@
-"""Accuracy glue for the infer workload: corpus loading, perplexity, fidelity to the reference, sizes."""
+"""Accuracy on text for the infer workload: its options, and the two text tasks (perplexity, sentence embeddings).
+
+A task knows what it measures on (token ids or sentences), the key of the reference outputs
+it needs (`bench.eval.reference`), how to compute those with the reference model, and how
+to score a candidate against them. Every score carries its protocol: the corpus, its
+SHA-256, tokens, window, stride, level and the reference's identity.
+"""
 
 from __future__ import annotations
 
-import os
+import hashlib
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 from torch import nn
 
+from bench.contracts import Accuracy
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus
+from bench.eval.corpus import Corpus
 from bench.models.sizing import dense_bytes, sparse_bytes
 
-DEFAULT_CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "wikitext-2" / "valid.txt"
-CORPUS_ENV = "COMMBENCH_WIKITEXT"
 Autocast = Callable[[], AbstractContextManager[Any]]
-
-
-def corpus_path(corpus: str | None) -> Path:
-    """The text file a workload reads: `corpus`, else $COMMBENCH_WIKITEXT, else ../shared/data/wikitext-2/valid.txt."""
-    return Path(corpus or os.environ.get(CORPUS_ENV) or DEFAULT_CORPUS)
-
-
-def missing_corpus_reason(path: Path) -> str:
-    return f"corpus file not found: {path} (set options.corpus or ${CORPUS_ENV})"
+MIN_SENTENCE_WORDS = 8  # corpus lines shorter than this are headings or blank
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -39,7 +36,7 @@ class CorpusOptions:
     first tokens of each window would be scored with almost none, overstating perplexity.
     """
 
-    corpus: str | None = None  # a text file; else $COMMBENCH_WIKITEXT, else ../shared/data/wikitext-2/valid.txt
+    corpus: str | None = None  # a text file; "hub"; unset: WikiText-2 valid, local copy else hub (bench.eval.corpus)
     max_tokens: int = 16384  # corpus tokens scored for perplexity
     window: int = 512  # tokens per perplexity window
     stride: int | None = None  # tokens between window starts; None: window // 2
@@ -59,84 +56,180 @@ class CorpusOptions:
             raise ValueError("sentences must be >= 1")
 
     @property
-    def path(self) -> Path:
-        return corpus_path(self.corpus)
-
-    @property
     def window_stride(self) -> tuple[int, int]:
         return self.window, self.stride if self.stride is not None else max(1, self.window // 2)
 
-    def missing_reason(self) -> str:
-        return missing_corpus_reason(self.path)
+
+class AccuracyTask(Protocol):
+    """What accuracy is measured on, and the reference outputs it needs."""
+
+    def key(self) -> dict[str, Any]:
+        """Everything that determines the reference outputs (hashed into their cache entry)."""
+        ...
+
+    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        """The reference model's outputs this task scores candidates against."""
+        ...
+
+    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
+        """The candidate's accuracy against `ref`, with the protocol it was measured under."""
+        ...
 
 
-def corpus_ids(opts: CorpusOptions, tokenizer: Any) -> torch.Tensor | None:
-    """Token ids of the corpus (up to `max_tokens`), or None without a file."""
-    if not opts.path.is_file():
-        return None
-    return read_corpus(opts.path, tokenizer, opts.max_tokens)
-
-
-def corpus_accuracy(
-    opts: CorpusOptions, reference: nn.Module, model: nn.Module, ids: torch.Tensor, device: torch.device, autocast: Autocast
-) -> dict[str, Any]:
-    """Sliding-window perplexity of `model` (see `CorpusOptions`), and its fidelity to `reference` on the same text."""
-    window, stride = opts.window_stride
-    with autocast():
-        ppl = perplexity(model, ids.to(device), window=window, stride=stride, max_tokens=None)
-    chunks = [ids[i : i + window] for i in range(0, ids.numel() - 1, window)][: opts.fidelity_windows]
-    fid = batch_fidelity(reference, model, [c[None] for c in chunks if c.numel() > 1], device, autocast)
-    return {"perplexity": ppl["ppl"], "perplexity_tokens": ppl["tokens"], **fid}
+def ids_sha256(*tensors: torch.Tensor) -> str:
+    """SHA-256 of token tensors: the inputs themselves, in the reference's cache key."""
+    h = hashlib.sha256()
+    for t in tensors:
+        h.update(str(tuple(t.shape)).encode())
+        h.update(t.detach().cpu().to(torch.int64).contiguous().reshape(-1).numpy().tobytes())
+    return h.hexdigest()
 
 
 @torch.no_grad()
-def batch_fidelity(
-    reference: nn.Module, model: nn.Module, inputs: list[torch.Tensor], device: torch.device, autocast: Autocast
+def logits_of(model: nn.Module, inputs: list[torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The model's float32 logits on each input: `logits.0`, `logits.1`, ..."""
+    return {f"logits.{i}": model(input_ids=ids.to(device)).logits.float() for i, ids in enumerate(inputs)}
+
+
+@torch.no_grad()
+def fidelity_to(
+    ref: dict[str, torch.Tensor], model: nn.Module, inputs: list[torch.Tensor], device: torch.device, autocast: Autocast
 ) -> dict[str, Any]:
-    """Mean KL(reference || model) of next-token distributions and top-1 agreement over `inputs`."""
-    kls, agree, weights = [], [], []
-    for ids in inputs:
-        ids = ids.to(device)
-        ref = reference(input_ids=ids).logits.float()
-        with autocast():
-            cand = model(input_ids=ids).logits.float()
-        f = fidelity(ref.reshape(-1, ref.shape[-1]), cand.reshape(-1, cand.shape[-1]))
-        kls.append(f["kl_mean"])
-        agree.append(f["top1_agreement"])
-        weights.append(ids.numel())
-    if not weights:
+    """Mean KL(reference || model) of next-token distributions and top-1 agreement, over every position of `inputs`."""
+    if not inputs:
         return {}
-    total = sum(weights)
-    return {
-        "kl_mean": sum(k * w for k, w in zip(kls, weights)) / total,
-        "top1_agreement": sum(a * w for a, w in zip(agree, weights)) / total,
-    }
+    kl_sum, agree_sum, positions = 0.0, 0.0, 0
+    for i, ids in enumerate(inputs):
+        with autocast():
+            cand = model(input_ids=ids.to(device)).logits.float()
+        r = ref[f"logits.{i}"].to(cand.device)
+        f = fidelity(r.reshape(-1, r.shape[-1]), cand.reshape(-1, cand.shape[-1]))
+        n = ids.numel()
+        kl_sum, agree_sum, positions = kl_sum + f["kl_mean"] * n, agree_sum + f["top1_agreement"] * n, positions + n
+    return {"kl_mean": kl_sum / positions, "top1_agreement": agree_sum / positions}
 
 
-def sentence_batch(opts: CorpusOptions, tokenizer: Any, count: int, seq_len: int) -> dict[str, torch.Tensor]:
-    """`count` corpus lines (or fixed sentences without a corpus), tokenized to `seq_len`."""
-    path = opts.path
+@dataclass(kw_only=True)
+class CorpusPerplexity:
+    """Causal LMs on a corpus: sliding-window perplexity, and KL / top-1 against the reference on its first windows."""
+
+    opts: CorpusOptions
+    corpus: Corpus
+    ids: torch.Tensor  # the first max_tokens token ids, 1-D
+    device: torch.device
+    reference_id: dict[str, Any]  # model name, weights source, weights fingerprint
+
+    @classmethod
+    def read(
+        cls, opts: CorpusOptions, corpus: Corpus, tokenizer: Any, device: torch.device, reference_id: dict[str, Any]
+    ) -> CorpusPerplexity:
+        ids = read_corpus(corpus.path, tokenizer, opts.max_tokens)
+        return cls(opts=opts, corpus=corpus, ids=ids, device=device, reference_id=reference_id)
+
+    def chunks(self) -> list[torch.Tensor]:
+        """The fidelity windows: consecutive `window`-token slices from the start, as [1, len] batches."""
+        window, _ = self.opts.window_stride
+        chunks = [self.ids[i : i + window] for i in range(0, self.ids.numel() - 1, window)][: self.opts.fidelity_windows]
+        return [c[None] for c in chunks if c.numel() > 1]
+
+    def protocol(self) -> dict[str, Any]:
+        window, stride = self.opts.window_stride
+        return {
+            **self.corpus.protocol(),
+            "metric": "sliding-window perplexity; KL and top-1 agreement against the reference",
+            "level": "token",
+            "tokens_read": int(self.ids.numel()),
+            "max_tokens": self.opts.max_tokens,
+            "window": window,
+            "stride": stride,
+            "fidelity_windows": len(self.chunks()),
+            "fidelity_positions": sum(c.numel() for c in self.chunks()),
+            "reference": self.reference_id,
+        }
+
+    def key(self) -> dict[str, Any]:
+        return {"task": "corpus-perplexity", "ids_sha256": ids_sha256(self.ids), **self.protocol()}
+
+    def _perplexity(self, model: nn.Module) -> dict[str, Any]:
+        window, stride = self.opts.window_stride
+        return perplexity(model, self.ids.to(self.device), window=window, stride=stride, max_tokens=None)
+
+    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        ppl = self._perplexity(model)
+        sums = {"nll_sum": torch.tensor(ppl["nll_sum"], dtype=torch.float64), "tokens": torch.tensor(ppl["tokens"])}
+        return {**sums, **logits_of(model, self.chunks(), self.device)}
+
+    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
+        with autocast():
+            ppl = self._perplexity(model)
+        fid = fidelity_to(ref, model, self.chunks(), self.device, autocast)
+        reference_ppl = torch.exp(ref["nll_sum"] / ref["tokens"]).item()
+        return Accuracy(
+            perplexity=ppl["ppl"], perplexity_tokens=ppl["tokens"], reference_perplexity=reference_ppl,
+            kl_mean=fid.get("kl_mean"), top1_agreement=fid.get("top1_agreement"),
+            protocol={**self.protocol(), "tokens_scored": ppl["tokens"]},
+        )  # fmt: skip
+
+
+def corpus_lines(corpus: Corpus, count: int) -> list[str]:
+    """The first `count` lines of the corpus with at least MIN_SENTENCE_WORDS words."""
     lines: list[str] = []
-    if path.is_file():
-        with path.open(encoding="utf-8") as f:
-            lines = [line.strip() for line in f if len(line.split()) >= 8][:count]
-    while len(lines) < count:  # no corpus: deterministic filler sentences
-        lines.append(f"Sentence number {len(lines)} is about communication in distributed training.")
+    with corpus.path.open(encoding="utf-8") as f:
+        for line in f:
+            if len(line.split()) >= MIN_SENTENCE_WORDS:
+                lines.append(line.strip())
+                if len(lines) == count:
+                    break
+    return lines
+
+
+def sentence_batch(lines: list[str], tokenizer: Any, seq_len: int) -> dict[str, torch.Tensor]:
+    """`lines` tokenized, padded and truncated to `seq_len`."""
     return dict(tokenizer(lines, padding="max_length", truncation=True, max_length=seq_len, return_tensors="pt"))
 
 
-@torch.no_grad()
-def embedding_fidelity(
-    opts: CorpusOptions, seq_len: int, tokenizer: Any, reference: nn.Module, model: nn.Module, device: torch.device,
-    autocast: Autocast,
-) -> dict[str, Any]:
-    """Mean cosine similarity of sentence embeddings (mean-pooled) to the reference model's."""
-    batch = {k: v.to(device) for k, v in sentence_batch(opts, tokenizer, opts.sentences, seq_len).items()}
-    ref = mean_pool(reference(**batch).last_hidden_state.float(), batch["attention_mask"])
-    with autocast():
-        cand = mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
-    cos = embedding_cosine(ref, cand)
-    return {"embedding_cosine": float(cos.mean()) if isinstance(cos, torch.Tensor) else float(cos)}
+@dataclass(kw_only=True)
+class SentenceEmbeddings:
+    """Embedding models: cosine of mean-pooled sentence embeddings of corpus lines to the reference's."""
+
+    corpus: Corpus
+    batch: dict[str, torch.Tensor]
+    seq_len: int
+    device: torch.device
+    reference_id: dict[str, Any]
+    lines: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.lines = int(self.batch["input_ids"].shape[0])
+
+    def protocol(self) -> dict[str, Any]:
+        return {
+            **self.corpus.protocol(),
+            "metric": "cosine of mean-pooled sentence embeddings to the reference's",
+            "level": "sentence",
+            "sentences": self.lines,
+            "min_words": MIN_SENTENCE_WORDS,
+            "seq_len": self.seq_len,
+            "tokens_scored": int(self.batch["attention_mask"].sum()),
+            "reference": self.reference_id,
+        }
+
+    def key(self) -> dict[str, Any]:
+        return {"task": "sentence-embeddings", "ids_sha256": ids_sha256(*self.batch.values()), **self.protocol()}
+
+    @torch.no_grad()
+    def _embed(self, model: nn.Module) -> torch.Tensor:
+        batch = {k: v.to(self.device) for k, v in self.batch.items()}
+        return mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
+
+    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return {"embeddings": self._embed(model)}
+
+    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
+        with autocast():
+            cand = self._embed(model)
+        cos = embedding_cosine(ref["embeddings"].to(cand.device), cand)
+        return Accuracy(embedding_cosine=float(cos.mean()), protocol=self.protocol())
 
 
 def model_sizes(model: nn.Module) -> dict[str, Any]:

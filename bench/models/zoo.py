@@ -183,6 +183,15 @@ def build_model(spec: ModelSpec, seed: int) -> nn.Module:
     return _CLASSES[(spec.family, spec.objective)](spec.config)
 
 
+def weights_source(spec: ModelSpec, seed: int) -> str:
+    """What the model's weights are: the pretrained source in words, or the seeded random init."""
+    if spec.pretrained:
+        from bench.models.pretrained import weights_source as pretrained_source
+
+        return pretrained_source(spec.pretrained)
+    return f"random init of the {spec.name} config, seed {seed}"
+
+
 def count_params(model: nn.Module) -> int:
     """Distinct parameters (tied embeddings counted once), as DDP and optimizers see them."""
     return sum(p.numel() for p in model.parameters())

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from bench.contracts import MEASUREMENT_VERSION
 from bench.runner.suite import Suite, Trial
 from bench.runner.trial import base_row, run_trial, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
@@ -33,14 +34,21 @@ class SweepOutcome:
 
 
 def plan(suite: Suite, results_dir: Path, force: bool) -> list[tuple[Trial, str]]:
-    """Each trial with what a sweep would do with it: run, skip (reason) or done (cached)."""
-    done = set() if force else completed_trials(results_dir)
+    """Each trial with what a sweep would do with it: run, skip (reason) or done (cached).
+
+    A trial is done when a row of it was recorded ok by the current measurement code
+    (`MEASUREMENT_VERSION`); one recorded by older code is run again, and says so.
+    """
+    done = {} if force else completed_trials(results_dir, MEASUREMENT_VERSION)
     out = []
     for t in suite.trials:
+        version = done.get(t.config.trial_id)
         if t.skip:
             out.append((t, f"skip: {t.skip}"))
-        elif t.config.trial_id in done:
+        elif version == MEASUREMENT_VERSION:
             out.append((t, "done"))
+        elif version is not None:
+            out.append((t, f"run: recorded by measurement version {version}, now {MEASUREMENT_VERSION}"))
         else:
             out.append((t, "run"))
     return out

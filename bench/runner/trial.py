@@ -2,7 +2,9 @@
 
 Aggregation across ranks (documented in the README):
 - step latency: per step, the max over ranks (the step is done when the slowest rank
-  is); the per-step max-min spread is kept beside it;
+  is); the per-step max-min spread is kept beside it. A workload whose step is made of
+  phases timed across ranks (transfer: encode, broadcast, decode) reports them, and the
+  step is their sum;
 - memory: per rank, and as max and sum over ranks;
 - bytes: per rank and summed over ranks;
 - loss: mean over ranks per step.
@@ -20,25 +22,42 @@ import numpy as np
 
 from bench.comm.cost_model import BUS_FACTOR, bus_factor
 from bench.comm.cost_model import wire as wire_model
-from bench.contracts import Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
+from bench.contracts import MEASUREMENT_VERSION, Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.launch import LaunchResult, launch
+from bench.models.zoo import MODELS, weights_source
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
 from bench.system import environment, history_key, now_utc
 from bench.trackers.latency import percentiles
+from bench.workloads import WORKLOADS
+
+EXACT_RSS = "kernel-VmHWM"
+# Columns of the phases a workload times inside its step (RankResult.phases_s).
+PHASE_COLUMNS = {
+    "encode": "transfer_encode_p50_s", "broadcast": "transfer_broadcast_p50_s", "decode": "transfer_decode_p50_s",
+}  # fmt: skip
+
+
+def _weights_source(cfg: TrialConfig) -> str | None:
+    if not WORKLOADS.get(cfg.workload).needs_model:
+        return None
+    return weights_source(MODELS.get(cfg.model), cfg.seed)
 
 
 def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]]) -> dict[str, Any]:
     env = environment()
+    threads = threads_for(cfg.world_size, cfg.threads_per_rank)
     return {
         "schema_version": SCHEMA_VERSION,
+        "measurement_version": MEASUREMENT_VERSION,
         "run_id": run_id,
         "trial_id": cfg.trial_id,
         "suite": cfg.suite,
         "strategy": cfg.strategy,
         "strategy_params": json.dumps(strategy_params),
         "model": cfg.model,
+        "weights_source": _weights_source(cfg),
         "workload": cfg.workload,
         "device": cfg.device,
         "backend": backend_for(cfg.device),
@@ -53,7 +72,8 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         **{k: env[k] for k in ("git_sha", "git_dirty", "torch_version", "transformers_version", "python_version")},
         "packages": json.dumps(env["packages"]),
         **{k: env[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "hostname")},
-        "threads_per_rank": threads_for(cfg.world_size, cfg.threads_per_rank),
+        "threads_per_rank": threads,
+        "oversubscribed": cfg.world_size * threads > env["cpu_cores"],
         "started_at": now_utc(),
         "history_key": history_key(cfg.case(), env),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
@@ -100,8 +120,14 @@ def run_trial(
 
 
 def _stack_latency(outputs: list[RankResult]) -> tuple[list[float], list[float]]:
+    """Per step: the latency (the phases' sum where the step has phases, else the slowest
+    rank's step) and the max-min spread of the ranks' own step timers."""
     per_rank = np.array([o.window.step_times_s for o in outputs], dtype=np.float64)
-    return per_rank.max(axis=0).tolist(), (per_rank.max(axis=0) - per_rank.min(axis=0)).tolist()
+    spread = (per_rank.max(axis=0) - per_rank.min(axis=0)).tolist()
+    phases = outputs[0].phases_s
+    if phases:
+        return np.array(list(phases.values()), dtype=np.float64).sum(axis=0).tolist(), spread
+    return per_rank.max(axis=0).tolist(), spread
 
 
 def _maxsum(values: list[int | None]) -> tuple[int | None, int | None]:
@@ -157,14 +183,11 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
         "latency_samples_s": samples,
         "latency_spread_s": spread,
         "tokens_per_step": first.tokens_per_step,
-        "tokens_per_s": first.tokens_per_step * len(outputs) / stats["p50"]
-        if stats["p50"] and first.tokens_per_step is not None
-        else None,
         "model_params": first.metrics.get("model_params"),
     }
-    if first.tokens_per_step is None:
-        reasons["tokens_per_step"] = reasons["tokens_per_s"] = f"the {cfg.workload} workload runs no model on tokens"
-    row.update(_memory_columns(outputs))
+    row.update(_throughput_columns(cfg, first.tokens_per_step, len(outputs), stats["p50"], reasons))
+    row.update(_phase_columns(first.phases_s, reasons))
+    row.update(_memory_columns(outputs, reasons))
     if "model_state_bytes_max" not in row:
         reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = "measured at the train workload's optimizer step"
     row.update(_bytes_columns(outputs, cfg.steps, cfg, reasons))
@@ -173,8 +196,7 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     row.update(_size_columns(first.metrics))
     row.update(_input_columns(first.metrics, cfg.workload, reasons))
     row.update(_gpu_util_columns(outputs, reasons))
-    if first.accuracy.reason:
-        reasons["perplexity"] = first.accuracy.reason
+    reasons.update(first.accuracy.null_reasons)
     row.update(_bandwidth_columns(first.metrics, stats["p50"], cfg.world_size, reasons))
     gen = [o.generate for o in outputs]
     if all(g is not None for g in gen):
@@ -182,15 +204,40 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     else:
         reasons["gen_tokens_per_s"] = "generation applies to causal LMs in the infer workload"
     row.update(dp=first.parallel.dp, tp=first.parallel.tp, pp=first.parallel.pp)
-    row["metrics"] = json.dumps(first.metrics, default=str)
+    phases = {"phases_s": first.phases_s} if first.phases_s else {}  # every step's phases, beside their medians
+    row["metrics"] = json.dumps({**first.metrics, **phases}, default=str)
     row["null_reasons"] = json.dumps(reasons)
     return row
 
 
-def _memory_columns(outputs: list[RankResult]) -> dict[str, Any]:
+def _throughput_columns(
+    cfg: TrialConfig, tokens_per_step: int | None, ranks: int, p50: float | None, reasons: dict[str, str]
+) -> dict[str, Any]:
+    if tokens_per_step is None:
+        reasons["tokens_per_s"] = reasons["tokens_per_step"] = f"the {cfg.workload} workload processes no tokens"
+        return {"tokens_per_s": None}
+    return {"tokens_per_s": tokens_per_step * ranks / p50 if p50 else None}
+
+
+def _phase_columns(phases: dict[str, list[float]] | None, reasons: dict[str, str]) -> dict[str, Any]:
+    """Median of each timed phase of the step (transfer: encode, broadcast, decode)."""
+    if not phases:
+        for col in PHASE_COLUMNS.values():
+            reasons[col] = "the step has no separately timed phases (transfer workload only)"
+        return {}
+    return {PHASE_COLUMNS[name]: float(np.median(series)) for name, series in phases.items()}
+
+
+def _memory_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
     mem = [o.window.memory for o in outputs]
     rss = [m.rss_peak for m in mem]
-    row: dict[str, Any] = {"mem_rss_peak_bytes_per_rank": rss}
+    methods = sorted({m.rss_peak_method for m in mem})
+    sampled = [o.rank for o in outputs if o.window.memory.rss_peak_method != EXACT_RSS]
+    if sampled:
+        reasons["mem_rss_peak_bytes_max"] = reasons["mem_rss_peak_bytes_sum"] = (
+            f"not exact on rank(s) {sampled}: VmHWM could not be reset, RSS was sampled every 5 ms (a lower bound)"
+        )
+    row: dict[str, Any] = {"mem_rss_peak_bytes_per_rank": rss, "mem_rss_peak_method": ",".join(methods)}
     row["mem_rss_peak_bytes_max"], row["mem_rss_peak_bytes_sum"] = _maxsum(rss)
     row["mem_cuda_max_allocated_bytes_max"], row["mem_cuda_max_allocated_bytes_sum"] = _maxsum(
         [m.cuda_max_allocated for m in mem]
@@ -284,8 +331,9 @@ _SIZE_KEYS = {
     "model_bytes": "model_bytes", "model_sparse_bytes": "model_sparse_bytes", "sparsity": "sparsity_pruned",
     "transfer_payload_bytes": "payload_bytes", "serialized_bytes": "serialized_dense_bytes",
 }  # fmt: skip
-# Accuracy fields that are result columns of the same name (`reason` goes to null_reasons).
-_ACCURACY_COLUMNS = tuple(f.name for f in dataclasses.fields(Accuracy) if f.name != "reason")
+# Accuracy fields that are result columns of the same name (`protocol` is `accuracy_protocol`,
+# `null_reasons` go to the row's null_reasons).
+_ACCURACY_COLUMNS = tuple(f.name for f in dataclasses.fields(Accuracy) if f.name not in ("protocol", "null_reasons"))
 
 
 def _size_columns(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -319,6 +367,7 @@ def _accuracy_columns(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, 
     # Rank 0's, or under a pipeline the rank that holds the loss (the last stage).
     acc = next((o.accuracy for o in outputs if o.accuracy.eval_loss is not None), outputs[0].accuracy)
     out: dict[str, Any] = {k: getattr(acc, k) for k in _ACCURACY_COLUMNS}
+    out["accuracy_protocol"] = json.dumps(acc.protocol, sort_keys=True) if acc.protocol is not None else None
     if acc.eval_loss is not None and acc.bayes_loss is not None:
         out["loss_gap_to_floor"] = acc.eval_loss - acc.bayes_loss
     curves = [o.train_losses for o in outputs if o.train_losses]  # pipeline: the last stage's only

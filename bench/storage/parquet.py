@@ -100,11 +100,16 @@ def read_comm(paths: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMM_SCHEMA.names)
 
 
-def completed_trials(results_dir: Path) -> set[str]:
-    """Trial ids recorded with status ok anywhere under `results_dir`."""
+def completed_trials(results_dir: Path, measurement_version: int) -> dict[str, int]:
+    """Trial id -> the newest measurement version it was recorded ok with, under `results_dir`,
+    for versions up to `measurement_version` (rows written before versions were stored count as 0)."""
     if not results_dir.exists():
-        return set()
+        return {}
     df = read_results([results_dir])
     if df.empty:
-        return set()
-    return set(df.loc[df["status"] == "ok", "trial_id"])
+        return {}
+    ok = df[df["status"] == "ok"]
+    versions = ok["measurement_version"].fillna(0) if "measurement_version" in ok else pd.Series(0, index=ok.index)
+    ok = ok.assign(_v=versions.astype(int))
+    ok = ok[ok["_v"] <= measurement_version]
+    return {str(k): int(v) for k, v in ok.groupby("trial_id")["_v"].max().items()}

@@ -1,6 +1,7 @@
 """Result columns: name, arrow type, unit and meaning. The README's schema table is generated from here.
 
 Bump SCHEMA_VERSION when a column changes meaning or type; readers refuse newer versions.
+What the numbers in a row measure is versioned apart, by `contracts.MEASUREMENT_VERSION`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ TRIAL_COLUMNS: list[Column] = [
     *_cols(
         "identity",
         ("schema_version", I64, "", "version of this schema"),
+        ("measurement_version", I64, "", "version of the measurement code that wrote the row; a sweep reruns rows of older versions"),
         ("run_id", STR, "", "one sweep invocation"),
         ("trial_id", STR, "", "hash of the resolved trial config (stable across runs)"),
         ("suite", STR, "", "suite name"),
@@ -40,6 +42,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("strategy_params", STR, "JSON", "every strategy's full params, defaults included"),
         ("model", STR, "", "model zoo name"),
         ("model_params", I64, "count", "distinct parameters of the model before strategies"),
+        ("weights_source", STR, "", "where the model's weights came from and what they are (e.g. a dequantized 4-bit GGUF)"),
         ("workload", STR, "", "a registered workload (`commbench list workloads`)"),
         ("device", STR, "", "cpu | cuda"),
         ("backend", STR, "", "gloo | nccl"),
@@ -67,14 +70,18 @@ TRIAL_COLUMNS: list[Column] = [
         ("latency_std_s", F64, "s", "standard deviation of step time"),
         ("latency_samples_s", LIST_F64, "s", "every measured step: max over ranks"),
         ("latency_spread_s", LIST_F64, "s", "every measured step: max minus min over ranks"),
-        ("tokens_per_s", F64, "tokens/s", "all ranks' tokens per step / median step time"),
+        ("tokens_per_s", F64, "tokens/s", "all ranks' tokens per step / median step time; null for workloads without tokens"),
         ("gen_tokens_per_s", F64, "tokens/s", "infer, causal LMs: greedy generate throughput summed over ranks"),
+        ("transfer_encode_p50_s", F64, "s", "transfer: median time rank 0 takes to pack the state (inside the step)"),
+        ("transfer_broadcast_p50_s", F64, "s", "transfer: median time from rank 0's packed buffer to the last receiver holding it"),
+        ("transfer_decode_p50_s", F64, "s", "transfer: median time of the slowest receiver's unpacking; a step is encode + broadcast + decode"),
     ),
     *_cols(
         "memory",
-        ("mem_rss_peak_bytes_max", I64, "B", "max over ranks of the kernel RSS high-water mark (VmHWM) in the window"),
+        ("mem_rss_peak_bytes_max", I64, "B", "max over ranks of the RSS high-water mark in the window (see mem_rss_peak_method)"),
         ("mem_rss_peak_bytes_sum", I64, "B", "sum over ranks of the same"),
         ("mem_rss_peak_bytes_per_rank", LIST_I64, "B", "per rank"),
+        ("mem_rss_peak_method", STR, "", "kernel-VmHWM (exact) or psutil-sampled-5ms (a lower bound, noted in null_reasons)"),
         ("mem_cuda_max_allocated_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_allocated (tensors)"),
         ("mem_cuda_max_allocated_bytes_sum", I64, "B", "sum over ranks of the same"),
         ("mem_cuda_max_reserved_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_reserved (allocator pool)"),
@@ -119,9 +126,11 @@ TRIAL_COLUMNS: list[Column] = [
         ("loss_curve", LIST_F64, "nats", "train loss per step (mean over ranks), sampled to at most loss_curve_points"),
         ("perplexity", F64, "ppl", "infer, pretrained causal LMs: sliding-window perplexity on the corpus"),
         ("perplexity_tokens", I64, "tokens", "tokens scored for that perplexity"),
+        ("reference_perplexity", F64, "ppl", "infer, pretrained causal LMs: the uncompressed reference's perplexity, same protocol"),
         ("kl_mean", F64, "nats", "infer: mean KL(reference || model) of next-token distributions vs the uncompressed model"),
         ("top1_agreement", F64, "ratio", "infer: share of positions whose argmax matches the uncompressed model's"),
         ("embedding_cosine", F64, "ratio", "infer, embedding models: mean cosine of sentence embeddings to the uncompressed model's"),
+        ("accuracy_protocol", STR, "JSON", "how accuracy was measured: corpus, its SHA-256, tokens, window, stride, level, reference"),
     ),
     *_cols(
         "size",
@@ -150,6 +159,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("cpu_model", STR, "", "CPU model name"),
         ("cpu_cores", I64, "cores", "cores available to the process"),
         ("threads_per_rank", I64, "threads", "torch intra-op threads per rank"),
+        ("oversubscribed", BOOL, "", "world_size x threads_per_rank > cpu_cores: timings measure the OS scheduler too"),
         ("gpu_name", STR, "", "GPU model, null on CPU-only machines"),
         ("gpu_count", I64, "GPUs", "visible GPUs"),
         ("gpu_driver", STR, "", "NVIDIA driver version, null without a GPU"),

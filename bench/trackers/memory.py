@@ -4,7 +4,9 @@ Meanings (also in the README's schema table):
 - `rss_peak`: the kernel's resident-set high-water mark (VmHWM) for this rank's process,
   reset at the window start by writing 5 to /proc/self/clear_refs. Exact, not sampled.
   Where that is not possible, a psutil sampler thread reads RSS every 5 ms instead and
-  the reason says so.
+  `rss_peak_method` says so. Before the reset, garbage is collected and the C allocator
+  hands freed heap pages back to the OS (glibc `malloc_trim`), so the window starts from
+  what is live, not from what earlier set-up (a freed reference model) left behind.
 - `rss_end`: psutil RSS at the window end.
 - `cuda_max_allocated` / `cuda_max_reserved`: torch's caching allocator peaks (tensors
   vs. memory held from the driver), reset at the window start.
@@ -15,8 +17,12 @@ A value that cannot be read is None and its reason is in `null_reasons`.
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import gc
 import os
 import threading
+from functools import cache
 
 import psutil
 import torch
@@ -45,6 +51,23 @@ def _reset_hwm() -> bool:
         return True
     except OSError:
         return False
+
+
+@cache
+def _malloc_trim() -> ctypes._CFuncPtr | None:  # type: ignore[name-defined]
+    name = ctypes.util.find_library("c")
+    try:
+        return ctypes.CDLL(name).malloc_trim if name else None
+    except (OSError, AttributeError):  # not glibc
+        return None
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and return the allocator's free pages to the OS, so RSS is what is live."""
+    gc.collect()
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 class _Sampler(threading.Thread):
@@ -76,6 +99,7 @@ class MemoryTracker:
         self._hwm_reset = False
 
     def start(self) -> None:
+        release_freed_memory()
         self._hwm_reset = _reset_hwm() and _read_hwm() is not None
         if not self._hwm_reset:
             self._sampler = _Sampler()

@@ -91,7 +91,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     return RankResult(
         rank=env.rank,
         window=window,
-        tokens_per_step=0,
+        tokens_per_step=None,
         accuracy=Accuracy(),
         metrics={"op": opts.op, "size_bytes": numel * ELEMENT.itemsize, "elements": numel},
         analytic_ops=analytic_ops(opts.op, numel * ELEMENT.itemsize),

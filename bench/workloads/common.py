@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -26,6 +28,15 @@ def build_state(
     for phase in phases:
         comp.apply(phase, state)
     return state
+
+
+def synthetic_protocol(cfg: TrialConfig, held_out: list[LMBatch]) -> dict[str, Any]:
+    """How accuracy on the synthetic language is measured (the `accuracy_protocol` column)."""
+    return {
+        "corpus": "synthetic Markov source", "data": dataclasses.asdict(cfg.data), "split": "eval", "level": "token",
+        "metric": "held-out loss against the exact Bayes floor", "batches": len(held_out),
+        "tokens_scored": sum(b.input_ids.numel() for b in held_out),
+    }  # fmt: skip
 
 
 def batches(cfg: TrialConfig, chain: MarkovChain, causal: bool, split: str, rank: int, count: int) -> list[LMBatch]:

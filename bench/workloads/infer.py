@@ -3,41 +3,55 @@
 Latency: the forward pass over `batch_size x seq_len` tokens (prefill), timed per step;
 for causal LMs also greedy `generate` of `gen_tokens` new tokens (tokens/s).
 
-Accuracy, against the same model before the composition's MODEL/PRECISION strategies
-(the reference, kept in memory beside the compressed candidate):
+Accuracy is measured against the reference: the same model before the composition's
+MODEL/PRECISION strategies. The order keeps the reference out of the candidate's numbers:
+1. load the model (it becomes the candidate) and decide the accuracy task: what it is
+   measured on, and the key of the reference outputs it needs;
+2. get those outputs from the disk cache (`bench.eval.reference`); only on a miss, load a
+   second copy as the reference, run it, write its outputs, and free it;
+3. apply the strategies to the candidate and measure it alone (peak memory, latency);
+4. after the window, score the candidate against the cached outputs, memory-mapped.
+A test holds this: on a cold cache the reference copy is dead when the window opens.
+Tasks:
 - zoo models (random init, synthetic language): held-out loss and its Bayes floor, plus
   fidelity (mean KL of next-token distributions, top-1 agreement) on the held-out batches;
-- pretrained causal LMs: sliding-window perplexity on a text corpus (WikiText-2 valid by
-  default; `options.*` are `bench.eval.lm.CorpusOptions`: corpus, max_tokens, window,
-  stride, fidelity_windows, sentences) and fidelity on the same text;
-- pretrained sentence-embedding models: cosine similarity of mean-pooled embeddings of
-  corpus lines to the reference's.
+- pretrained causal LMs: sliding-window perplexity on a text corpus (`options.*` are
+  `bench.eval.lm.CorpusOptions`; the corpus is found by `bench.eval.corpus`) and fidelity
+  on its first windows;
+- pretrained sentence-embedding models: cosine of mean-pooled embeddings of corpus lines
+  to the reference's.
+Without a corpus, a pretrained model's accuracy is null with the reason.
 """
 
 from __future__ import annotations
 
-import copy
+import hashlib
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
+from bench.config import canonical_json
 from bench.contracts import Accuracy, Generate, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
-from bench.eval import lm
-from bench.models.zoo import MODELS, ModelSpec, build_model
+from bench.eval import corpus as corpora
+from bench.eval import lm, reference
+from bench.models.zoo import MODELS, ModelSpec, build_model, weights_source
 from bench.strategies import Composition, Phase, TrialState
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate
-from bench.workloads.data import MarkovChain
+from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
+from bench.workloads.data import LMBatch, MarkovChain
 
 GENERATE_REPEATS = 3
+# The accuracy columns each kind of model reports (null with the reason when they cannot be measured).
+_COLUMNS = {"causal": ("perplexity", "reference_perplexity", "kl_mean", "top1_agreement"), "embedding": ("embedding_cosine",)}
 
 
-def load_reference(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
+def load_model(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
     """The uncompressed model and its tokenizer (None for zoo models)."""
     if spec.pretrained:
         from bench.models.pretrained import load_pretrained
@@ -47,15 +61,91 @@ def load_reference(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
     return build_model(spec, seed), None
 
 
+def reference_id(spec: ModelSpec, seed: int) -> dict[str, Any]:
+    """What identifies the reference: the model, its weights in words, and their files (or the seed)."""
+    out: dict[str, Any] = {"model": spec.name, "weights_source": weights_source(spec, seed)}
+    if spec.pretrained:
+        from bench.models.pretrained import fingerprint
+
+        out["weights"] = fingerprint(spec.pretrained)
+    else:
+        out["config_sha256"] = hashlib.sha256(canonical_json(spec.config.to_dict()).encode()).hexdigest()
+    return out
+
+
+@dataclass(kw_only=True)
+class HeldOut:
+    """Zoo models: loss on held-out batches of the synthetic language, and fidelity to the reference on them."""
+
+    cfg: TrialConfig
+    chain: MarkovChain
+    batches: list[LMBatch]
+    device: torch.device
+    reference_id: dict[str, Any]
+
+    def protocol(self) -> dict[str, Any]:
+        held_out = synthetic_protocol(self.cfg, self.batches)
+        return {**held_out, "metric": f"{held_out['metric']}; KL and top-1 against the reference", "reference": self.reference_id}
+
+    def key(self) -> dict[str, Any]:
+        ids = [b.input_ids for b in self.batches]
+        return {"task": "held-out", "ids_sha256": lm.ids_sha256(*ids), **self.protocol()}
+
+    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
+        return lm.logits_of(model, [b.input_ids for b in self.batches], self.device)
+
+    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: lm.Autocast) -> Accuracy:
+        result = evaluate(model, self.chain, self.batches, self.device)
+        fid = lm.fidelity_to(ref, model, [b.input_ids for b in self.batches], self.device, autocast)
+        result.kl_mean, result.top1_agreement = fid.get("kl_mean"), fid.get("top1_agreement")
+        result.protocol = self.protocol()
+        return result
+
+
+def accuracy_task(
+    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, tokenizer: Any
+) -> lm.AccuracyTask | str:
+    """The task accuracy is measured with, or why accuracy cannot be measured (no corpus)."""
+    ref = reference_id(spec, cfg.seed)
+    if not spec.pretrained:
+        chain = MarkovChain.from_config(cfg.data)
+        held_out = batches(cfg, chain, spec.causal, "eval", 0, cfg.eval_batches)
+        return HeldOut(cfg=cfg, chain=chain, batches=held_out, device=env.device, reference_id=ref)
+    found = corpora.find(opts.corpus)
+    if isinstance(found, str):
+        return found
+    if spec.objective == "embedding":
+        lines = lm.corpus_lines(found, opts.sentences)
+        if not lines:
+            return f"corpus {found.path} has no line of {lm.MIN_SENTENCE_WORDS}+ words to embed"
+        batch = lm.sentence_batch(lines, tokenizer, cfg.seq_len)
+        return lm.SentenceEmbeddings(corpus=found, batch=batch, seq_len=cfg.seq_len, device=env.device, reference_id=ref)
+    return lm.CorpusPerplexity.read(opts, found, tokenizer, env.device, ref)
+
+
+def _run_reference(task: lm.AccuracyTask, spec: ModelSpec, seed: int, device: torch.device) -> dict[str, torch.Tensor]:
+    """Load a fresh uncompressed copy, run it, and let it go when this returns."""
+    model, _ = load_model(spec, seed)
+    with torch.inference_mode():
+        return task.reference(model.to(device).eval())
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: lm.CorpusOptions = WORKLOAD.options(cfg)
     spec = MODELS.get(cfg.model)
-    reference, tokenizer = load_reference(spec, cfg.seed)
-    reference = reference.to(env.device).eval()
-    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=copy.deepcopy(reference))
+    model, tokenizer = load_model(spec, cfg.seed)
+    task = accuracy_task(cfg, opts, spec, env, tokenizer)
+    entry: Any = None
+    started = time.perf_counter()
+    if not isinstance(task, str):
+        entry = reference.ensure(task.key(), env.device, lambda: _run_reference(task, spec, cfg.seed, env.device))
+    reference_s = time.perf_counter() - started  # computing, or reading and verifying, the reference outputs
+    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=model)
+    # No other name may hold the uncompressed model: the window's start collects garbage and
+    # trims the heap, so its peak is the candidate's alone.
+    del model
     model = state.model.eval()
-    corpus = lm.corpus_ids(opts, tokenizer) if tokenizer is not None and spec.objective == "causal" else None
-    inputs = prefill_inputs(cfg, opts, spec, env, tokenizer, corpus)
+    inputs = prefill_inputs(cfg, opts, spec, env, tokenizer, task)
 
     def forward() -> None:
         with state.autocast():
@@ -66,55 +156,42 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
             forward, warmup=cfg.warmup_steps, steps=cfg.steps
         )
         generate = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
-        acc = accuracy(cfg, opts, spec, env, reference, state, tokenizer, corpus)
+        acc = _no_accuracy(spec, task) if isinstance(task, str) else task.score(model, reference.load(entry), state.autocast)
+    metrics = {**state.metrics, **lm.model_sizes(model)}
+    if entry is not None:
+        metrics.update(reference_cache=entry.status, reference_key=entry.key_hash, reference_s=reference_s)
     return RankResult(
         rank=env.rank,
         window=window,
         tokens_per_step=int(inputs["input_ids"].numel()),
         accuracy=acc,
-        metrics={**state.metrics, **lm.model_sizes(model)},
+        metrics=metrics,
         analytic_ops={},  # data-parallel inference issues no collectives
         parallel=Parallel(dp=env.world_size),
         generate=generate,
     )
 
 
+def _no_accuracy(spec: ModelSpec, reason: str) -> Accuracy:
+    return Accuracy(null_reasons=dict.fromkeys(_COLUMNS.get(spec.objective, ()), reason))
+
+
 def prefill_inputs(
-    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, tokenizer: Any, corpus: torch.Tensor | None
+    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, tokenizer: Any, task: lm.AccuracyTask | str
 ) -> dict[str, torch.Tensor]:
     """The batch every step runs: corpus text for pretrained models when there is a corpus,
     the synthetic language otherwise. Each rank serves its own requests (its own slice)."""
     n = cfg.batch_size * cfg.seq_len
-    if corpus is not None and corpus.numel() >= n * (env.rank + 1):
-        ids = corpus[env.rank * n : (env.rank + 1) * n].view(cfg.batch_size, cfg.seq_len)
-    elif spec.objective == "embedding" and tokenizer is not None:
-        batch = lm.sentence_batch(opts, tokenizer, cfg.batch_size, cfg.seq_len)
-        return {k: v.to(env.device) for k, v in batch.items()}
-    else:
-        chain = MarkovChain.from_config(cfg.data)
-        ids = batches(cfg, chain, spec.causal, "infer", env.rank, 1)[0].input_ids
-    return {"input_ids": ids.to(env.device)}
-
-
-def accuracy(
-    cfg: TrialConfig, opts: lm.CorpusOptions, spec: ModelSpec, env: RankEnv, reference: nn.Module, state: TrialState,
-    tokenizer: Any, corpus: torch.Tensor | None,
-) -> Accuracy:  # fmt: skip
-    model = state.model
-    if spec.objective == "embedding":
-        if not tokenizer:
-            return Accuracy()
-        return Accuracy(**lm.embedding_fidelity(opts, cfg.seq_len, tokenizer, reference, model, env.device, state.autocast))
-    if spec.pretrained:
-        if corpus is None:
-            return Accuracy(reason=opts.missing_reason())
-        return Accuracy(**lm.corpus_accuracy(opts, reference, model, corpus, env.device, state.autocast))
+    if isinstance(task, lm.CorpusPerplexity) and task.ids.numel() >= n * (env.rank + 1):
+        ids = task.ids[env.rank * n : (env.rank + 1) * n].view(cfg.batch_size, cfg.seq_len)
+        return {"input_ids": ids.to(env.device)}
+    if isinstance(task, lm.SentenceEmbeddings):
+        lines = lm.corpus_lines(task.corpus, cfg.batch_size * (env.rank + 1))[env.rank * cfg.batch_size :]
+        if len(lines) == cfg.batch_size:
+            return {k: v.to(env.device) for k, v in lm.sentence_batch(lines, tokenizer, cfg.seq_len).items()}
     chain = MarkovChain.from_config(cfg.data)
-    held_out = batches(cfg, chain, spec.causal, "eval", 0, cfg.eval_batches)
-    result = evaluate(model, chain, held_out, env.device)
-    fid = lm.batch_fidelity(reference, model, [b.input_ids for b in held_out], env.device, state.autocast)
-    result.kl_mean, result.top1_agreement = fid.get("kl_mean"), fid.get("top1_agreement")
-    return result
+    ids = batches(cfg, chain, spec.causal, "infer", env.rank, 1)[0].input_ids
+    return {"input_ids": ids.to(env.device)}
 
 
 def _generate(cfg: TrialConfig, state: TrialState, input_ids: torch.Tensor) -> Generate | None:

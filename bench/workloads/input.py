@@ -47,7 +47,7 @@ from bench.comm.cost_model import InputLayout, input_broadcast_bytes
 from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
-from bench.eval.lm import corpus_path, missing_corpus_reason
+from bench.eval.corpus import Corpus, find
 from bench.strategies import Composition, Phase, TrialState, effective
 from bench.strategies.data import HEADER_DTYPE, Collated, Collation, DocStream
 from bench.trackers.window import Window
@@ -91,13 +91,13 @@ def synthetic_documents(seed: int, mean_length: float, vocab: int) -> Iterator[t
 
 def open_source(cfg: TrialConfig, opts: InputOptions, vocab: int) -> tuple[Iterator[torch.Tensor], str]:
     """The data rank's documents and a line saying where they come from."""
-    path = corpus_path(opts.corpus)
-    if opts.source != "synthetic" and path.is_file():
-        docs = corpus_documents(path, vocab)
-        return itertools.cycle(docs), f"corpus: {path} ({len(docs)} documents, word-level ids)"
+    found = find(opts.corpus) if opts.source != "synthetic" else "options.source = synthetic"
+    if isinstance(found, Corpus):
+        docs = corpus_documents(found.path, vocab)
+        return itertools.cycle(docs), f"corpus: {found.path} ({len(docs)} documents, word-level ids)"
     if opts.source == "corpus":
-        raise SkipTrial(missing_corpus_reason(path))
-    why = "options.source = synthetic" if opts.source == "synthetic" else missing_corpus_reason(path)
+        raise SkipTrial(found)
+    why = found
     mean = cfg.seq_len / 2
     seed = stream_seed(cfg.data.seed, cfg.seed, "input")
     return synthetic_documents(seed, mean, vocab), f"synthetic: lengths 1 + floor(Exp(mean {mean:g})), seed {seed} ({why})"

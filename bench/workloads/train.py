@@ -15,7 +15,7 @@ from bench.strategies import Composition, Phase, TrialState, effective
 from bench.trackers.memory import model_state_bytes
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate
+from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
 from bench.workloads.data import LMBatch, MarkovChain
 
 
@@ -127,6 +127,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     # Warmup and window (the profiler pass's steps come after); None where this rank computes no loss.
     train_losses = None if any(x is None for x in losses) else [float(x) for x in losses if x is not None]
     accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
+    accuracy.protocol = synthetic_protocol(cfg, held_out)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)

@@ -12,8 +12,12 @@ down to the inner tensors of quantized weights, goes in its smaller form:
 - a torchao weight (a tensor subclass) goes as its inner tensors (`__tensor_flatten__`),
   each packed by the same rule, and is rebuilt with `__tensor_unflatten__`;
 - everything else, and tensors under 64 elements, go as they are.
-A tensor reachable under two names (tied embeddings) is packed once. Each step broadcasts
-the buffer's length and then the buffer; receivers unpack it, and after the window check a
+A tensor reachable under two names (tied embeddings) is packed once. Each step is three
+phases, timed apart: rank 0 packs the state into one buffer (encode), broadcasts its length
+and then the buffer (broadcast: until the last receiver holds it), and the receivers unpack
+it (decode: the slowest receiver). The step's latency is their sum. Phase boundaries are
+read from CLOCK_MONOTONIC, which is one clock for every process on a machine (ranks are
+local processes), and exchanged after the window. After the window receivers also check a
 SHA-256 digest of every tensor's bytes against rank 0's, so a lossy transfer fails the trial.
 """
 
@@ -228,48 +232,79 @@ def verify(local: bytes, env: RankEnv) -> None:
         raise RuntimeError(f"transferred state differs from rank 0's: digest {local.hex()[:16]} vs {bytes(ref.tolist()).hex()[:16]}")
 
 
+def pack(sd: dict[str, Any]) -> torch.Tensor:
+    """The encode phase: the state dict in its transfer form, serialized into one byte tensor."""
+    return torch.frombuffer(bytearray(serialize(encode_state(sd)[0])), dtype=torch.uint8)
+
+
+def unpack(buffer: torch.Tensor) -> dict[str, Any]:
+    """The decode phase: the received bytes back into a state dict."""
+    return decode_state(torch.load(io.BytesIO(buffer.numpy().tobytes()), weights_only=False))
+
+
+def phases(marks: list[list[tuple[float, float, float, float]]]) -> dict[str, list[float]]:
+    """Per step, from every rank's (start, encoded, received, decoded) clock readings (rank 0 first):
+    encode on rank 0, broadcast until the last receiver holds the buffer, the slowest decode."""
+    out: dict[str, list[float]] = {"encode": [], "broadcast": [], "decode": []}
+    for step in zip(*marks):
+        start, encoded = step[0][0], step[0][1]
+        receivers = step[1:]
+        out["encode"].append(encoded - start)
+        out["broadcast"].append(max(r[2] for r in receivers) - encoded)
+        out["decode"].append(max(r[3] - r[2] for r in receivers))
+    return out
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     if env.world_size < 2:
         raise SkipTrial("transfer needs at least 2 ranks (rank 0 sends, the others receive)")
     metrics: dict[str, Any] = {}
+    sd: dict[str, Any] = {}
+    buffer = torch.empty(0, dtype=torch.uint8)
     if env.is_main:
         state = build_state(cfg, comp, env, (Phase.MODEL,))
         sd = state.model.state_dict()
-        t0 = time.perf_counter()
         encoded, counts = encode_state(sd)
-        payload = serialize(encoded)
-        metrics.update(state.metrics, **counts, **model_sizes(state.model), serialize_s=time.perf_counter() - t0)
+        metrics.update(state.metrics, **counts, **model_sizes(state.model), payload_bytes=len(serialize(encoded)))
         metrics["serialized_dense_bytes"] = len(serialize(sd))
-        metrics["payload_bytes"] = len(payload)
-        buffer = torch.frombuffer(bytearray(payload), dtype=torch.uint8)
         expected = digest(sd)
-    else:
-        buffer = torch.empty(0, dtype=torch.uint8)
-    size = torch.tensor([buffer.numel()], dtype=torch.int64)
-
+        metrics["state_sha256"] = expected.hex()
+        del encoded
+    size = torch.zeros(1, dtype=torch.int64)
     received: dict[str, Any] = {}
+    marks: list[tuple[float, float, float, float]] = []
 
     def step() -> None:
         nonlocal buffer, received
+        start = time.monotonic()
+        if env.is_main:
+            buffer = pack(sd)
+            size[0] = buffer.numel()
+        encoded = time.monotonic()
         dist.broadcast(size, src=0)
         if not env.is_main and buffer.numel() != int(size):
             buffer = torch.empty(int(size), dtype=torch.uint8)
         dist.broadcast(buffer, src=0)
+        got = time.monotonic()
         if not env.is_main:
-            received = decode_state(torch.load(io.BytesIO(buffer.numpy().tobytes()), weights_only=False))
+            received = unpack(buffer)
+        marks.append((start, encoded, got, time.monotonic()))
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
     verify(expected if env.is_main else digest(received), env)
+    every: list[Any] = [None] * env.world_size
+    dist.all_gather_object(every, marks[cfg.warmup_steps :])
     nbytes = torch.tensor([float(metrics.get("payload_bytes", 0))], dtype=torch.float64)
     dist.broadcast(nbytes, src=0)
     return RankResult(
         rank=env.rank,
         window=window,
-        tokens_per_step=0,
+        tokens_per_step=None,
         accuracy=Accuracy(),
         metrics=metrics,
         analytic_ops={"broadcast": float(nbytes) + size.element_size()},
         parallel=Parallel(dp=env.world_size),
+        phases_s=phases(every),
     )
 
 

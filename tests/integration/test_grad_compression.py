@@ -146,9 +146,18 @@ def test_data_parallel_is_skipped_with_the_reason(swept: tuple) -> None:
         assert row.status == "skipped" and "world_size must be 1" in row.error and "one process" in row.error
 
 
-def test_wire_bytes_follow_the_modelled_bytes(swept: tuple) -> None:
+# gloo's framing per collective call and rank, beyond the modelled payload, measured on this
+# suite: 312 B (one all_gather per bucket: sign, top-k, QSGD), 580-910 B (all_reduce: DDP, fp16,
+# PowerSGD) at 2 ranks, 910-1750 B at 4 (more messages per call), window barrier included.
+MAX_FRAMING_BYTES = 2048
+
+
+def test_wire_bytes_exceed_the_modelled_bytes_by_framing_only(swept: tuple) -> None:
+    """The old 30% band on wire_ratio let a codec send a quarter too much unseen. Framing is bytes
+    per call: 1% too much on gpt2-tiny's 5.9 MB of gradients is 59 KB per rank and step, against
+    a bound of 2 KB per call; top-k sends 59 KB per call and rank, so 3% too much trips it."""
     df, _ = swept
     for _, row in _ok(df).iterrows():
-        # Small messages carry TCP/gloo framing; the bound is loose on purpose here (the
-        # collectives tests hold messages >= 1 MB to 3%).
-        assert 0.99 < row.wire_ratio < 1.3, (row.strategy, row.wire_ratio)
+        excess = row.wire_bytes_per_step - row.modelled_wire_bytes_per_step
+        per_call = excess / (row.comm_calls_per_step * row.world_size)
+        assert 0 <= per_call <= MAX_FRAMING_BYTES, (row.strategy, row.world_size, per_call)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.eval.lm import corpus_path
+from bench.eval.corpus import Corpus, find
 from bench.models.zoo import MODELS
 from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
@@ -93,10 +93,13 @@ def test_padded_fraction_is_the_hand_count(synthetic: pd.DataFrame) -> None:
     assert 0 < pad_max and 1 - real / dynamic_slots < pad_max  # the source has short documents to pad
 
 
+LOCAL = find(None)
+
+
 @pytest.mark.corpus
-@pytest.mark.skipif(not corpus_path(None).is_file(), reason=f"no corpus at {corpus_path(None)}")
+@pytest.mark.skipif(not isinstance(LOCAL, Corpus), reason=f"no corpus: {LOCAL}")
 def test_the_corpus_source_reads_wikitext(tmp_path: Path) -> None:
     row = sweep(tmp_path, "inputcorpus", ["pad_dynamic"], "corpus").loc["pad_dynamic"]
-    assert str(corpus_path(None)) in json.loads(row.metrics)["input_source"]
+    assert isinstance(LOCAL, Corpus) and str(LOCAL.path) in json.loads(row.metrics)["input_source"]
     assert list(row.comm_logical_bytes_per_step_per_rank) == [row.analytic_logical_bytes_per_step_per_rank] * 2
     assert 0 < row.padded_token_fraction < 1

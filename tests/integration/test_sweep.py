@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from bench.contracts import MEASUREMENT_VERSION
 from bench.models.zoo import MODELS, build_model, grad_bytes
 from bench.runner import suite as suites
 from bench.runner.sweep import plan, run_sweep
@@ -74,10 +76,11 @@ def test_fp16_hook_sends_exactly_half_in_float16(swept: tuple) -> None:
 
 def test_wire_bytes_follow_the_ring_model(swept: tuple) -> None:
     _, _, df, _ = swept
-    for strategy in ("baseline", "fp16_compress"):
+    grads = grad_bytes(build_model(MODELS.get("gpt2-tiny"), seed=0))
+    for strategy, s in (("baseline", grads), ("fp16_compress", grads // 2)):
         row = _row(df, strategy)
-        # 2(n-1)/n x S per rank at n=2 is S: total received equals the all-reduced bytes.
-        assert row.modelled_wire_bytes_per_step == pytest.approx(row.comm_logical_bytes_per_step)
+        # Each of n=2 ranks receives 2(n-1)/n x S of an all_reduce of S bytes: 2 S in all, from the model's sizes.
+        assert row.modelled_wire_bytes_per_step == 2 * 2 * (2 - 1) / 2 * s
         assert row.wire_ratio == pytest.approx(1.0, abs=0.03)
 
 
@@ -87,9 +90,16 @@ def test_row_is_complete(swept: tuple) -> None:
     assert row.status == "ok" and pd.isna(row.error)
     assert len(row.latency_samples_s) == 3 and len(row.latency_spread_s) == 3
     assert row.latency_p50_s <= row.latency_p90_s <= row.latency_p99_s
-    assert row.mem_rss_peak_bytes_max >= row.mem_rss_peak_bytes_sum / 2 > 0
+    per_rank = list(row.mem_rss_peak_bytes_per_rank)
+    assert len(per_rank) == 2 and row.mem_rss_peak_bytes_max == max(per_rank) and row.mem_rss_peak_bytes_sum == sum(per_rank)
+    # Bytes, not KiB or pages: a rank holding torch, gloo, gpt2-tiny and AdamW's state is hundreds of MB.
+    assert all(150e6 < v < 4e9 for v in per_rank), per_rank
+    assert row.mem_rss_peak_method == "kernel-VmHWM" or "not exact" in row.null_reasons
+    assert row.measurement_version == MEASUREMENT_VERSION and row.oversubscribed == (2 * row.threads_per_rank > row.cpu_cores)
     assert row.world_size == row.dp == 2 and row.tp == row.pp == 1
     assert row.eval_loss > row.bayes_loss > 0
+    protocol = json.loads(row.accuracy_protocol)  # eval_batches x batch_size x seq_len tokens of the held-out stream
+    assert (protocol["corpus"], protocol["split"], protocol["tokens_scored"]) == ("synthetic Markov source", "eval", 1 * 2 * 32)
     assert '"cuda_max_allocated": "CPU trial: no CUDA allocator"' in row.null_reasons
     assert pd.isna(row.mem_cuda_max_allocated_bytes_max)
 
@@ -98,7 +108,9 @@ def test_profiler_pass_times_collectives_and_overlap(swept: tuple) -> None:
     _, _, df, comm = swept
     row = _row(df, "baseline")
     assert row.comm_time_s_per_step > 0
-    assert 0.0 <= row.comm_overlap_fraction <= 1.0
+    # DDP reduces its first (1 MB) bucket while backward still runs and its last after it: some
+    # communication is hidden, not all (the known-answer cases are in test_profile_overlap.py).
+    assert 0.0 < row.comm_overlap_fraction < 0.95
     ar = comm[(comm.trial_id == row.trial_id) & (comm.op == "all_reduce")]
     assert (ar["time_s_per_call"] > 0).all()
     assert (ar["busbw_Bps"] == ar["algbw_Bps"]).all()  # bus factor 2(n-1)/n is 1 at n=2

@@ -13,7 +13,8 @@ from torch import nn
 
 from bench.contracts import TrialConfig
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
-from bench.eval.lm import CorpusOptions, corpus_accuracy
+from bench.eval.corpus import Corpus
+from bench.eval.lm import CorpusOptions, CorpusPerplexity
 from bench.workloads import WORKLOADS
 from tests.unit.tiny_models import tiny_gpt2
 
@@ -112,10 +113,26 @@ def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
     ({"window": 16, "stride": 16}, 93, list(range(0, 97, 16))),  # disjoint: 7 windows, 7 unscored
 ])  # fmt: skip
 def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int]) -> None:
+    corpus = Corpus(name="counting", source="file", path=Path("counting.txt"), sha256="0" * 64)
+    task = CorpusPerplexity(
+        opts=_infer_options(**options, fidelity_windows=2), corpus=corpus, ids=counting(100, 7), device=torch.device("cpu"),
+        reference_id={"model": "fixed"},
+    )  # fmt: skip
+    ref = task.reference(FixedLM(vocab=7, p=0.5))
     model = FixedLM(vocab=7, p=0.5)
-    result = corpus_accuracy(_infer_options(**options, fidelity_windows=0), model, model, counting(100, 7), torch.device("cpu"), nullcontext)
-    assert result["perplexity_tokens"] == tokens and result["perplexity"] == pytest.approx(2.0, rel=1e-12)
-    assert [first for first, _ in model.calls] == [b % 7 for b in starts]
+    result = task.score(model, ref, nullcontext)
+    assert result.perplexity_tokens == tokens and result.perplexity == pytest.approx(2.0, rel=1e-12)
+    assert result.reference_perplexity == pytest.approx(2.0, rel=1e-12)
+    assert result.kl_mean == pytest.approx(0.0, abs=1e-12) and result.top1_agreement == 1.0
+    # The perplexity windows, then the two fidelity windows: the first 16 tokens and the next 16.
+    assert [first for first, _ in model.calls] == [b % 7 for b in starts] + [0, 16 % 7]
+    window, stride = task.opts.window_stride
+    assert result.protocol == {
+        "corpus": "counting", "corpus_source": "file", "corpus_path": "counting.txt", "corpus_sha256": "0" * 64,
+        "metric": "sliding-window perplexity; KL and top-1 agreement against the reference", "level": "token",
+        "tokens_read": 100, "max_tokens": 16384, "window": window, "stride": stride, "fidelity_windows": 2,
+        "fidelity_positions": 32, "reference": {"model": "fixed"}, "tokens_scored": tokens,
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("window, stride", [(1, 1), (8, 0), (8, 9)])

@@ -122,4 +122,5 @@ def test_every_accuracy_field_is_a_result_column() -> None:
     from bench.storage.schema import TRIAL_COLUMNS
 
     columns = {c.name for c in TRIAL_COLUMNS}
-    assert {f.name for f in dataclasses.fields(Accuracy)} - {"reason"} <= columns
+    assert {f.name for f in dataclasses.fields(Accuracy)} - {"protocol", "null_reasons"} <= columns
+    assert "accuracy_protocol" in columns  # where `protocol` goes

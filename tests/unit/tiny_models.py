@@ -42,3 +42,4 @@ def apply(text: str, model: nn.Module) -> TrialState:
 
 def tokens(seed: int = 1, batch: int = 2, length: int = 16, vocab: int = 256) -> torch.Tensor:
     return torch.randint(0, vocab, (batch, length), generator=torch.Generator().manual_seed(seed))
+
