@@ -145,6 +145,7 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     samples, spread = _stack_latency(outputs)
     stats = percentiles(samples)
     first = outputs[0]
+    tokens = first.tokens_per_step
     reasons: dict[str, str] = {}
     for o in outputs:
         reasons.update(o.window.memory.null_reasons)
@@ -156,13 +157,11 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
         "latency_std_s": stats["std"],
         "latency_samples_s": samples,
         "latency_spread_s": spread,
-        "tokens_per_step": first.tokens_per_step,
-        "tokens_per_s": first.tokens_per_step * len(outputs) / stats["p50"]
-        if stats["p50"] and first.tokens_per_step is not None
-        else None,
+        "tokens_per_step": tokens,
+        "tokens_per_s": tokens * len(outputs) / stats["p50"] if stats["p50"] and tokens is not None else None,
         "model_params": first.metrics.get("model_params"),
     }
-    if first.tokens_per_step is None:
+    if tokens is None:
         reasons["tokens_per_step"] = reasons["tokens_per_s"] = f"the {cfg.workload} workload runs no model on tokens"
     row.update(_memory_columns(outputs))
     row.update(_bytes_columns(outputs, cfg.steps, cfg, reasons))
@@ -294,12 +293,12 @@ def _input_columns(metrics: dict[str, Any], workload: str, reasons: dict[str, st
 
 def _gpu_util_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
     """Mean NVML utilisation per rank over its window, and their mean; null with the first reason where unsampled."""
-    utils = [o.window.gpu_util for o in outputs]
-    missing = [u.reason if u is not None else "not sampled" for u in utils if u is None or not u.samples_percent]
-    if missing:
-        reasons["gpu_util_percent_mean"] = reasons["gpu_util_percent_per_rank"] = missing[0] or "no samples"
-        return {}
-    per_rank = [float(np.mean(u.samples_percent)) for u in utils if u is not None]
+    per_rank = []
+    for u in (o.window.gpu_util for o in outputs):
+        if u is None or not u.samples_percent:
+            reasons["gpu_util_percent_mean"] = reasons["gpu_util_percent_per_rank"] = (u.reason if u else None) or "not sampled"
+            return {}
+        per_rank.append(float(np.mean(u.samples_percent)))
     return {"gpu_util_percent_mean": float(np.mean(per_rank)), "gpu_util_percent_per_rank": per_rank}
 
 
