@@ -354,12 +354,12 @@ def _input_columns(metrics: dict[str, Any], workload: str, reasons: dict[str, st
 
 def _gpu_util_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
     """Mean NVML utilisation per rank over its window, and their mean; null with the first reason where unsampled."""
-    utils = [o.window.gpu_util for o in outputs]
-    missing = [u.reason if u is not None else "not sampled" for u in utils if u is None or not u.samples_percent]
-    if missing:
-        reasons["gpu_util_percent_mean"] = reasons["gpu_util_percent_per_rank"] = missing[0] or "no samples"
-        return {}
-    per_rank = [float(np.mean(u.samples_percent)) for u in utils if u is not None]
+    per_rank = []
+    for u in (o.window.gpu_util for o in outputs):
+        if u is None or not u.samples_percent:
+            reasons["gpu_util_percent_mean"] = reasons["gpu_util_percent_per_rank"] = (u.reason if u else None) or "not sampled"
+            return {}
+        per_rank.append(float(np.mean(u.samples_percent)))
     return {"gpu_util_percent_mean": float(np.mean(per_rank)), "gpu_util_percent_per_rank": per_rank}
 
 

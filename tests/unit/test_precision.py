@@ -183,3 +183,18 @@ def test_bf16_cast_hook_matches_torchs_hook_and_divides_before_the_sum(monkeypat
         for _ in range(k - 1):
             total = total + after
         assert not torch.equal(ours, total.div_(k).float())
+
+
+def test_gpu_utilisation_columns_average_each_rank_then_the_ranks_or_give_the_reason() -> None:
+    from bench.contracts import GpuUtil, WindowResult
+    from bench.runner.trial import _gpu_util_columns
+
+    def rank(util: GpuUtil | None) -> Any:
+        window = WindowResult(step_times_s=[], memory=None, comm_records=[], comm_summary=None, wire=None, gpu_util=util)  # type: ignore[arg-type]
+        return type("R", (), {"window": window})()
+
+    reasons: dict[str, str] = {}
+    got = _gpu_util_columns([rank(GpuUtil(samples_percent=[10, 30], interval_s=0.1)), rank(GpuUtil(samples_percent=[50], interval_s=0.1))], reasons)
+    assert got == {"gpu_util_percent_mean": 35.0, "gpu_util_percent_per_rank": [20.0, 50.0]} and reasons == {}
+    cpu = GpuUtil(samples_percent=[], interval_s=0.1, reason=CPU_REASON)
+    assert _gpu_util_columns([rank(cpu), rank(cpu)], reasons) == {} and reasons["gpu_util_percent_mean"] == CPU_REASON
