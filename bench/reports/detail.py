@@ -31,6 +31,7 @@ GROUPS: dict[str, tuple[Spec, ...]] = {
         Spec("latency_p50_s_ratio", "p50 vs base", fmt.ratio, "same case, same run"),
         Spec("tokens_shown", "tokens/s", fmt.count, "all ranks' tokens per step / median step time"),
         Spec("gen_tokens_per_s", "generate tok/s", fmt.count),
+        Spec("timing_note", "timing", title="oversubscribed: ranks x threads per rank exceed the cores", left=True),
     ),
     "Memory": (
         Spec("mem_rss_peak_bytes_max", "peak RSS MB (max rank)", fmt.mb, "kernel VmHWM over the measured window"),
@@ -39,6 +40,15 @@ GROUPS: dict[str, tuple[Spec, ...]] = {
         Spec("mem_cuda_max_allocated_bytes_max", "CUDA allocated MB", fmt.mb),
         Spec("mem_cuda_max_reserved_bytes_max", "CUDA reserved MB", fmt.mb),
         Spec("mem_nvml_process_bytes_max", "NVML process MB", fmt.mb),
+        Spec("model_state_bytes_max", "model state MB (max rank)", fmt.mb, "params + grads + optimizer states held at the optimizer step"),
+        Spec("model_state_peak_bytes_max", "model state peak MB", fmt.mb, "plus the unsharded params kept from forward to backward"),
+    ),
+    "Layout": (
+        Spec("dp", "dp", fmt.count, "data-parallel degree"),
+        Spec("tp", "tp", fmt.count, "tensor-parallel degree"),
+        Spec("pp", "pp", fmt.count, "pipeline-parallel degree"),
+        Spec("bubble_measured", "bubble (measured)", fmt.pct, "pipeline: each stage's idle share of its step, median"),
+        Spec("bubble_analytic", "bubble (analytic)", fmt.pct, "(p-1)/(v m + p - 1)"),
     ),
     "Communication": (
         Spec("comm_logical_bytes_per_step", "logical MB/step (all ranks)", fmt.mb, "nccl-tests message size S, summed over ranks"),
@@ -86,7 +96,18 @@ def prepared(data: ReportData) -> pd.DataFrame:
     # A workload that processes no tokens (transfer, collectives) has no tokens/s; older rows stored 0.
     tokens = pd.to_numeric(df.get("tokens_per_step"), errors="coerce")
     df["tokens_shown"] = pd.to_numeric(df.get("tokens_per_s"), errors="coerce").where(tokens > 0)
+    over = df["oversubscribed"] if "oversubscribed" in df else pd.Series(False, index=df.index)
+    df["timing_note"] = ["oversubscribed" if v is True else "" for v in over]
+    for key, col in (("pipeline_bubble_measured", "bubble_measured"), ("pipeline_bubble_analytic", "bubble_analytic")):
+        df[col] = [_metric(m, key) for m in df.get("metrics", pd.Series(None, index=df.index))]
     return df
+
+
+def _metric(raw: Any, key: str) -> Any:
+    try:
+        return json.loads(raw).get(key) if isinstance(raw, str) else None
+    except json.JSONDecodeError:
+        return None
 
 
 def _ratio(value: pd.Series, base: pd.Series) -> pd.Series:

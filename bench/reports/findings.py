@@ -127,11 +127,16 @@ def _finding(
     else:
         judged = judge(LATENCY, base.tail(1), row.to_frame().T, thresholds, alpha=alpha)
         verdict, p, note = str(judged.verdict), judged.p_value, judged.note
+    if row.get("oversubscribed") is True:
+        note = "; ".join(n for n in (note, OVERSUBSCRIBED) if n)
     return StrategyFinding(
         strategy=str(row["strategy"]), variant=variant, run_id=str(row["run_id"]),
         status=str(row["status"]), bytes=nbytes, latency=latency, memory=memory, accuracy=accuracy,
         verdict=verdict, p_value=p, note=note,
     )  # fmt: skip
+
+
+OVERSUBSCRIBED = "oversubscribed (ranks x threads > cores): its latency measures the OS scheduler too; bytes and memory hold"
 
 
 def _change(row: pd.Series, base: pd.Series | None, q: Quantity | None) -> Change:

@@ -106,7 +106,10 @@ def run_trial(
     if result.error is not None:
         where = f" (rank {result.failed_rank})" if result.failed_rank is not None else ""
         return failed_row(base, f"{result.error}{where}", result), []
-    outputs = [rank_output_from_dict(result.outputs[r]) for r in sorted(result.outputs)]
+    try:
+        outputs = [rank_output_from_dict(result.outputs[r]) for r in sorted(result.outputs)]
+    except TypeError as exc:  # a rank broke the result contract: this trial fails, the sweep goes on
+        return failed_row(base, f"rank result does not match bench.contracts: {exc}", result), []
     skips = [o for o in outputs if isinstance(o, RankSkipped)]
     if skips:
         return {**skipped_row(base, skips[0].reason), "trial_wall_s": result.wall_s, "log_dir": result.log_dir}, []

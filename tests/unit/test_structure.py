@@ -124,3 +124,17 @@ def test_every_accuracy_field_is_a_result_column() -> None:
     columns = {c.name for c in TRIAL_COLUMNS}
     assert {f.name for f in dataclasses.fields(Accuracy)} - {"protocol", "null_reasons"} <= columns
     assert "accuracy_protocol" in columns  # where `protocol` goes
+
+
+def test_a_rank_result_that_breaks_the_contract_fails_its_trial_not_the_sweep(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A rank running other code than the parent (or a typo) gives a failed row with the field named."""
+    from bench.contracts import TrialConfig
+    from bench.distributed.launch import LaunchResult
+    from bench.runner import trial
+
+    broken = RankSkipped(rank=0, reason="x").to_dict() | {"reson": "typo"}
+    fake = LaunchResult(outputs={0: broken}, error=None, failed_rank=None, wall_s=1.0, launcher_cpu_s=0.0, log_dir=str(tmp_path))
+    monkeypatch.setattr(trial, "launch", lambda *a, **k: fake)
+    cfg = TrialConfig(suite="t", strategy="baseline", model="gpt2-tiny", workload="train")
+    row, comm = trial.run_trial(cfg, "run", [], tmp_path)
+    assert row["status"] == "failed" and "unknown field(s) reson" in row["error"] and comm == []
