@@ -62,15 +62,16 @@ def load_model(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
 
 
 def reference_id(spec: ModelSpec, seed: int) -> dict[str, Any]:
-    """What identifies the reference: the model, its weights in words, and their files (or the seed)."""
-    out: dict[str, Any] = {"model": spec.name, "weights_source": weights_source(spec, seed)}
+    """What identifies the reference: the model, its weights in words, and a hash of what
+    determines them (the weight files' names, sizes and mtimes; a zoo model's config)."""
     if spec.pretrained:
         from bench.models.pretrained import fingerprint
 
-        out["weights"] = fingerprint(spec.pretrained)
+        determined_by: Any = fingerprint(spec.pretrained)
     else:
-        out["config_sha256"] = hashlib.sha256(canonical_json(spec.config.to_dict()).encode()).hexdigest()
-    return out
+        determined_by = spec.config.to_dict()
+    digest = hashlib.sha256(canonical_json(determined_by).encode()).hexdigest()[:16]
+    return {"model": spec.name, "weights_source": weights_source(spec, seed), "weights_id": digest}
 
 
 @dataclass(kw_only=True)
