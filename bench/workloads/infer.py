@@ -62,15 +62,16 @@ def load_model(spec: ModelSpec, seed: int) -> tuple[nn.Module, Any]:
 
 
 def reference_id(spec: ModelSpec, seed: int) -> dict[str, Any]:
-    """What identifies the reference: the model, its weights in words, and their files (or the seed)."""
-    out: dict[str, Any] = {"model": spec.name, "weights_source": weights_source(spec, seed)}
+    """What identifies the reference: the model, its weights in words, and a hash of what
+    determines them (the weight files' names, sizes and mtimes; a zoo model's config)."""
     if spec.pretrained:
         from bench.models.pretrained import fingerprint
 
-        out["weights"] = fingerprint(spec.pretrained)
+        determined_by: Any = fingerprint(spec.pretrained)
     else:
-        out["config_sha256"] = hashlib.sha256(canonical_json(spec.config.to_dict()).encode()).hexdigest()
-    return out
+        determined_by = spec.config.to_dict()
+    digest = hashlib.sha256(canonical_json(determined_by).encode()).hexdigest()[:16]
+    return {"model": spec.name, "weights_source": weights_source(spec, seed), "weights_id": digest}
 
 
 @dataclass(kw_only=True)
@@ -130,16 +131,24 @@ def _run_reference(task: lm.AccuracyTask, spec: ModelSpec, seed: int, device: to
         return task.reference(model.to(device).eval())
 
 
+def reference_outputs(
+    task: lm.AccuracyTask | str, spec: ModelSpec, seed: int, device: torch.device
+) -> tuple[reference.Entry | None, dict[str, Any]]:
+    """The verified cache entry of the reference's outputs for `task` (None without one), and
+    metrics on it: hit or computed, its key, and the seconds spent computing or verifying it."""
+    if isinstance(task, str):
+        return None, {}
+    started = time.perf_counter()
+    entry = reference.ensure(task.key(), device, lambda: _run_reference(task, spec, seed, device))
+    return entry, {"reference_cache": entry.status, "reference_key": entry.key_hash, "reference_s": time.perf_counter() - started}
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: lm.CorpusOptions = WORKLOAD.options(cfg)
     spec = MODELS.get(cfg.model)
     model, tokenizer = load_model(spec, cfg.seed)
     task = accuracy_task(cfg, opts, spec, env, tokenizer)
-    entry: Any = None
-    started = time.perf_counter()
-    if not isinstance(task, str):
-        entry = reference.ensure(task.key(), env.device, lambda: _run_reference(task, spec, cfg.seed, env.device))
-    reference_s = time.perf_counter() - started  # computing, or reading and verifying, the reference outputs
+    entry, reference_metrics = reference_outputs(task, spec, cfg.seed, env.device)
     state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=model)
     # No other name may hold the uncompressed model: the window's start collects garbage and
     # trims the heap, so its peak is the candidate's alone.
@@ -157,15 +166,12 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         )
         generate = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
         acc = _no_accuracy(spec, task) if isinstance(task, str) else task.score(model, reference.load(entry), state.autocast)
-    metrics = {**state.metrics, **lm.model_sizes(model)}
-    if entry is not None:
-        metrics.update(reference_cache=entry.status, reference_key=entry.key_hash, reference_s=reference_s)
     return RankResult(
         rank=env.rank,
         window=window,
         tokens_per_step=int(inputs["input_ids"].numel()),
         accuracy=acc,
-        metrics=metrics,
+        metrics={**state.metrics, **lm.model_sizes(model), **reference_metrics},
         analytic_ops={},  # data-parallel inference issues no collectives
         parallel=Parallel(dp=env.world_size),
         generate=generate,

@@ -255,21 +255,21 @@ def phases(marks: list[list[tuple[float, float, float, float]]]) -> dict[str, li
     return out
 
 
+def source_state(cfg: TrialConfig, comp: Composition, env: RankEnv) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Rank 0: the compressed model's state dict, and its sizes (dense, packed, serialized) and digest."""
+    state = build_state(cfg, comp, env, (Phase.MODEL,))
+    sd = state.model.state_dict()
+    encoded, counts = encode_state(sd)
+    metrics = {**state.metrics, **counts, **model_sizes(state.model), "payload_bytes": len(serialize(encoded))}
+    metrics.update(serialized_dense_bytes=len(serialize(sd)), state_sha256=digest(sd).hex())
+    return sd, metrics
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     if env.world_size < 2:
         raise SkipTrial("transfer needs at least 2 ranks (rank 0 sends, the others receive)")
-    metrics: dict[str, Any] = {}
-    sd: dict[str, Any] = {}
+    sd, metrics = source_state(cfg, comp, env) if env.is_main else ({}, {})
     buffer = torch.empty(0, dtype=torch.uint8)
-    if env.is_main:
-        state = build_state(cfg, comp, env, (Phase.MODEL,))
-        sd = state.model.state_dict()
-        encoded, counts = encode_state(sd)
-        metrics.update(state.metrics, **counts, **model_sizes(state.model), payload_bytes=len(serialize(encoded)))
-        metrics["serialized_dense_bytes"] = len(serialize(sd))
-        expected = digest(sd)
-        metrics["state_sha256"] = expected.hex()
-        del encoded
     size = torch.zeros(1, dtype=torch.int64)
     received: dict[str, Any] = {}
     marks: list[tuple[float, float, float, float]] = []
@@ -291,7 +291,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         marks.append((start, encoded, got, time.monotonic()))
 
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(step, warmup=cfg.warmup_steps, steps=cfg.steps)
-    verify(expected if env.is_main else digest(received), env)
+    verify(bytes.fromhex(metrics["state_sha256"]) if env.is_main else digest(received), env)
     every: list[Any] = [None] * env.world_size
     dist.all_gather_object(every, marks[cfg.warmup_steps :])
     nbytes = torch.tensor([float(metrics.get("payload_bytes", 0))], dtype=torch.float64)

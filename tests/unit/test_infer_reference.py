@@ -90,18 +90,34 @@ def _entry() -> Path:
 def _damaged(data: bytes, damage: str) -> bytes:
     if damage == "truncate":
         return data[: len(data) // 2]
-    if damage == "flip":  # inside the logits: the file still loads, the digest does not match
+    if damage == "flip":  # inside the tensors: the file still loads, the digest does not match
         return data[: len(data) // 2] + bytes([data[len(data) // 2] ^ 0xFF]) + data[len(data) // 2 + 1 :]
     return b"not a torch file"
 
 
 def test_a_corrupt_cache_entry_is_recomputed_not_trusted() -> None:
+    calls: list[int] = []
+
+    def compute() -> dict[str, torch.Tensor]:
+        calls.append(1)
+        return {"logits.0": torch.arange(1 << 16, dtype=torch.float32), "nll_sum": torch.tensor(3.5, dtype=torch.float64)}
+
+    key = {"task": "t", "ids_sha256": "0" * 64}
+    first = reference.ensure(key, ENV.device, compute)
+    assert first.status == "computed" and reference.ensure(key, ENV.device, compute).status == "hit" and len(calls) == 1
+    for damage, why in [("truncate", "unreadable"), ("flip", "digest mismatch"), ("garbage", "unreadable")]:
+        first.path.write_bytes(_damaged(first.path.read_bytes(), damage))
+        again = reference.ensure(key, ENV.device, compute)
+        assert again.status.startswith(f"recomputed: {why}"), damage
+        assert torch.equal(reference.load(again)["logits.0"], compute()["logits.0"])
+    assert reference.check(first.path, "another key") == "key mismatch"
+    assert reference.ensure(key, ENV.device, compute).status == "hit"  # the rewritten entry is whole
+
+
+def test_infer_recomputes_a_damaged_reference_and_scores_the_same() -> None:
     first = run(STRATEGY)
     path = _entry()
-    for damage, why in [("truncate", "unreadable"), ("flip", "digest mismatch"), ("garbage", "unreadable")]:
-        path.write_bytes(_damaged(path.read_bytes(), damage))
-        again = run(STRATEGY)
-        assert again.metrics["reference_cache"].startswith(f"recomputed: {why}"), damage
-        assert again.accuracy == first.accuracy
-    assert reference.check(path, "another key") == "key mismatch"
-    assert run(STRATEGY).metrics["reference_cache"] == "hit"  # the rewritten entry is whole
+    path.write_bytes(_damaged(path.read_bytes(), "flip"))
+    again = run(STRATEGY)
+    assert again.metrics["reference_cache"] == "recomputed: digest mismatch"
+    assert again.accuracy == first.accuracy
