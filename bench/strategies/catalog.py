@@ -10,6 +10,7 @@ import dataclasses
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Phase, Strategy, format_value
 
+PACKAGE = "bench.strategies"  # plugins register too; the README lists the built-in strategies
 HEADER = "| strategy (defaults) | phase | workloads | what it does |\n|---|---|---|---|"
 
 
@@ -29,9 +30,10 @@ def row(cls: type[Strategy], aliases: list[str]) -> str:
 
 
 def markdown() -> str:
-    """Every registered strategy, in application order (phase, then order within the phase)."""
+    """Every built-in strategy, in application order (phase, then order within the phase)."""
     aliases: dict[str, list[str]] = {}
     for alias, name in STRATEGIES.aliases().items():
         aliases.setdefault(name, []).append(alias)
-    classes = sorted((STRATEGIES.get(n) for n in STRATEGIES.names()), key=lambda c: (c.phase, c.order, c.name))
+    builtin = (STRATEGIES.get(n) for n in STRATEGIES.names())
+    classes = sorted((c for c in builtin if c.__module__.startswith(PACKAGE)), key=lambda c: (c.phase, c.order, c.name))
     return "\n".join([HEADER, *(row(c, sorted(aliases.get(c.name, []))) for c in classes)])

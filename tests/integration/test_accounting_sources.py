@@ -38,7 +38,7 @@ def fsdp_step(_: object) -> list[dict[str, Any]]:
         shutdown()
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
+@pytest.mark.parametrize("world_size", [2])  # 4 ranks: test_partition.py checks these layouts exactly
 def test_fsdp2_all_gathers_and_reduce_scatters_are_seen(ranks: Any, world_size: int) -> None:
     psi = sum(p.numel() * 4 for p in mlp().parameters())
     for records in ranks(fsdp_step, None, world_size):
@@ -80,7 +80,7 @@ def tensor_parallel_forward(_: object) -> dict[str, Any]:
         shutdown()
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
+@pytest.mark.parametrize("world_size", [2])  # 4 ranks: test_partition.py checks these layouts exactly
 def test_dtensor_collectives_match_comm_debug_mode(ranks: Any, world_size: int) -> None:
     for out in ranks(tensor_parallel_forward, None, world_size):
         oracle_calls = sum(out["oracle"].values())
@@ -119,7 +119,7 @@ def pipeline_step(_: object) -> dict[str, Any]:
         shutdown()
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
+@pytest.mark.parametrize("world_size", [2])  # 4 ranks: test_partition.py checks these layouts exactly
 def test_pipeline_send_recv_are_seen(ranks: Any, world_size: int) -> None:
     act = 8 * HIDDEN * 4  # the whole batch of activations; 4 microbatches of a quarter each
     for out in ranks(pipeline_step, None, world_size, timeout_s=120):

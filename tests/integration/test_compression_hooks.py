@@ -92,7 +92,7 @@ def expected_average(kind: str, params: dict[str, Any], payloads: list[torch.Ten
     return torch.stack([codec.decode(codecs.unpack(p, codec.specs(n)), n) for p in payloads]).mean(0)
 
 
-@pytest.mark.parametrize("world_size", [2, 4])
+@pytest.mark.parametrize("world_size", [2])  # 4 ranks: test_grad_compression.py (signsgd)
 def test_hooks_average_every_ranks_decoded_payload_and_gather_the_modelled_bytes(ranks: Any, world_size: int) -> None:
     outputs = ranks(hooks_on_ranks, CASES, world_size, timeout_s=120)
     for c, (kind, params) in enumerate(CASES):

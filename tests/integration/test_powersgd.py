@@ -83,8 +83,8 @@ def train_with_powersgd(case: Case) -> dict[str, Any]:
         shutdown()
 
 
-# Every case at 2 ranks; at 4 (slow on 2 cores) the 7-bucket layout and the batched hook.
-RUNS = [(2, c) for c in CASES] + [(4, CASES[1]), (4, CASES[3])]
+# Each case once: the 7-bucket layout and the batched hook at 4 ranks, the others at 2 (make test's budget).
+RUNS = [(2, CASES[0]), (2, CASES[2]), (4, CASES[1]), (4, CASES[3])]
 
 
 @pytest.mark.multirank
