@@ -220,6 +220,38 @@ class Profile:
     reason: str | None = None
 
 
+# Where a trial's wall time goes, in order. The parent times `spawn` (launch until the
+# rank's process exists) and `teardown` (the rank's result ready until the launch
+# returns); each rank marks the others as it enters them (`PhaseTimes`).
+PHASES = ("spawn", "import", "rendezvous", "build", "warmup", "window", "eval", "profile", "teardown")
+
+
+@dataclass(kw_only=True, slots=True)
+class PhaseTimes:
+    """One rank's timeline on the machine's CLOCK_BOOTTIME (one clock shared by every process).
+
+    `process_start_s` is when the kernel created the rank's process (None where it cannot be
+    read); each mark is (phase, when the rank entered it), in order, and the last mark is
+    ("done", when its result was ready). A phase lasts until the next mark.
+    """
+
+    process_start_s: float | None
+    marks: list[tuple[str, float]]
+
+    def durations(self) -> dict[str, float]:
+        """Seconds in each phase the rank entered (a phase entered twice is summed)."""
+        out: dict[str, float] = {}
+        if self.process_start_s is not None and self.marks:
+            out["import"] = self.marks[0][1] - self.process_start_s
+        for (name, t0), (_, t1) in zip(self.marks, self.marks[1:], strict=False):
+            out[name] = out.get(name, 0.0) + t1 - t0
+        return out
+
+    @property
+    def done_s(self) -> float | None:
+        return self.marks[-1][1] if self.marks and self.marks[-1][0] == "done" else None
+
+
 @dataclass(kw_only=True, slots=True)
 class RankResult:
     """Everything one rank of a finished trial reports to the parent."""
@@ -238,6 +270,9 @@ class RankResult:
     # phase -> its duration in each measured step, the same on every rank. The step's
     # latency is then their sum.
     phases_s: dict[str, list[float]] | None = None
+    # The rank's own timeline of the trial (import, rendezvous, build, ...): set by the
+    # worker around the workload, not by the workload.
+    timeline: PhaseTimes | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": "ok", **dataclasses.asdict(self)}
@@ -280,7 +315,7 @@ def rank_output_from_dict(d: dict[str, Any]) -> RankResult | RankSkipped:
         "accuracy": _strict(Accuracy, d.pop("accuracy")),
         "parallel": _strict(Parallel, d.pop("parallel")),
     }
-    for key, cls in (("profile", Profile), ("generate", Generate)):
+    for key, cls in (("profile", Profile), ("generate", Generate), ("timeline", PhaseTimes)):
         value = d.pop(key, None)
         nested[key] = None if value is None else _strict(cls, value)
     return _strict(RankResult, {**d, **nested})

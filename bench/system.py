@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import subprocess
+import time
 from datetime import datetime, timezone
 from functools import cache
 from pathlib import Path
@@ -124,3 +125,9 @@ def history_key(case: dict[str, Any], env: dict[str, Any]) -> str:
     hardware = {k: env.get(col) for k, col in HISTORY_HARDWARE.items()}
     blob = canonical_json({"case": case, "context": context, "hardware": hardware})
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def boottime() -> float:
+    """Seconds on CLOCK_BOOTTIME: the clock the kernel stamps process creation with, one for
+    every process of the machine (CLOCK_MONOTONIC where there is none)."""
+    return time.clock_gettime(getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC))

@@ -29,6 +29,9 @@ from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from bench.distributed import forkserver
+from bench.system import boottime
+
 MONITOR_INTERVAL_S = 0.2
 # gloo's message when a peer died first: never the root cause when another rank failed.
 _SECONDARY = (
@@ -54,6 +57,10 @@ class LaunchResult:
     wall_s: float = 0.0
     launcher_cpu_s: float = 0.0  # parent CPU time while ranks ran (proves it blocks)
     log_dir: str = ""
+    # When the launch began and returned, on CLOCK_BOOTTIME (the ranks' phase clock).
+    started_s: float = 0.0
+    ended_s: float = 0.0
+    start_method: str = "spawn"
 
 
 def _quiet_torchelastic() -> None:
@@ -135,13 +142,17 @@ def launch(
     log_dir: Path,
     timeout_s: float,
     env: dict[str, str] | None = None,
+    start_method: str = "spawn",
 ) -> LaunchResult:
     """Run `entry(payload)` on `nprocs` local ranks; blocks until all finish or fail.
 
-    `entry` must be importable by module path (ranks are spawned, not forked). Rank
-    stdout/stderr go to files under `log_dir`.
+    `entry` must be importable by module path (ranks start from a fresh interpreter, or
+    are forked from the preloaded server under `start_method="forkserver"`; see
+    `bench.distributed.forkserver`). Rank stdout/stderr go to files under `log_dir`.
     """
     _quiet_torchelastic()
+    if start_method == "forkserver":
+        entry = forkserver.prepare(entry, env or {})
     log_dir.mkdir(parents=True, exist_ok=True)
     run_id = uuid.uuid4().hex[:12]
     config = LaunchConfig(
@@ -153,11 +164,11 @@ def launch(
         rdzv_endpoint="127.0.0.1:0",
         max_restarts=0,
         monitor_interval=MONITOR_INTERVAL_S,
-        start_method="spawn",
+        start_method=start_method,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL, tee=Std.NONE),
         shutdown_timeout=5,
     )
-    result = LaunchResult(log_dir=str(log_dir))
+    result = LaunchResult(log_dir=str(log_dir), start_method=start_method, started_s=boottime())
     saved = {k: os.environ.get(k) for k in (env or {})}
     os.environ.update(env or {})
     t0, c0 = time.perf_counter(), time.process_time()
@@ -171,6 +182,7 @@ def launch(
     finally:
         result.wall_s = time.perf_counter() - t0
         result.launcher_cpu_s = time.process_time() - c0
+        result.ended_s = boottime()
         for k, v in saved.items():
             if v is None:
                 os.environ.pop(k, None)

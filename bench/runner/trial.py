@@ -24,8 +24,10 @@ from bench.comm.cost_model import BUS_FACTOR, bus_factor
 from bench.comm.cost_model import wire as wire_model
 from bench.contracts import MEASUREMENT_VERSION, Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
 from bench.distributed.env import backend_for, threads_for
+from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.distributed.launch import LaunchResult, launch
 from bench.models.zoo import MODELS, weights_source
+from bench.runner.phases import phase_columns
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
 from bench.system import environment, history_key, now_utc
@@ -92,16 +94,22 @@ def failed_row(base: dict[str, Any], error: str, result: LaunchResult | None = N
 
 
 def run_trial(
-    cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]], log_dir: Path
+    cfg: TrialConfig,
+    run_id: str,
+    strategy_params: list[dict[str, Any]],
+    log_dir: Path,
+    *,
+    launch_method: str = DEFAULT_START_METHOD,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Launch `cfg` on its ranks and return (trial row, per-collective rows)."""
-    base = base_row(cfg, run_id, strategy_params)
+    """Launch `cfg` on its ranks (`launch_method`: spawn or forkserver) and return (trial row, per-collective rows)."""
+    base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method}
     result = launch(
         rank_main,
         cfg.to_dict(),
         nprocs=cfg.world_size,
         log_dir=log_dir,
         timeout_s=cfg.timeout_s,
+        start_method=launch_method,
     )
     if result.error is not None:
         where = f" (rank {result.failed_rank})" if result.failed_rank is not None else ""
@@ -119,6 +127,9 @@ def run_trial(
     except Exception:
         return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result), []
     row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
+    reasons = json.loads(row["null_reasons"])
+    row.update(phase_columns(result, ranks[0].timeline, reasons))
+    row["null_reasons"] = json.dumps(reasons)
     return row, comm_rows(run_id, cfg, ranks)
 
 

@@ -11,18 +11,23 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bench.contracts import RankResult, RankSkipped, TrialConfig
 from bench.distributed.env import init_rank, shutdown
 from bench.errors import SkipTrial
+from bench.trackers import phases
 
 
 @record
 def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     """Entry point spawned by the launcher on each rank (must stay importable by path)."""
+    started = phases.process_start()
+    phases.reset()
     cfg = TrialConfig.from_dict(payload)
     for module in cfg.plugins:
         importlib.import_module(module)
     from bench.strategies import parse
     from bench.workloads import WORKLOADS
 
+    phases.mark("rendezvous")
     env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm)
+    phases.mark("build")
     try:
         comp = parse(cfg.strategy)
         run = WORKLOADS.get(cfg.workload).run
@@ -31,6 +36,8 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
         except SkipTrial as skip:
             # Skip decisions are deterministic, so every rank reaches the same one.
             result = RankSkipped(rank=env.rank, reason=skip.reason)
+        if isinstance(result, RankResult):
+            result.timeline = phases.timeline(started)
         return result.to_dict()  # the process boundary: plain data only
     except Exception:
         # Keep torchelastic's error file as the channel (it carries the traceback), but

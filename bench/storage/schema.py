@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,7 +27,7 @@ def _cols(group: str, *specs: tuple[str, pa.DataType, str, str]) -> list[Column]
 
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
-LIST_F64, LIST_I64 = pa.list_(pa.float64()), pa.list_(pa.int64())
+LIST_F64, LIST_I64, LIST_STR = pa.list_(pa.float64()), pa.list_(pa.int64()), pa.list_(pa.string())
 TS = pa.timestamp("us", tz="UTC")
 
 TRIAL_COLUMNS: list[Column] = [
@@ -149,6 +149,20 @@ TRIAL_COLUMNS: list[Column] = [
         ("log_dir", STR, "", "where each rank's stdout/stderr were written"),
     ),
     *_cols(
+        "phases",
+        ("launch_method", STR, "", "how the ranks were started: spawn (fresh interpreters) or forkserver (forked from a preloaded server)"),
+        ("packed_with", LIST_STR, "", "trial_ids of the trials that ran beside this one on other cores (empty: it ran alone)"),
+        ("phase_spawn_s", F64, "s", "launch call until rank 0's process existed (agent, rendezvous store, fork/exec)"),
+        ("phase_import_s", F64, "s", "rank 0's process start until its imports were done (torch, transformers, the project)"),
+        ("phase_rendezvous_s", F64, "s", "rank 0's init_process_group"),
+        ("phase_build_s", F64, "s", "rank 0: model, strategies and data built"),
+        ("phase_warmup_s", F64, "s", "rank 0: the untimed warmup steps"),
+        ("phase_window_s", F64, "s", "rank 0: the measured window, its fences and snapshots included"),
+        ("phase_eval_s", F64, "s", "rank 0: after the window but the profiler pass (evaluation, reference outputs, generate)"),
+        ("phase_profile_s", F64, "s", "rank 0: the profiler pass"),
+        ("phase_teardown_s", F64, "s", "rank 0's result ready until the launch returned (process group teardown, exit)"),
+    ),
+    *_cols(
         "environment",
         ("git_sha", STR, "", "commit of commbench, null outside a git checkout"),
         ("git_dirty", BOOL, "", "uncommitted changes to tracked files"),
@@ -170,6 +184,16 @@ TRIAL_COLUMNS: list[Column] = [
         ("config", STR, "JSON", "the full resolved trial config; `commbench run --config` reruns it"),
     ),
 ]
+
+# Columns that differ between two runs of the same trial, on any launch path: which run
+# and when, and what was timed or sampled. Every other column of an ok row is determined
+# by the trial, the code and the machine (a test holds the launch paths to that).
+RUN_VARYING = frozenset(
+    {"run_id", "started_at", "log_dir", "launch_method", "packed_with", "hostname", "git_dirty"}
+    | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "memory", "device", "phases")}
+    | {"wire_bytes_per_step", "wire_bytes_per_step_per_rank", "wire_ratio", "comm_time_s_per_step",
+       "comm_overlap_fraction", "algbw_Bps", "busbw_Bps", "launcher_cpu_s", "trial_wall_s", "metrics"}
+)  # fmt: skip
 
 COMM_COLUMNS: list[Column] = _cols(
     "comm",

@@ -10,6 +10,7 @@ import torch.distributed as dist
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
 from bench.comm.wire import WireCounter, WireUnavailable
 from bench.contracts import WindowResult
+from bench.trackers import phases
 from bench.trackers.latency import StepTimer, sync
 from bench.trackers.memory import MemoryTracker
 from bench.trackers.utilization import UtilSampler
@@ -51,14 +52,22 @@ class Window:
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
 
     def measure(self, step: Callable[[], object], *, warmup: int, steps: int) -> WindowResult:
-        """Run `warmup` untimed steps, then `steps` timed ones inside the window."""
+        """Run `warmup` untimed steps, then `steps` timed ones inside the window.
+
+        Marks the rank's phases: warmup, window, then "eval" for whatever the workload does
+        after the window (evaluation, generation) until it marks another phase.
+        """
+        phases.mark("warmup")
         for _ in range(warmup):
             step()
+        phases.mark("window")
         self.start()
         for _ in range(steps):
             with self.timer.step():
                 step()
-        return self.stop(steps)
+        result = self.stop(steps)
+        phases.mark("eval")
+        return result
 
     def start(self) -> None:
         sync(self.device)

@@ -40,6 +40,7 @@ from bench.eval import corpus as corpora
 from bench.eval import lm, reference
 from bench.models.zoo import MODELS, ModelSpec, build_model, weights_source
 from bench.strategies import Composition, Phase, TrialState
+from bench.trackers import phases
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
@@ -148,7 +149,9 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     spec = MODELS.get(cfg.model)
     model, tokenizer = load_model(spec, cfg.seed)
     task = accuracy_task(cfg, opts, spec, env, tokenizer)
+    phases.mark("eval")  # the reference's outputs: computed, or read from the cache
     entry, reference_metrics = reference_outputs(task, spec, cfg.seed, env.device)
+    phases.mark("build")
     state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=model)
     # No other name may hold the uncompressed model: the window's start collects garbage and
     # trims the heap, so its peak is the candidate's alone.

@@ -12,6 +12,7 @@ from bench.comm.profile import profile_steps
 from bench.contracts import Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.strategies import Composition, Phase, TrialState, effective
+from bench.trackers import phases
 from bench.trackers.memory import model_state_bytes
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
@@ -129,6 +130,8 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
     accuracy.protocol = synthetic_protocol(cfg, held_out)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
+    if cfg.profile_steps:
+        phases.mark("profile")
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)
     for s in comp.strategies:

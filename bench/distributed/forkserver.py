@@ -1,0 +1,102 @@
+"""The fast launch path: ranks forked from a server that has torch, transformers and commbench imported.
+
+Under `start_method="spawn"` every rank of every trial starts a fresh interpreter and
+imports torch, transformers and the project again. Under "forkserver", torchelastic asks
+Python's fork server for each rank instead: one process, started once, that imported
+`PRELOAD` and then only ever forks. Every trial still gets fresh rank processes (a
+monkeypatch in one trial dies with its ranks), but none of them pays the imports.
+
+The server captures its working directory, `sys.path` and environment when it starts,
+and its children inherit those, not the parent's at launch time. So it is keyed by them:
+when any differs from what the running server started with, it is stopped and started
+again (a test that sets an environment variable gets a server that has it). A launch's
+own `env` is applied in each rank by `_with_env`, so it never restarts the server.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import multiprocessing
+import multiprocessing.forkserver as mpf
+import os
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from bench.system import boottime
+
+START_METHODS = ("spawn", "forkserver")
+DEFAULT_START_METHOD = "forkserver"
+# What a rank imports before it runs its workload. A module that fails to import here is
+# skipped by the server (and imported by the rank as usual).
+PRELOAD = [
+    "torch",
+    "torch.distributed",
+    "torch.distributed.elastic.multiprocessing",
+    "transformers",
+    "bench.runner.worker",
+    "bench.strategies",
+    "bench.workloads",
+]
+# Set by pytest around each test phase: it must not restart the server between tests.
+_VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
+_started_with: str | None = None
+last_start_s: float | None = None  # seconds the latest server start took (preload included)
+
+
+def _fingerprint() -> str:
+    env = {k: v for k, v in os.environ.items() if k not in _VOLATILE_ENV}
+    key = repr((os.getcwd(), sys.path, sorted(env.items()), PRELOAD))
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _running() -> bool:
+    return getattr(mpf._forkserver, "_forkserver_pid", None) is not None
+
+
+def stop() -> None:
+    """Stop the server (the next forkserver launch starts a new one)."""
+    global _started_with
+    mpf._forkserver._stop()
+    _started_with = None
+
+
+def ensure_started() -> float:
+    """Start the server with `PRELOAD` unless one with this process's environment runs;
+    wait until it has imported everything. Returns the seconds that took (0 when running)."""
+    global _started_with, last_start_s
+    key = _fingerprint()
+    if _running() and _started_with == key:
+        return 0.0
+    if _running():
+        stop()
+    t0 = boottime()
+    multiprocessing.set_forkserver_preload(PRELOAD)
+    mpf.ensure_running()
+    # The server imports before it serves its first fork: one throwaway child waits for it,
+    # so the preload is paid here and not inside the first trial's spawn phase.
+    ctx = multiprocessing.get_context("forkserver")
+    proc = ctx.Process(target=_noop)
+    proc.start()
+    proc.join()
+    _started_with = key
+    last_start_s = boottime() - t0
+    return last_start_s
+
+
+def _noop() -> None:
+    pass
+
+
+def _with_env(entry: Callable[..., Any], env: dict[str, str], *args: Any) -> Any:
+    """Run in the rank: apply the launch's own environment, then the real entry point."""
+    os.environ.update(env)
+    return entry(*args)
+
+
+def prepare(entry: Callable[..., Any], env: dict[str, str]) -> Callable[..., Any]:
+    """Make sure the server runs with this process's environment and return the entry point
+    a forked rank runs: `entry`, after the launch's `env` has been set in the rank."""
+    ensure_started()
+    return functools.partial(_with_env, entry, dict(env)) if env else entry
