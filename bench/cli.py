@@ -10,6 +10,7 @@ import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bench.distributed.forkserver import DEFAULT_START_METHOD, START_METHODS
 from bench.errors import BenchError
 
 if TYPE_CHECKING:
@@ -120,7 +121,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     cfg = make_config(args.suite, point, raw, plugins, where="run")
     check_composition(comp, cfg, where="run")
     suite = Suite(args.suite, "ad-hoc trial", Path("."), [Trial(cfg, comp, pre_launch_skip(cfg, comp))])
-    return _finish(suite, run_sweep(suite, args.results, force=True, progress=False), args)
+    return _finish(suite, run_sweep(suite, args.results, force=True, progress=False, launch_method=args.launch), args)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -131,7 +132,8 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     if args.dry_run:
         print_plan(plan(suite, args.results / suite.name, args.force))
         return 0
-    return _finish(suite, run_sweep(suite, args.results, force=args.force, progress=not args.no_progress), args)
+    outcome = run_sweep(suite, args.results, force=args.force, progress=not args.no_progress, launch_method=args.launch)
+    return _finish(suite, outcome, args)
 
 
 def _finish(suite: Any, outcome: Any, args: argparse.Namespace) -> int:
@@ -260,6 +262,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--no-report", action="store_true")
     sw.add_argument("--no-progress", action="store_true")
     sw.set_defaults(func=_cmd_sweep)
+    for sp in (run, sw):
+        sp.add_argument("--launch", choices=START_METHODS, default=DEFAULT_START_METHOD,
+                        help=f"how ranks start: forkserver (forked from a preloaded server) or spawn (fresh interpreters); default {DEFAULT_START_METHOD}")  # fmt: skip
 
     rp = sub.add_parser("report", help="HTML report from results files or directories")
     rp.add_argument("results", nargs="+", type=Path)

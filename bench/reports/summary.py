@@ -10,6 +10,7 @@ import pandas as pd
 from bench.reports import fmt
 from bench.reports.blocks import Cell, Column, Details, Heading, Paragraph, Section, Table, present
 from bench.reports.cases import ReportData
+from bench.storage.schema import PHASE_COLUMNS
 
 STATUS_ORDER = ("ok", "failed", "skipped")
 # Environment columns a run records, as the summary names them.
@@ -54,8 +55,38 @@ def section(data: ReportData) -> Section:
         _runs_table(df, env, varying),
         Heading("Environment shared by every run") if common else None,
         _common_table(env, common) if common else None,
+        Heading("Where the trials' time went") if _timed(data.current).any() else None,
+        time_table(data.current),
     )
     return Section("summary", "Run summary", blocks)
+
+
+def _timed(rows: pd.DataFrame) -> pd.Series:
+    if "phase_spawn_s" not in rows or "trial_wall_s" not in rows:
+        return pd.Series(False, index=rows.index)
+    return rows["phase_spawn_s"].notna() & rows["trial_wall_s"].notna()
+
+
+def time_table(rows: pd.DataFrame) -> Table | None:
+    """Each phase of a trial (`phase_*_s`) summed over the trials that timed them, its share of
+    their wall time and its median per trial; None when no row has phase timings."""
+    timed = rows[_timed(rows)]
+    if timed.empty:
+        return None
+    wall = float(timed["trial_wall_s"].sum())
+    columns = (Column("phase", left=True), Column("total s"), Column("share of wall"), Column("median per trial s"))
+    body = []
+    for col in PHASE_COLUMNS:
+        values = timed[col].dropna() if col in timed else pd.Series(dtype=float)
+        total = float(values.sum())
+        name = col.removeprefix("phase_").removesuffix("_s")
+        body.append((Cell(name, left=True), Cell(fmt.num(total), sort=total), Cell(fmt.pct(total / wall), sort=total / wall),
+                     Cell(fmt.num(float(values.median())) if len(values) else fmt.DASH)))  # fmt: skip
+    measured = float(timed["latency_samples_s"].map(lambda v: float(sum(v)) if v is not None else 0.0).sum())
+    caption = (f"{len(timed)} trials, {fmt.num(wall)} s of trial wall time, of which the measured steps took "
+               f"{fmt.num(measured)} s ({fmt.pct(measured / wall)}); launch method(s): "
+               f"{', '.join(sorted(timed['launch_method'].dropna().astype(str).unique())) or fmt.DASH}")  # fmt: skip
+    return Table(columns, tuple(body), caption)
 
 
 def _environment(df: pd.DataFrame) -> pd.DataFrame:

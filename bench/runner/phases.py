@@ -17,13 +17,8 @@ from typing import Any
 
 from bench.contracts import PHASES, PhaseTimes
 from bench.distributed.launch import LaunchResult
-
-
-def column(phase: str) -> str:
-    return f"phase_{phase}_s"
-
-
-PHASE_COLUMNS = tuple(column(p) for p in PHASES)
+from bench.storage.schema import PHASE_COLUMNS
+from bench.storage.schema import phase_column as column
 
 
 def phase_columns(result: LaunchResult, timeline: PhaseTimes | None, reasons: dict[str, str]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from bench.contracts import MEASUREMENT_VERSION
+from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.runner.suite import Suite, Trial
 from bench.runner.trial import base_row, run_trial, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
@@ -68,7 +69,9 @@ def print_plan(entries: list[tuple[Trial, str]]) -> None:
     print(f"{len(entries)} trials: {counts['run']} to run, {counts['done']} already done, {counts['skip']} skipped")
 
 
-def run_sweep(suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True) -> SweepOutcome:
+def run_sweep(
+    suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True, launch_method: str = DEFAULT_START_METHOD
+) -> SweepOutcome:
     results_dir = results_root / suite.name
     entries = plan(suite, results_dir, force)
     run_id = new_run_id()
@@ -84,7 +87,7 @@ def run_sweep(suite: Suite, results_root: Path, *, force: bool = False, progress
             row, comm = skipped_row(base_row(cfg, run_id, trial.composition.params()), trial.skip or ""), []
         else:
             log_dir = results_dir / "logs" / run_id / cfg.trial_id
-            row, comm = run_trial(cfg, run_id, trial.composition.params(), log_dir)
+            row, comm = run_trial(cfg, run_id, trial.composition.params(), log_dir, launch_method=launch_method)
         writer.add(row, comm)
         outcome.counts[row["status"]] += 1
         if row["status"] == "failed":

@@ -102,7 +102,7 @@ def run_trial(
     launch_method: str = DEFAULT_START_METHOD,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Launch `cfg` on its ranks (`launch_method`: spawn or forkserver) and return (trial row, per-collective rows)."""
-    base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method}
+    base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method, "packed_with": []}
     result = launch(
         rank_main,
         cfg.to_dict(),

@@ -6,9 +6,12 @@ What the numbers in a row measure is versioned apart, by `contracts.MEASUREMENT_
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import pyarrow as pa
+
+from bench.contracts import PHASES
 
 SCHEMA_VERSION = 3
 
@@ -186,14 +189,37 @@ TRIAL_COLUMNS: list[Column] = [
 ]
 
 # Columns that differ between two runs of the same trial, on any launch path: which run
-# and when, and what was timed or sampled. Every other column of an ok row is determined
-# by the trial, the code and the machine (a test holds the launch paths to that).
+# and when, how it was launched, and what was timed or sampled. Every other column of an
+# ok row is determined by the trial, the code and the machine: `spawn` and `forkserver`
+# rows of one trial agree on all of them (tests/integration/test_launch_paths.py).
 RUN_VARYING = frozenset(
-    {"run_id", "started_at", "log_dir", "launch_method", "packed_with", "hostname", "git_dirty"}
-    | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "memory", "device", "phases")}
-    | {"wire_bytes_per_step", "wire_bytes_per_step_per_rank", "wire_ratio", "comm_time_s_per_step",
-       "comm_overlap_fraction", "algbw_Bps", "busbw_Bps", "launcher_cpu_s", "trial_wall_s", "metrics"}
-)  # fmt: skip
+    {"run_id", "started_at", "log_dir", "launch_method", "packed_with", "launcher_cpu_s", "trial_wall_s"}
+    | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "device", "phases")}
+    | {c.name for c in TRIAL_COLUMNS if c.name.startswith("mem_")}  # sampled RSS and allocator peaks
+    | {"comm_time_s_per_step", "comm_overlap_fraction", "algbw_Bps", "busbw_Bps"}  # profiler and latency timings
+    # The window's start barrier: its few bytes land on whichever rank's socket the arrival
+    # order picks (seen: [12.0, 2.4] and [7.2, 7.2] B/step for one infer trial); the sum is fixed.
+    | {"wire_bytes_per_step_per_rank"}
+)
+
+
+def deterministic_view(row: dict) -> dict:
+    """A row without its `RUN_VARYING` columns, and its `metrics` JSON without timings (keys in `_s`)."""
+    out = {k: v for k, v in row.items() if k not in RUN_VARYING}
+    if isinstance(out.get("metrics"), str):
+        metrics = json.loads(out["metrics"])
+        out["metrics"] = {k: v for k, v in metrics.items() if not k.endswith("_s")}
+    return out
+
+
+
+def phase_column(phase: str) -> str:
+    """The column of one of `contracts.PHASES`."""
+    return f"phase_{phase}_s"
+
+
+PHASE_COLUMNS = tuple(phase_column(p) for p in PHASES)
+assert set(PHASE_COLUMNS) <= {c.name for c in TRIAL_COLUMNS}, "every phase of contracts.PHASES needs its column"
 
 COMM_COLUMNS: list[Column] = _cols(
     "comm",
