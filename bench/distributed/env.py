@@ -47,6 +47,18 @@ def threads_for(world_size: int, requested: int | None) -> int:
     return max(1, cpu_cores() // world_size)
 
 
+CPUSET_ENV = "COMMBENCH_CPUSET"  # the cores a packed trial owns (bench.runner.packing)
+
+
+def parse_cpuset(text: str) -> set[int]:
+    """A `COMMBENCH_CPUSET` value ("4,5,6" or "4-6") as cores."""
+    out: set[int] = set()
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        lo, _, hi = part.partition("-")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
 def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
     """Pin this rank to its own equal slice of the allowed cores, when every rank gets one.
 
@@ -79,6 +91,9 @@ def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True)
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
     torch.set_num_threads(threads_for(world_size, threads))
+    if os.environ.get(CPUSET_ENV) and hasattr(os, "sched_setaffinity"):
+        # A packed trial: its ranks share only its cores, so pinning below slices those.
+        os.sched_setaffinity(0, parse_cpuset(os.environ[CPUSET_ENV]))
     if device == "cpu" and os.environ.get("COMMBENCH_PIN_CORES", "1") != "0":
         pin_cores(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
     backend = backend_for(device)

@@ -27,7 +27,11 @@ from typing import Any
 from bench.system import boottime
 
 START_METHODS = ("spawn", "forkserver")
-DEFAULT_START_METHOD = "forkserver"
+# The default of `launch`, `commbench run/sweep --launch` and the test suite; the
+# environment variable COMMBENCH_LAUNCH=spawn selects the old path everywhere.
+DEFAULT_START_METHOD = os.environ.get("COMMBENCH_LAUNCH", "forkserver")
+if DEFAULT_START_METHOD not in START_METHODS:
+    raise ValueError(f"COMMBENCH_LAUNCH must be one of {', '.join(START_METHODS)}, got {DEFAULT_START_METHOD!r}")
 # What a rank imports before it runs its workload. A module that fails to import here is
 # skipped by the server (and imported by the rank as usual).
 PRELOAD = [
@@ -39,8 +43,10 @@ PRELOAD = [
     "bench.strategies",
     "bench.workloads",
 ]
-# Set by pytest around each test phase: it must not restart the server between tests.
-_VOLATILE_ENV = ("PYTEST_CURRENT_TEST",)
+# Variables that change in this process without concerning ranks: pytest sets the first
+# around each test phase; torchelastic's agent sets the second in its own (parent) process
+# on the first launch, for its signal handlers. Neither may restart the server.
+_VOLATILE_ENV = ("PYTEST_CURRENT_TEST", "TORCHELASTIC_SIGNALS_TO_HANDLE")
 _started_with: str | None = None
 last_start_s: float | None = None  # seconds the latest server start took (preload included)
 

@@ -60,7 +60,7 @@ class LaunchResult:
     # When the launch began and returned, on CLOCK_BOOTTIME (the ranks' phase clock).
     started_s: float = 0.0
     ended_s: float = 0.0
-    start_method: str = "spawn"
+    start_method: str = forkserver.DEFAULT_START_METHOD
 
 
 def _quiet_torchelastic() -> None:
@@ -142,7 +142,7 @@ def launch(
     log_dir: Path,
     timeout_s: float,
     env: dict[str, str] | None = None,
-    start_method: str = "spawn",
+    start_method: str = forkserver.DEFAULT_START_METHOD,
 ) -> LaunchResult:
     """Run `entry(payload)` on `nprocs` local ranks; blocks until all finish or fail.
 
