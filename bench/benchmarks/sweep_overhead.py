@@ -6,10 +6,12 @@ Every trial of the suite runs twice back to back, once per launch path, alternat
 goes first so drift and load hit both alike. A trial's fixed overhead is its `trial_wall_s`
 minus its measured steps (the sum of `latency_samples_s`): spawning, imports, rendezvous,
 model build, warmup, evaluation, the profiler pass and teardown. Prints, per path, the
-median overhead with a bootstrap 95% CI and the median of each phase; the median of the
+median overhead with a bootstrap 95% CI, the same for the phases the launch path owns
+(spawn, import, rendezvous, teardown) and the median of each phase; the median of the
 per-trial ratios spawn/forkserver with its CI; the fork server's one-off start (paid once
 per sweep process, outside every trial); and whether each pair of rows agrees in every
-column that is not a timing (`schema.RUN_VARYING`). Rows go to RESULTS/sweep-overhead/.
+column that is not a timing (`schema.RUN_VARYING`). Rows go to RESULTS/sweep-overhead/;
+`--rows FILE` prints the summary of such a file again.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from bench.distributed import forkserver
 from bench.runner import suite as suites
 from bench.runner.sweep import new_run_id
 from bench.runner.trial import run_trial
-from bench.storage.parquet import RunWriter
+from bench.storage.parquet import RunWriter, read_results
 from bench.storage.schema import PHASE_COLUMNS, deterministic_view
 
 METHODS = ("spawn", "forkserver")
@@ -39,7 +41,16 @@ def fixed_overhead_s(row: dict[str, Any]) -> float:
 def differing(a: dict[str, Any], b: dict[str, Any]) -> list[str]:
     """Columns outside `RUN_VARYING` whose values differ between two rows of one trial."""
     va, vb = deterministic_view(a), deterministic_view(b)
-    return sorted(k for k in set(va) | set(vb) if va.get(k) != vb.get(k))
+    return sorted(k for k in set(va) | set(vb) if _plain(va.get(k)) != _plain(vb.get(k)))
+
+
+def _plain(value: Any) -> Any:
+    """A value as a row dict holds it, also when it was read back from parquet (arrays, NaN for null)."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    if isinstance(value, float) and value != value:
+        return None
+    return value
 
 
 def median_ci(values: list[float]) -> tuple[float, float, float]:
@@ -50,12 +61,59 @@ def median_ci(values: list[float]) -> tuple[float, float, float]:
     return float(np.median(arr)), float(ci.low), float(ci.high)
 
 
+# The phases the launch path itself owns; the rest are work the suite asks for.
+LAUNCH_PHASES = ("phase_spawn_s", "phase_import_s", "phase_rendezvous_s", "phase_teardown_s")
+
+
+def launch_overhead_s(row: dict[str, Any]) -> float:
+    """Seconds of the trial spent starting and stopping ranks: spawn, import, rendezvous, teardown."""
+    return float(sum(row[c] for c in LAUNCH_PHASES))
+
+
+def summarize(pairs: list[dict[str, dict[str, Any]]], start_s: float | None) -> int:
+    """Print the comparison of (spawn row, forkserver row) pairs; 1 when a pair differs outside timings."""
+    print(f"\nper-trial fixed overhead (trial_wall_s - measured steps), {len(pairs)} trials, each on both paths:")
+    for method in METHODS:
+        rows = [p[method] for p in pairs]
+        med, low, high = median_ci([fixed_overhead_s(r) for r in rows])
+        print(f"  {method:<10} median {med:.2f} s, 95% CI [{low:.2f}, {high:.2f}]")
+        med, low, high = median_ci([launch_overhead_s(r) for r in rows])
+        print(f"             of which spawn+import+rendezvous+teardown: median {med:.2f} s, 95% CI [{low:.2f}, {high:.2f}]")
+        medians = {c.removeprefix("phase_").removesuffix("_s"): np.nanmedian([r[c] if r.get(c) is not None else np.nan for r in rows])
+                   for c in PHASE_COLUMNS}  # fmt: skip
+        print("             phases (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
+    for name, fn in (("fixed overhead", fixed_overhead_s), ("launch phases", launch_overhead_s)):
+        med, low, high = median_ci([fn(p["spawn"]) / fn(p["forkserver"]) for p in pairs])
+        print(f"  ratio spawn/forkserver, {name}: median of per-trial ratios {med:.2f}, 95% CI [{low:.2f}, {high:.2f}]")
+    if start_s is not None:
+        spread = np.median([fixed_overhead_s(p["forkserver"]) for p in pairs]) + start_s / len(pairs)
+        print(f"  forkserver with its {start_s:.2f} s start spread over these trials: {spread:.2f} s per trial")
+    same = sum(not differing(p["spawn"], p["forkserver"]) for p in pairs)
+    print(f"  rows identical outside timing columns: {same}/{len(pairs)} pairs")
+    return 0 if same == len(pairs) else 1
+
+
+def pairs_from(path: Path) -> list[dict[str, dict[str, Any]]]:
+    """(spawn, forkserver) rows of each trial in a results file this benchmark wrote."""
+    df = read_results([path])
+    pairs = []
+    for _, group in df[df["status"] == "ok"].groupby("trial_id", sort=False):
+        by = {r["launch_method"]: r.to_dict() for _, r in group.iterrows()}
+        if set(METHODS) <= set(by):
+            pairs.append({m: by[m] for m in METHODS})
+    return pairs
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--suite", default="default", help="suite file or name (default: default)")
     p.add_argument("--limit", type=int, help="only the first N trials of the suite that run")
     p.add_argument("--results", type=Path, default=Path("results"))
+    p.add_argument("--rows", type=Path, help="only summarize a results file an earlier run of this benchmark wrote")
     args = p.parse_args(argv)
+    if args.rows:
+        pairs = pairs_from(args.rows)
+        return summarize(pairs, None) if pairs else 2
     suite = suites.load(args.suite)
     trials = [t for t in suite.trials if not t.skip][: args.limit]
     if not trials:
@@ -65,9 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     writer = RunWriter(args.results / "sweep-overhead", run_id)
     start_s = forkserver.ensure_started()
     print(f"fork server started in {start_s:.2f} s (once per sweep process, outside every trial)")
-    over: dict[str, list[float]] = {m: [] for m in METHODS}
-    phases: dict[str, list[dict[str, float]]] = {m: [] for m in METHODS}
-    ratios, mismatches = [], 0
+    pairs = []
     for i, trial in enumerate(trials):
         cfg = trial.config
         rows = {}
@@ -79,28 +135,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"sweep-overhead: error: {method} {cfg.trial_id} {row['status']}: {row['error']}")
                 return 1
             rows[method] = row
-            over[method].append(fixed_overhead_s(row))
-            phases[method].append({c: row[c] for c in PHASE_COLUMNS if row.get(c) is not None})
-        ratios.append(over["spawn"][-1] / over["forkserver"][-1])
+        pairs.append(rows)
         diff = differing(rows["spawn"], rows["forkserver"])
-        mismatches += bool(diff)
         print(f"trial {i + 1}/{len(trials)} {cfg.strategy} {cfg.model} {cfg.workload} ws={cfg.world_size}: fixed overhead "
-              f"spawn {over['spawn'][-1]:.2f} s, forkserver {over['forkserver'][-1]:.2f} s; "
+              f"spawn {fixed_overhead_s(rows['spawn']):.2f} s, forkserver {fixed_overhead_s(rows['forkserver']):.2f} s; "
               f"non-timing columns {'differ: ' + ', '.join(diff) if diff else 'identical'}")  # fmt: skip
-    print(f"\nper-trial fixed overhead (trial_wall_s - measured steps), {len(trials)} trials of suite {suite.name}:")
-    for method in METHODS:
-        med, low, high = median_ci(over[method])
-        print(f"  {method:<10} median {med:.2f} s, 95% CI [{low:.2f}, {high:.2f}]")
-        medians = {c.removeprefix("phase_").removesuffix("_s"): np.median([p.get(c, np.nan) for p in phases[method]])
-                   for c in PHASE_COLUMNS}  # fmt: skip
-        print("             phases (median s): " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items()))
-    med, low, high = median_ci(ratios)
-    print(f"  ratio spawn/forkserver: median of per-trial ratios {med:.2f}, 95% CI [{low:.2f}, {high:.2f}]")
-    amortized = start_s / len(trials)
-    print(f"  forkserver with its start spread over these trials: {np.median(over['forkserver']) + amortized:.2f} s per trial")
-    print(f"  rows identical outside timing columns: {len(trials) - mismatches}/{len(trials)} pairs")
+    code = summarize(pairs, start_s)
     print(f"rows: {writer.trials_path}")
-    return 1 if mismatches else 0
+    return code
 
 
 if __name__ == "__main__":

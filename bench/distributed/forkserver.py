@@ -24,6 +24,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
+from bench.errors import BenchError
 from bench.system import boottime
 
 START_METHODS = ("spawn", "forkserver")
@@ -31,7 +32,7 @@ START_METHODS = ("spawn", "forkserver")
 # environment variable COMMBENCH_LAUNCH=spawn selects the old path everywhere.
 DEFAULT_START_METHOD = os.environ.get("COMMBENCH_LAUNCH", "forkserver")
 if DEFAULT_START_METHOD not in START_METHODS:
-    raise ValueError(f"COMMBENCH_LAUNCH must be one of {', '.join(START_METHODS)}, got {DEFAULT_START_METHOD!r}")
+    raise BenchError(f"COMMBENCH_LAUNCH must be one of {', '.join(START_METHODS)}, got {DEFAULT_START_METHOD!r}")
 # What a rank imports before it runs its workload. A module that fails to import here is
 # skipped by the server (and imported by the rank as usual).
 PRELOAD = [
@@ -53,7 +54,7 @@ last_start_s: float | None = None  # seconds the latest server start took (prelo
 
 def _fingerprint() -> str:
     env = {k: v for k, v in os.environ.items() if k not in _VOLATILE_ENV}
-    key = repr((os.getcwd(), sys.path, sorted(env.items()), PRELOAD))
+    key = repr((os.getcwd(), sys.path, sorted(env.items()), PRELOAD + _main_module()))
     return hashlib.sha256(key.encode()).hexdigest()
 
 
@@ -78,7 +79,7 @@ def ensure_started() -> float:
     if _running():
         stop()
     t0 = boottime()
-    multiprocessing.set_forkserver_preload(PRELOAD)
+    multiprocessing.set_forkserver_preload(PRELOAD + _main_module())
     mpf.ensure_running()
     # The server imports before it serves its first fork: one throwaway child waits for it,
     # so the preload is paid here and not inside the first trial's spawn phase.
@@ -89,6 +90,16 @@ def ensure_started() -> float:
     _started_with = key
     last_start_s = boottime() - t0
     return last_start_s
+
+
+def _main_module() -> list[str]:
+    """The launching program's main module, which every rank re-imports (as `__mp_main__`)
+    before it runs its entry point: preloaded, its own imports cost the ranks nothing.
+    (`python -m bench` and `python -m pytest` run a package's `__main__`, which ranks skip.)"""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    if spec is None:
+        return ["__main__"]  # a script: the server imports it from its path
+    return [] if spec.name.endswith("__main__") else [spec.name]
 
 
 def _noop() -> None:
