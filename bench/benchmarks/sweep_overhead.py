@@ -21,14 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from scipy import stats
 
-from bench.distributed import forkserver
-from bench.runner import suite as suites
-from bench.runner.sweep import new_run_id
-from bench.runner.trial import run_trial
-from bench.storage.parquet import RunWriter, read_results
 from bench.storage.schema import PHASE_COLUMNS, deterministic_view
+
+# Every rank re-imports the launching program's main module (multiprocessing's
+# `__mp_main__`): this one imports the runner, scipy and pyarrow only inside its functions,
+# so that spawned ranks pay what they pay under `commbench sweep`, and no more.
 
 METHODS = ("spawn", "forkserver")
 
@@ -54,6 +52,8 @@ def _plain(value: Any) -> Any:
 
 
 def median_ci(values: list[float]) -> tuple[float, float, float]:
+    from scipy import stats
+
     arr = np.asarray(values, dtype=np.float64)
     if len(arr) < 2:
         return float(arr[0]), float("nan"), float("nan")
@@ -95,6 +95,8 @@ def summarize(pairs: list[dict[str, dict[str, Any]]], start_s: float | None) -> 
 
 def pairs_from(path: Path) -> list[dict[str, dict[str, Any]]]:
     """(spawn, forkserver) rows of each trial in a results file this benchmark wrote."""
+    from bench.storage.parquet import read_results
+
     df = read_results([path])
     pairs = []
     for _, group in df[df["status"] == "ok"].groupby("trial_id", sort=False):
@@ -114,6 +116,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.rows:
         pairs = pairs_from(args.rows)
         return summarize(pairs, None) if pairs else 2
+    from bench.distributed import forkserver
+    from bench.runner import suite as suites
+    from bench.runner.sweep import new_run_id
+    from bench.runner.trial import run_trial
+    from bench.storage.parquet import RunWriter
+
     suite = suites.load(args.suite)
     trials = [t for t in suite.trials if not t.skip][: args.limit]
     if not trials:

@@ -93,13 +93,11 @@ def ensure_started() -> float:
 
 
 def _main_module() -> list[str]:
-    """The launching program's main module, which every rank re-imports (as `__mp_main__`)
-    before it runs its entry point: preloaded, its own imports cost the ranks nothing.
-    (`python -m bench` and `python -m pytest` run a package's `__main__`, which ranks skip.)"""
-    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    if spec is None:
-        return ["__main__"]  # a script: the server imports it from its path
-    return [] if spec.name.endswith("__main__") else [spec.name]
+    """The launching script, which every rank re-runs as `__mp_main__` before its entry point:
+    preloaded, its imports cost the ranks nothing. A `python -m` program is left out: ranks
+    skip a package's `__main__` (commbench, pytest), and runpy warns when another module it
+    re-runs was preloaded."""
+    return ["__main__"] if getattr(sys.modules.get("__main__"), "__spec__", None) is None else []
 
 
 def _noop() -> None:
