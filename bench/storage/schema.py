@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,10 @@ TRIAL_COLUMNS: list[Column] = [
         ("device", STR, "", "cpu | cuda"),
         ("backend", STR, "", "gloo | nccl"),
         ("world_size", I64, "ranks", "number of ranks"),
+        ("nnodes", I64, "nodes", "nodes the ranks are spread over (real hosts, or network namespaces when `network` is set)"),
+        ("network", STR, "", "emulated link between namespace nodes (`veth`, `1gbit`, `100mbit+5ms`); null on one node or a real cluster"),
+        ("network_rate_bps", F64, "bit/s", "the link's tc rate limit; null: unshaped"),
+        ("network_delay_s", F64, "s", "the link's one-way netem delay; null: none"),
         ("dp", I64, "ranks", "data-parallel degree"),
         ("tp", I64, "ranks", "tensor-parallel degree"),
         ("pp", I64, "ranks", "pipeline-parallel degree"),
@@ -108,6 +112,10 @@ TRIAL_COLUMNS: list[Column] = [
         ("wire_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
         ("modelled_wire_bytes_per_step", F64, "B/step", "cost model applied to the recorded collectives (backend's algorithm)"),
         ("wire_ratio", F64, "ratio", "wire_bytes_per_step / modelled_wire_bytes_per_step"),
+        ("link_bytes_per_step", F64, "B/step", "bytes received on the nodes' veth interfaces (kernel counters, all headers included), summed over nodes"),
+        ("link_packets_per_step", F64, "packets/step", "packets received on the nodes' veth interfaces, summed over nodes"),
+        ("link_payload_bytes_per_step", F64, "B/step", "link_bytes_per_step minus 66 B of Ethernet/IPv4/TCP headers per packet: the TCP payload"),
+        ("link_ratio", F64, "ratio", "link_payload_bytes_per_step / modelled_wire_bytes_per_step"),
         ("comm_time_s_per_step", F64, "s/step", "profiler pass: time with a collective in flight, max over ranks"),
         ("comm_overlap_fraction", F64, "ratio", "profiler pass: share of that time the main thread was computing, mean over ranks"),
         ("algbw_Bps", F64, "B/s", "collectives workload: message bytes S / median call time"),
