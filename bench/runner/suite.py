@@ -205,7 +205,8 @@ def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plu
 def check_feasible(cfg: TrialConfig, where: str) -> None:
     """Errors for configs that can never run, whatever the machine."""
     if cfg.world_size // cfg.nnodes > 64:
-        raise BenchError(f"{where}: world_size {cfg.world_size} over {cfg.nnodes} node(s) is not a local world size (max 64 per node)")
+        per = f" ({cfg.world_size // cfg.nnodes} per node)" if cfg.nnodes > 1 else ""
+        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size{per} (max 64)")
     if cfg.network is not None:
         try:
             parse_network(cfg.network)

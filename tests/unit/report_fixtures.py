@@ -188,7 +188,7 @@ def network_trials(run: Run, rng: np.random.Generator) -> None:
     for strategy, nbytes in NETWORK_BYTES.items():
         for network, rate in (("veth", 20e9), ("10000mbit", 10e9), ("1000mbit", 1e9), ("100mbit", 1e8)):
             t = NETWORK_COMPUTE_S[strategy] + 8 * nbytes / rate
-            trial(run, strategy, rng=rng, network=network, latency_s=t, link_bytes_per_step=2 * nbytes,
+            trial(run, strategy, "gpt2-small", rng=rng, network=network, latency_s=t, link_bytes_per_step=2 * nbytes,
                   comm_calls_per_step=2.0)  # fmt: skip
 
 
