@@ -292,6 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin", action="append", default=[], help="module to import in every rank (custom strategies)")
     run.add_argument("--config", help="rerun a stored trial: a JSON file holding a row's `config`")
     run.add_argument("--suite", default="adhoc", help="results go to RESULTS/SUITE/ (default: adhoc)")
+    run.add_argument("--no-report", action="store_true")
     run.set_defaults(func=_cmd_run)
 
     sw = sub.add_parser("sweep", help="run every trial of a suite file")

@@ -100,7 +100,10 @@ def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None
 
 
 def mbit(bps: float | None) -> str:
-    return fmt.DASH if bps is None else f"{bps / 1e6:.3g} Mbit/s"
+    """A bandwidth as tc would write it: `1 Gbit/s`, `200 Mbit/s`."""
+    if bps is None:
+        return fmt.DASH
+    return f"{bps / 1e9:.3g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.3g} Mbit/s"
 
 
 def _f(v: object) -> float | None:
@@ -132,14 +135,33 @@ def _case_key(row: pd.Series) -> str:
     return canonical_json(fields)
 
 
-def analyse(current: pd.DataFrame) -> list[NetworkCase]:
-    """Every case with a baseline measured on two or more shaped links, and its strategies against it."""
-    if "network" not in current or current.empty:
+_MEDIAN_OVER_RUNS = ("latency_p50_s", "link_bytes_per_step", "comm_calls_per_step")
+
+
+def _median_over_runs(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per case × strategy × link: the median of its runs (launches on a loaded machine differ)."""
+    rows = []
+    for _, g in ok.groupby(["_case", "strategy", "network"], sort=True):
+        first = g.iloc[0].copy()
+        for col in _MEDIAN_OVER_RUNS:
+            if col in g:
+                first[col] = g[col].median()
+        first["runs"] = len(g)
+        rows.append(first)
+    return pd.DataFrame(rows)
+
+
+def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
+    """Every case with a baseline measured on two or more shaped links, and its strategies against it.
+
+    Each point is the median of a trial's step p50 over every run in `rows` that measured it.
+    """
+    if "network" not in rows or rows.empty:
         return []
-    ok = current[(current["status"] == "ok") & current["network"].notna() & current["latency_p50_s"].notna()]
+    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna()]
     if ok.empty:
         return []
-    ok = ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()])
+    ok = _median_over_runs(ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()]))
     out = []
     for _, group in ok.groupby("_case", sort=True):
         curves = {s: _curve(str(s), rows) for s, rows in group.groupby("strategy", sort=True)}
@@ -152,7 +174,8 @@ def analyse(current: pd.DataFrame) -> list[NetworkCase]:
             model, model_why = model_break_even(base, curve)
             rows.append(BreakEven(curve, measured, why, model, model_why))
         first = group.iloc[0]
-        title = f"{first['model']} × {first['workload']}, {first['world_size']} ranks on {first.get('nnodes')} nodes"
+        runs = f"median of {int(group['runs'].min())}–{int(group['runs'].max())} runs" if group["runs"].max() > 1 else "one run"
+        title = f"{first['model']} × {first['workload']}, {first['world_size']} ranks on {first.get('nnodes')} nodes ({runs})"
         out.append(NetworkCase(title, base, tuple(rows)))
     return out
 
@@ -208,8 +231,8 @@ def reasons(case: NetworkCase) -> Paragraph | None:
     return Paragraph("No measured break-even — " + "; ".join(notes) + ".") if notes else None
 
 
-def section(current: pd.DataFrame) -> Section | None:
-    found = analyse(current)
+def section(rows: pd.DataFrame) -> Section | None:
+    found = analyse(rows)
     if not found:
         return None
     blocks = [blk for case in found for blk in present(table(case), reasons(case), figure(case))]
@@ -226,7 +249,8 @@ def markdown(found: list[NetworkCase]) -> str:
     for case in found:
         links = _links(case)
         out.append(f"**{case.title}**\n")
-        out.append("| strategy | veth | " + " | ".join(mbit(r) for r in links)
+        out.append("Step p50 in ms on each link; bytes counted on the veth.\n")
+        out.append("| strategy | veth (unshaped) | " + " | ".join(mbit(r) for r in links)
                    + " | link MB/step one way | break-even (measured) | break-even (model) | model error |")  # fmt: skip
         out.append("|" + "---|" * (len(links) + 6))
         for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
@@ -250,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         i = args.index("--png")
         png = Path(args[i + 1])
         del args[i : i + 2]
-    found = analyse(cases.latest(read_results([Path(a) for a in args])))
+    found = analyse(read_results([Path(a) for a in args]))
     if not found:
         print("no case with a baseline on two or more shaped links", file=sys.stderr)
         return 1

@@ -213,6 +213,8 @@ def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
         if p.log_x:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            if p.log_y:  # less than a decade of y: the minor ticks carry the labels, written plainly too
+                ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         _plain_y(ax)
         _title(ax, p.title)
         ax.set_xlabel(xlabel, fontsize=8)

@@ -1,7 +1,7 @@
-"""Two "hosts" on one machine: network namespaces joined by a veth, shaped by tc, counted by the kernel.
+"""Several nodes: two network namespaces joined by a veth (shaped by tc, counted by the kernel), and the CLI's --nnodes.
 
-Skips cleanly where namespaces cannot be made (not root, no iproute2, a container without
-CAP_NET_ADMIN). Every namespace the tests make is gone afterwards.
+The namespace tests skip cleanly where namespaces cannot be made (not root, no iproute2, a
+container without CAP_NET_ADMIN). Every namespace they make is gone afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from bench.network import netns
 from bench.network.spec import parse_network
 from bench.runner.trial import run_trial
 
-pytestmark = [pytest.mark.netns, pytest.mark.multirank]
+pytestmark = pytest.mark.multirank
 
 PAYLOAD = 4_000_000
 SERVER = """
@@ -61,6 +61,7 @@ def counters(link: netns.Link) -> tuple[int, int]:
     return total[0], total[1]
 
 
+@pytest.mark.netns
 def test_veth_counts_tcp_payload_exactly_and_tc_shapes_it(usable: None) -> None:
     before = namespaces()
     with netns.pair(parse_network("100mbit")) as link:
@@ -83,6 +84,7 @@ def test_veth_counts_tcp_payload_exactly_and_tc_shapes_it(usable: None) -> None:
     assert namespaces() == before
 
 
+@pytest.mark.netns
 def test_ddp_across_two_namespaces_counts_its_wire_bytes_three_ways(usable: None, tmp_path: Path) -> None:
     before = namespaces()
     cfg = TrialConfig(suite="t", strategy="baseline", model="gpt2-tiny", workload="train", world_size=2, nnodes=2,
@@ -99,3 +101,35 @@ def test_ddp_across_two_namespaces_counts_its_wire_bytes_three_ways(usable: None
     assert abs(link / analytic - 1) < 0.03 and abs(row["link_ratio"] - 1) < 0.03
     assert abs(sockets / analytic - 1) < 0.03 and abs(link / sockets - 1) < 0.01
     assert namespaces() == before
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_cli_on_two_nodes_writes_one_row_on_the_node_holding_rank_0(tmp_path: Path) -> None:
+    """What `srun` runs on each node of a real cluster, here as two local `commbench run`s on loopback."""
+    endpoint = f"127.0.0.1:{free_port()}"
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "bench", "run", "--world-size", "2", "--steps", "2", "--warmup-steps", "1",
+                          "--batch-size", "2", "--seq-len", "32", "--set", "profile_steps=0", "--set", "eval_batches=1",
+                          "--nnodes", "2", "--node-rank", str(k), "--rdzv-endpoint", endpoint,
+                          "--results", str(tmp_path / f"node{k}"), "--no-report"],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+        for k in range(2)
+    ]
+    outs = [p.communicate(timeout=400)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    from bench.storage.parquet import read_results, trial_files
+
+    written = [k for k in range(2) if trial_files([tmp_path / f"node{k}"])]
+    assert len(written) == 1, outs  # exactly one node holds global rank 0 and writes the row
+    other = 1 - written[0]
+    assert "row written by the node holding rank 0" in outs[other]
+    [row] = read_results([tmp_path / f"node{written[0]}"]).to_dict("records")
+    assert row["status"] == "ok" and row["nnodes"] == 2 and row["world_size"] == 2
+    assert abs(row["wire_ratio"] - 1) < 0.03 and len(row["wire_bytes_per_step_per_rank"]) == 2  # both ranks' results

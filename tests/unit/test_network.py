@@ -17,7 +17,6 @@ from bench.errors import BenchError
 from bench.network.netns import TCP_HEADER_BYTES, qdisc_args
 from bench.network.spec import parse_network
 from bench.reports import network
-from bench.reports.cases import latest
 from bench.runner import suite as suites
 from bench.storage.parquet import read_results
 from tests.unit.report_fixtures import NETWORK_BYTES, NETWORK_COMPUTE_S, T0, Run, network_trials
@@ -156,7 +155,7 @@ def test_break_even_from_stored_rows(tmp_path: Path) -> None:
     run = Run("net", "20260105T010000Z-net", "a" * 40, T0)
     network_trials(run, np.random.default_rng(0))
     run.write(tmp_path)
-    [case] = network.analyse(latest(read_results([tmp_path])))
+    [case] = network.analyse(read_results([tmp_path]))
     [topk] = case.rows
     # The fixture follows the model exactly (but for 3% step noise): the fit recovers its compute and bytes.
     assert topk.curve.compute_s == pytest.approx(NETWORK_COMPUTE_S["topk(ratio=0.01)"], rel=0.03)
