@@ -108,7 +108,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
         raw.pop("suite", None)
         plugins = tuple(raw.pop("plugins", ()))
     else:
-        point = {"strategy": args.strategy, "model": args.model, "workload": args.workload, "device": args.device, "world_size": args.world_size}
+        point = {
+            "strategy": args.strategy,
+            "model": args.model,
+            "workload": args.workload,
+            "device": args.device,
+            "world_size": args.world_size,
+        }
         raw, plugins = {}, tuple(args.plugin)
     for key in ("steps", "warmup_steps", "batch_size", "seq_len", "timeout_s"):
         value = getattr(args, key)
@@ -120,8 +126,42 @@ def _cmd_run(args: argparse.Namespace) -> int:
     point["strategy"] = comp.canonical
     cfg = make_config(args.suite, point, raw, plugins, where="run")
     check_composition(comp, cfg, where="run")
+    placement = _placement(args)
+    if placement is not None:
+        cfg = _on_nodes(cfg, placement, "run")
     suite = Suite(args.suite, "ad-hoc trial", Path("."), [Trial(cfg, comp, pre_launch_skip(cfg, comp))])
-    return _finish(suite, run_sweep(suite, args.results, force=True, progress=False, launch_method=args.launch), args)
+    return _finish(
+        suite,
+        run_sweep(suite, args.results, force=True, progress=False, launch_method=args.launch, placement=placement),
+        args,
+    )
+
+
+def _placement(args: argparse.Namespace) -> Any:
+    """The --nnodes/--node-rank/--rdzv-endpoint of a multi-node run, checked; None on one node."""
+    from bench.distributed.launch import Placement
+
+    if args.nnodes == 1:
+        if args.node_rank or args.rdzv_endpoint:
+            raise BenchError("--node-rank and --rdzv-endpoint go with --nnodes N (N > 1)")
+        return None
+    if args.nnodes < 1:
+        raise BenchError(f"--nnodes must be >= 1, got {args.nnodes}")
+    if not 0 <= args.node_rank < args.nnodes:
+        raise BenchError(f"--node-rank must be in [0, {args.nnodes - 1}], got {args.node_rank}")
+    host, colon, port = (args.rdzv_endpoint or "").rpartition(":")
+    if not (host and colon and port.isdigit() and 0 < int(port) < 65536):
+        raise BenchError(f"--rdzv-endpoint must be HOST:PORT (node 0's address, a free port), got {args.rdzv_endpoint!r}")
+    return Placement(args.nnodes, args.node_rank, args.rdzv_endpoint)
+
+
+def _on_nodes(cfg: Any, placement: Any, where: str) -> Any:
+    """`cfg` spread over the placement's nodes: world_size stays the total number of ranks."""
+    if cfg.network is not None:
+        raise BenchError(f"{where}: network {cfg.network!r} emulates nodes on this machine; it cannot run with --nnodes")
+    if cfg.world_size % placement.nnodes:
+        raise BenchError(f"{where}: world_size {cfg.world_size} does not split over --nnodes {placement.nnodes}")
+    return dataclasses.replace(cfg, nnodes=placement.nnodes)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
@@ -129,10 +169,17 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner.sweep import plan, print_plan, run_sweep
 
     suite = suites.load(args.suite)
+    placement = _placement(args)
+    if placement is not None:
+        trials = [dataclasses.replace(t, config=_on_nodes(t.config, placement, str(suite.path))) for t in suite.trials]
+        suite = dataclasses.replace(suite, trials=trials)
     if args.dry_run:
         print_plan(plan(suite, args.results / suite.name, args.force))
         return 0
-    outcome = run_sweep(suite, args.results, force=args.force, progress=not args.no_progress, launch_method=args.launch)
+    outcome = run_sweep(
+        suite, args.results, force=args.force, progress=not args.no_progress, launch_method=args.launch,
+        placement=placement,
+    )  # fmt: skip
     return _finish(suite, outcome, args)
 
 
@@ -253,6 +300,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--plugin", action="append", default=[], help="module to import in every rank (custom strategies)")
     run.add_argument("--config", help="rerun a stored trial: a JSON file holding a row's `config`")
     run.add_argument("--suite", default="adhoc", help="results go to RESULTS/SUITE/ (default: adhoc)")
+    run.add_argument("--no-report", action="store_true")
     run.set_defaults(func=_cmd_run)
 
     sw = sub.add_parser("sweep", help="run every trial of a suite file")
@@ -280,8 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     nb = sub.add_parser("nightly", help="run a suite into a results history, compare with the last good run, report")
     nb.add_argument("suite", nargs="?", default="nightly", help="suite file or name (default: nightly)")
-    nb.add_argument("--history", type=Path, default=DEFAULT_RESULTS / "history", help="results history root (default: results/history)")
-    nb.add_argument("--out", type=Path, default=DEFAULT_REPORTS / "nightly", help="report and summary.json (default: reports/nightly)")
+    nb.add_argument(
+        "--history", type=Path, default=DEFAULT_RESULTS / "history", help="results history root (default: results/history)"
+    )
+    nb.add_argument(
+        "--out", type=Path, default=DEFAULT_REPORTS / "nightly", help="report and summary.json (default: reports/nightly)"
+    )
     nb.add_argument("--accept", action="store_true", help="record this run as good even with regressions (a deliberate change)")
     nb.add_argument("--no-progress", action="store_true")
     nb.set_defaults(func=_cmd_nightly)
@@ -292,7 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     rv.add_argument("--suite", default="nightly", help="suite file or name, read from this checkout (default: nightly)")
     rv.add_argument("--rounds", type=int, default=3, help="sweeps per revision, alternating (default 3)")
     rv.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS / "revs", help="default: results/revs")
-    rv.add_argument("--json", dest="json_out", type=Path, metavar="OUT", help="where to write the comparison (default: in the results)")
+    rv.add_argument(
+        "--json", dest="json_out", type=Path, metavar="OUT", help="where to write the comparison (default: in the results)"
+    )
     rv.set_defaults(func=_cmd_compare_revs)
 
     for sp in (rp, cp, nb, rv):  # verdicts everywhere use the comparator's statistics and thresholds
@@ -300,8 +354,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="e.g. latency_p50:5%%, mem:10%%, bytes:0%% (defaults 10%%, 10%%, 0%%)")  # fmt: skip
         sp.add_argument("--alpha", type=float, default=0.05, help="significance level of the Mann-Whitney U test (default 0.05)")
 
+    for sp in (run, sw):  # torchrun's multi-node options, passed to torch's elastic launcher
+        sp.add_argument("--nnodes", type=int, default=1, help="nodes of a multi-node run (one commbench per node; default 1)")
+        sp.add_argument("--node-rank", type=int, default=0, help="this node's rank in [0, nnodes); node 0 hosts the rendezvous")
+        sp.add_argument("--rdzv-endpoint", metavar="HOST:PORT", help="c10d rendezvous: node 0's address and a free port")
+
     for sp in (run, sw, rp):
-        sp.add_argument("--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)")
+        sp.add_argument(
+            "--results", dest="results_dir", type=Path, default=DEFAULT_RESULTS, help="results root (default: results/)"
+        )
         sp.add_argument("--reports", type=Path, default=DEFAULT_REPORTS, help="reports root (default: reports/)")
     return p
 

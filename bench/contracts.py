@@ -25,6 +25,7 @@ DEVICES = ("cpu", "cuda")
 MEASUREMENT_VERSION = 2
 # Config fields that do not change what is measured: left out of the case (and the history key).
 NOT_IN_CASE = ("suite", "timeout_s", "plugins")
+_PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -79,6 +80,11 @@ class TrialConfig:
     threads_per_rank: int | None = None  # None: cores // world_size
     timeout_s: float = 600.0
     plugins: tuple[str, ...] = ()  # modules imported in every rank (custom strategies)
+    # Nodes the world_size ranks are spread over (world_size // nnodes per node): on a real
+    # cluster (`--nnodes`), or as network namespaces on this machine when `network` is set.
+    nnodes: int = 1
+    # The emulated link between two namespace "nodes" (bench/network/spec.py), e.g. "1gbit".
+    network: str | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -90,10 +96,21 @@ class TrialConfig:
             raise ValueError("warmup_steps, eval_batches, gen_tokens and profile_steps must be >= 0")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if self.nnodes < 1 or self.world_size % self.nnodes:
+            raise ValueError(f"nnodes must be >= 1 and divide world_size ({self.world_size}), got {self.nnodes}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["plugins"] = list(self.plugins)
+        return d
+
+    def _identity(self) -> dict[str, Any]:
+        # Placement fields at their defaults are left out, so trials of one node keep the
+        # ids (and history keys) they had before these fields existed.
+        d = self.to_dict()
+        for name, default in _PLACEMENT_DEFAULTS.items():
+            if d[name] == default:
+                d.pop(name)
         return d
 
     @classmethod
@@ -105,7 +122,7 @@ class TrialConfig:
 
     def case(self) -> dict[str, Any]:
         """The part of the config that defines *what* is measured (hashed into the history key)."""
-        d = self.to_dict()
+        d = self._identity()
         for k in NOT_IN_CASE:
             d.pop(k)
         return d
@@ -113,7 +130,7 @@ class TrialConfig:
     @property
     def trial_id(self) -> str:
         """Hash of what determines the result (not the timeout, which only bounds it)."""
-        d = self.to_dict()
+        d = self._identity()
         d.pop("timeout_s")
         return hashlib.sha1(canonical_json(d).encode()).hexdigest()[:16]
 
@@ -166,6 +183,10 @@ class WindowResult:
     comm_reason: str | None = None
     wire_reason: str | None = None
     gpu_util: GpuUtil | None = None  # None: not sampled (a window built outside `Window`)
+    # Counter deltas (rx/tx bytes and packets) of the emulated link's interface over the
+    # window, read by the node's first local rank; None elsewhere, with `link_reason`.
+    link: dict[str, int] | None = None
+    link_reason: str | None = None
 
 
 @dataclass(kw_only=True, slots=True)

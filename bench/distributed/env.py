@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -106,6 +107,16 @@ def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True)
         kwargs = {"device_id": dev} if device == "cuda" else {}
         dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
     return RankEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, backend=backend)
+
+
+GATHERED = "gathered"  # status of a rank's return value that carries every rank's dict (or None)
+
+
+def gather_to_rank0(out: dict[str, Any], rank: int, world_size: int) -> dict[str, Any]:
+    """Send this rank's dict to global rank 0: rank 0 returns all of them, in rank order."""
+    got: list[Any] | None = [None] * world_size if rank == 0 else None
+    dist.gather_object(out, got, dst=0)
+    return {"status": GATHERED, "ranks": got}
 
 
 def shutdown() -> None:

@@ -30,6 +30,7 @@ from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
 from bench.distributed import forkserver
+from bench.distributed.env import GATHERED
 from bench.system import boottime
 
 MONITOR_INTERVAL_S = 0.2
@@ -44,6 +45,15 @@ _SECONDARY = (
 )
 
 
+@dataclass(frozen=True, slots=True)
+class Placement:
+    """This machine's place in a multi-node run: what torchrun's --nnodes/--node-rank/--rdzv-endpoint say."""
+
+    nnodes: int
+    node_rank: int
+    rdzv_endpoint: str
+
+
 class TrialTimeout(Exception):
     """Raised in the parent when ranks outlive the trial's timeout; the agent then kills them."""
 
@@ -54,6 +64,9 @@ class LaunchResult:
     error: str | None = None  # root-cause traceback tail when any rank failed
     failed_rank: int | None = None
     timed_out: bool = False
+    # Across nodes: False on a node whose ranks do not include global rank 0 (its node's
+    # launcher has no rows to write; `outputs` is then empty).
+    holds_rank0: bool = True
     wall_s: float = 0.0
     launcher_cpu_s: float = 0.0  # parent CPU time while ranks ran (proves it blocks)
     log_dir: str = ""
@@ -134,6 +147,14 @@ class _Alarm:
         raise TrialTimeout(f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed")
 
 
+def ungather(outputs: dict[int, Any]) -> tuple[dict[int, Any], bool]:
+    """Every rank's dict from the envelope that global rank 0 returned; ({}, False) on other nodes."""
+    for value in outputs.values():
+        if isinstance(value, dict) and value.get("status") == GATHERED and value.get("ranks") is not None:
+            return dict(enumerate(value["ranks"])), True
+    return {}, False
+
+
 def launch(
     entry: Callable[..., Any],
     payload: Any,
@@ -143,25 +164,40 @@ def launch(
     timeout_s: float,
     env: dict[str, str] | None = None,
     start_method: str = forkserver.DEFAULT_START_METHOD,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+    run_id: str | None = None,
+    local_addr: str | None = None,
 ) -> LaunchResult:
     """Run `entry(payload)` on `nprocs` local ranks; blocks until all finish or fail.
 
     `entry` must be importable by module path (ranks start from a fresh interpreter, or
     are forked from the preloaded server under `start_method="forkserver"`; see
     `bench.distributed.forkserver`). Rank stdout/stderr go to files under `log_dir`.
+
+    Across `nnodes` > 1 nodes every node calls this with the same `rdzv_endpoint`
+    (HOST:PORT, a c10d rendezvous whose store node 0 hosts) and `run_id`; global ranks are
+    assigned by the rendezvous. `local_addr` is the address the other nodes reach this
+    one at (default: a lookup of the hostname, which in a network namespace is not the
+    namespace's address). `entry` then returns the gathered envelope of
+    `bench.runner.worker` on global rank 0, unpacked here into every rank's dict.
     """
     _quiet_torchelastic()
     if start_method == "forkserver":
         entry = forkserver.prepare(entry, env or {})
     log_dir.mkdir(parents=True, exist_ok=True)
-    run_id = uuid.uuid4().hex[:12]
+    if nnodes > 1 and not (rdzv_endpoint and run_id):
+        raise ValueError("a launch across nodes needs the rendezvous endpoint and a run id shared by all nodes")
     config = LaunchConfig(
-        min_nodes=1,
-        max_nodes=1,
+        min_nodes=nnodes,
+        max_nodes=nnodes,
         nproc_per_node=nprocs,
-        run_id=run_id,
+        run_id=run_id or uuid.uuid4().hex[:12],
         rdzv_backend="c10d",
-        rdzv_endpoint="127.0.0.1:0",
+        rdzv_endpoint=rdzv_endpoint or "127.0.0.1:0",
+        rdzv_configs={"is_host": node_rank == 0} if nnodes > 1 else {},
+        local_addr=local_addr,
         max_restarts=0,
         monitor_interval=MONITOR_INTERVAL_S,
         start_method=start_method,
@@ -175,6 +211,8 @@ def launch(
     try:
         with _Alarm(timeout_s):
             result.outputs = dict(elastic_launch(config, entry)(payload))
+        if nnodes > 1:
+            result.outputs, result.holds_rank0 = ungather(result.outputs)
     except ChildFailedError as exc:
         result.failed_rank, result.error = _root_cause(exc)
     except TrialTimeout as exc:

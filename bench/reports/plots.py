@@ -188,6 +188,7 @@ class LinePanel:
     ylabel: str
     lines: Sequence[Line]
     log_y: bool = False
+    log_x: bool = False  # e.g. link bandwidth, which the network axis steps by factors
     marks: Sequence[tuple[float, bool]] = field(default_factory=tuple)  # (x, is_regression): vertical lines
     xticks: Sequence[tuple[float, str]] = field(default_factory=tuple)
 
@@ -205,10 +206,15 @@ def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
             ax.axvline(x - 0.5, color=REGRESSION_COLOR if regression else BASE_COLOR, ls="--", lw=1.2)
         if p.xticks:
             ax.set_xticks([t[0] for t in p.xticks], [t[1] for t in p.xticks], rotation=60, ha="right", fontsize=7)
-        elif len(xs := {x for ln in p.lines for x in ln.x}) <= 12 and all(float(x).is_integer() for x in xs):
+        elif not p.log_x and len(xs := {x for ln in p.lines for x in ln.x}) <= 12 and all(float(x).is_integer() for x in xs):
             ax.set_xticks(sorted(xs))  # world sizes: 1, 2, 4 ranks, not 1.2
         if p.log_y:
             ax.set_yscale("log")
+        if p.log_x:
+            ax.set_xscale("log")
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            if p.log_y:  # less than a decade of y: the minor ticks carry the labels, written plainly too
+                ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         _plain_y(ax)
         _title(ax, p.title)
         ax.set_xlabel(xlabel, fontsize=8)

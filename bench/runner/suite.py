@@ -18,7 +18,8 @@
     world_size = 4
 
 Any other key of [matrix] is a dotted trial setting swept as one more axis, e.g.
-`"options.op" = ["all_reduce", "broadcast"]` or `batch_size = [4, 8]`. `models` may be left
+`"options.op" = ["all_reduce", "broadcast"]` or `batch_size = [4, 8]`; `networks =
+["veth", "1gbit", "100mbit"]` is the `network` axis (with `nnodes = 2` in [settings]). `models` may be left
 out when every workload needs no model (e.g. `collectives`).
 """
 
@@ -35,6 +36,7 @@ from bench.config import build
 from bench.contracts import TrialConfig
 from bench.errors import BenchError
 from bench.models.zoo import MODELS
+from bench.network.spec import parse_network
 from bench.strategies import STRATEGIES, Composition, parse
 from bench.workloads import WORKLOADS
 
@@ -117,6 +119,10 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
         if any(WORKLOADS.get(w).needs_model for w in axes["workloads"]):
             raise BenchError(f"{path}: matrix.models must be a non-empty list")
         axes["models"] = [NO_MODEL]
+    if "networks" in matrix:  # the network axis, named in the plural like the other axes
+        if "network" in matrix:
+            raise BenchError(f"{path}: give matrix.networks or matrix.network, not both")
+        matrix = {("network" if k == "networks" else k): v for k, v in matrix.items()}
     extra = {key: _list(matrix, key, path) for key in matrix if key not in _MATRIX}
     axes.setdefault("devices", ["cpu"])
     axes.setdefault("world_sizes", [1])
@@ -198,8 +204,17 @@ def make_config(suite: str, point: dict[str, Any], settings: dict[str, Any], plu
 
 def check_feasible(cfg: TrialConfig, where: str) -> None:
     """Errors for configs that can never run, whatever the machine."""
-    if cfg.world_size > 64:
-        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size (max 64)")
+    if cfg.world_size // cfg.nnodes > 64:
+        per = f" ({cfg.world_size // cfg.nnodes} per node)" if cfg.nnodes > 1 else ""
+        raise BenchError(f"{where}: world_size {cfg.world_size} is not a local world size{per} (max 64)")
+    if cfg.network is not None:
+        try:
+            parse_network(cfg.network)
+        except BenchError as exc:
+            raise BenchError(f"{where}: {exc}") from None
+        if cfg.nnodes != 2 or cfg.device != "cpu":
+            raise BenchError(f"{where}: network {cfg.network!r} emulates the link of a namespace pair: "
+                             f"it needs nnodes = 2 and device = cpu (got nnodes = {cfg.nnodes}, device = {cfg.device})")  # fmt: skip
     if not WORKLOADS.get(cfg.workload).needs_model:
         return
     spec = MODELS.get(cfg.model)

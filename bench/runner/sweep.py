@@ -12,6 +12,7 @@ from tqdm import tqdm
 
 from bench.contracts import MEASUREMENT_VERSION
 from bench.distributed.forkserver import DEFAULT_START_METHOD
+from bench.distributed.launch import Placement
 from bench.runner.suite import Suite, Trial
 from bench.runner.trial import base_row, run_trial, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
@@ -58,7 +59,9 @@ def plan(suite: Suite, results_dir: Path, force: bool) -> list[tuple[Trial, str]
 def describe(t: Trial) -> str:
     c = t.config
     opts = "".join(f" | {k}={v}" for k, v in sorted(c.options.items()))
-    return f"{c.strategy} | {c.model} | {c.workload} | {c.device} | ws={c.world_size}{opts}"
+    nodes = f" | nnodes={c.nnodes}" if c.nnodes > 1 else ""
+    net = f" | network={c.network}" if c.network else ""
+    return f"{c.strategy} | {c.model} | {c.workload} | {c.device} | ws={c.world_size}{nodes}{net}{opts}"
 
 
 def print_plan(entries: list[tuple[Trial, str]]) -> None:
@@ -70,10 +73,19 @@ def print_plan(entries: list[tuple[Trial, str]]) -> None:
 
 
 def run_sweep(
-    suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True, launch_method: str = DEFAULT_START_METHOD
+    suite: Suite,
+    results_root: Path,
+    *,
+    force: bool = False,
+    progress: bool = True,
+    launch_method: str = DEFAULT_START_METHOD,
+    placement: Placement | None = None,
 ) -> SweepOutcome:
+    """Run the suite's trials; across real nodes (`placement`) every node runs this, and
+    only the node holding global rank 0 writes rows. Nothing is skipped as done there:
+    every node must launch the same trials, and the other nodes cannot see node 0's results."""
     results_dir = results_root / suite.name
-    entries = plan(suite, results_dir, force)
+    entries = plan(suite, results_dir, force or placement is not None)
     run_id = new_run_id()
     writer = RunWriter(results_dir, run_id)
     outcome = SweepOutcome(run_id, None)
@@ -87,7 +99,12 @@ def run_sweep(
             row, comm = skipped_row(base_row(cfg, run_id, trial.composition.params()), trial.skip or ""), []
         else:
             log_dir = results_dir / "logs" / run_id / cfg.trial_id
-            row, comm = run_trial(cfg, run_id, trial.composition.params(), log_dir, launch_method=launch_method)
+            row, comm = run_trial(
+                cfg, run_id, trial.composition.params(), log_dir, launch_method=launch_method, placement=placement
+            )
+        if row is None:
+            outcome.counts["ran (row written by the node holding rank 0)"] += 1
+            continue
         writer.add(row, comm)
         outcome.counts[row["status"]] += 1
         if row["status"] == "failed":

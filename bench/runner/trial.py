@@ -25,8 +25,11 @@ from bench.comm.cost_model import wire as wire_model
 from bench.contracts import MEASUREMENT_VERSION, Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.forkserver import DEFAULT_START_METHOD
-from bench.distributed.launch import LaunchResult, launch
+from bench.distributed.launch import LaunchResult, Placement, launch
 from bench.models.zoo import MODELS, weights_source
+from bench.network.netns import TCP_HEADER_BYTES, NetnsUnavailable
+from bench.network.spec import parse_network
+from bench.runner.nodes import launch_in_namespaces
 from bench.runner.phases import phase_columns
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
@@ -64,6 +67,8 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         "device": cfg.device,
         "backend": backend_for(cfg.device),
         "world_size": cfg.world_size,
+        "nnodes": cfg.nnodes,
+        **_network_columns(cfg),
         "dp": cfg.world_size,
         "tp": 1,
         "pp": 1,
@@ -79,6 +84,15 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         "started_at": now_utc(),
         "history_key": history_key(cfg.case(), env),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
+    }
+
+
+def _network_columns(cfg: TrialConfig) -> dict[str, Any]:
+    spec = parse_network(cfg.network) if cfg.network is not None else None
+    return {
+        "network": cfg.network,
+        "network_rate_bps": spec.rate_bps if spec else None,
+        "network_delay_s": spec.delay_s if spec else None,
     }
 
 
@@ -100,17 +114,34 @@ def run_trial(
     log_dir: Path,
     *,
     launch_method: str = DEFAULT_START_METHOD,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Launch `cfg` on its ranks (`launch_method`: spawn or forkserver) and return (trial row, per-collective rows)."""
+    placement: Placement | None = None,
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """Launch `cfg` on its ranks (`launch_method`: spawn or forkserver) and return (trial
+    row, per-collective rows).
+
+    Across real nodes (`placement`), only the node holding global rank 0 gets a row; the
+    others get (None, []).
+    """
     base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method, "packed_with": []}
-    result = launch(
-        rank_main,
-        cfg.to_dict(),
-        nprocs=cfg.world_size,
-        log_dir=log_dir,
-        timeout_s=cfg.timeout_s,
-        start_method=launch_method,
-    )
+    if cfg.network is not None:
+        try:
+            result = launch_in_namespaces(cfg, log_dir)
+        except NetnsUnavailable as exc:
+            return skipped_row(base, f"network {cfg.network!r} needs network namespaces: {exc}"), []
+    elif cfg.nnodes > 1:
+        if placement is None or placement.nnodes != cfg.nnodes:
+            return skipped_row(base, f"nnodes={cfg.nnodes} without a network: run one commbench per node with "
+                                     f"--nnodes {cfg.nnodes} --node-rank K --rdzv-endpoint HOST:PORT"), []  # fmt: skip
+        result = launch(rank_main, cfg.to_dict(), nprocs=cfg.world_size // cfg.nnodes, log_dir=log_dir,
+                        timeout_s=cfg.timeout_s, start_method=launch_method, nnodes=cfg.nnodes,
+                        node_rank=placement.node_rank, rdzv_endpoint=placement.rdzv_endpoint,
+                        run_id=f"commbench-{cfg.trial_id}")  # fmt: skip
+    else:
+        result = launch(rank_main, cfg.to_dict(), nprocs=cfg.world_size, log_dir=log_dir, timeout_s=cfg.timeout_s,
+                        start_method=launch_method)  # fmt: skip
+    base["launch_method"] = result.start_method  # namespace nodes launch with their own default
+    if result.error is None and not result.holds_rank0:
+        return None, []
     if result.error is not None:
         where = f" (rank {result.failed_rank})" if result.failed_rank is not None else ""
         return failed_row(base, f"{result.error}{where}", result), []
@@ -203,8 +234,11 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     row.update(_phase_columns(first.phases_s, reasons))
     row.update(_memory_columns(outputs, reasons))
     if "model_state_bytes_max" not in row:
-        reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = "measured at the train workload's optimizer step"
+        reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = (
+            "measured at the train workload's optimizer step"
+        )
     row.update(_bytes_columns(outputs, cfg.steps, cfg, reasons))
+    row.update(_link_columns(outputs, cfg.steps, row.get("modelled_wire_bytes_per_step"), reasons))
     row.update(_profile_columns(outputs, reasons))
     row.update(_accuracy_columns(cfg, outputs))
     row.update(_size_columns(first.metrics))
@@ -341,6 +375,33 @@ def _bytes_columns(outputs: list[RankResult], steps: int, cfg: TrialConfig, reas
     return out
 
 
+_LINK_COLUMNS = ("link_bytes_per_step", "link_packets_per_step", "link_payload_bytes_per_step", "link_ratio")
+
+
+def _link_columns(outputs: list[RankResult], steps: int, modelled: float | None, reasons: dict[str, str]) -> dict[str, Any]:
+    """The veth counters of each node (read by its local rank 0), summed: what crossed the link per step.
+
+    Received bytes on both ends are every byte either node sent, as on the TCP_INFO side.
+    """
+    links = [o.window.link for o in outputs if o.window.link is not None]
+    if not links:
+        reason = next((o.window.link_reason for o in outputs if o.window.link_reason), None) or "not measured"
+        reasons.update(dict.fromkeys(_LINK_COLUMNS, reason))
+        return {}
+    rx = sum(link["rx_bytes"] for link in links)
+    packets = sum(link["rx_packets"] for link in links)
+    out = {
+        "link_bytes_per_step": rx / steps,
+        "link_packets_per_step": packets / steps,
+        "link_payload_bytes_per_step": (rx - TCP_HEADER_BYTES * packets) / steps,
+    }
+    if modelled:
+        out["link_ratio"] = out["link_payload_bytes_per_step"] / modelled
+    else:
+        reasons["link_ratio"] = reasons.get("modelled_wire_bytes_per_step", "no modelled wire bytes")
+    return out
+
+
 _SIZE_KEYS = {
     "model_bytes": "model_bytes", "model_sparse_bytes": "model_sparse_bytes", "sparsity": "sparsity_pruned",
     "transfer_payload_bytes": "payload_bytes", "serialized_bytes": "serialized_dense_bytes",
@@ -362,7 +423,9 @@ def _input_columns(metrics: dict[str, Any], workload: str, reasons: dict[str, st
     out = {col: metrics.get(col) for col in _INPUT_COLUMNS}
     for col, value in out.items():
         if value is None:
-            reasons[col] = "measured by the input workload" if workload != "input" else "byte accounting disabled (track_comm=false)"
+            reasons[col] = (
+                "measured by the input workload" if workload != "input" else "byte accounting disabled (track_comm=false)"
+            )
     return out
 
 
@@ -405,9 +468,7 @@ def comm_rows(run_id: str, cfg: TrialConfig, outputs: list[RankResult]) -> list[
             bytes_per_call = op["msg_bytes"] / op["calls"] if op["calls"] else 0.0
             algbw = bytes_per_call / per_call if per_call else None
             busbw_known = algbw and op["op"] in BUS_FACTOR and op["group_size"] is not None
-            backend_ops = {
-                r["backend_op"] for r in o.window.comm_records if r["op"] == op["op"] and r["dtype"] == op["dtype"]
-            }
+            backend_ops = {r["backend_op"] for r in o.window.comm_records if r["op"] == op["op"] and r["dtype"] == op["dtype"]}
             rows.append(
                 {
                     "run_id": run_id,

@@ -1,15 +1,21 @@
-"""The function every rank runs: set up the process group, run the workload, return its result as a dict."""
+"""The function every rank runs: set up the process group, run the workload, return its result as a dict.
+
+Across nodes, each node's launcher only receives its own ranks' dicts, so every rank sends
+its dict to global rank 0 (`gather_object`, before the process group goes) and the node
+that holds rank 0 gets them all (`bench.distributed.launch.GATHERED`).
+"""
 
 from __future__ import annotations
 
 import importlib
+import os
 import traceback
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.contracts import RankResult, RankSkipped, TrialConfig
-from bench.distributed.env import init_rank, shutdown
+from bench.distributed.env import gather_to_rank0, init_rank, shutdown
 from bench.errors import SkipTrial
 from bench.trackers import phases
 
@@ -38,7 +44,10 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
             result = RankSkipped(rank=env.rank, reason=skip.reason)
         if isinstance(result, RankResult):
             result.timeline = phases.timeline(started)
-        return result.to_dict()  # the process boundary: plain data only
+        out = result.to_dict()  # the process boundary: plain data only
+        if int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size)) < env.world_size:
+            return gather_to_rank0(out, env.rank, env.world_size)
+        return out
     except Exception:
         # Keep torchelastic's error file as the channel (it carries the traceback), but
         # make sure the text names the rank even when the error file cannot be written.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import torch
@@ -10,12 +11,41 @@ import torch.distributed as dist
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
 from bench.comm.wire import WireCounter, WireUnavailable
 from bench.contracts import WindowResult
+from bench.network.netns import read_counters
 from bench.trackers import phases
 from bench.trackers.latency import StepTimer, sync
 from bench.trackers.memory import MemoryTracker
 from bench.trackers.utilization import UtilSampler
 
 NCCL_WIRE_REASON = "NCCL moves bytes over NVLink/PCIe/IB, invisible to TCP socket counters"
+# Set by the runner for trials across network namespaces: the interface of this rank's node.
+LINK_IFACE_ENV = "COMMBENCH_LINK_IFACE"
+
+
+class LinkCounter:
+    """The node's link counters over the window (`/sys/class/net/<if>/statistics`).
+
+    Read by the node's first local rank only, so that a node's ranks count its link once.
+    """
+
+    def __init__(self) -> None:
+        self.iface = os.environ.get(LINK_IFACE_ENV)
+        self.reason: str | None = None
+        if not self.iface:
+            self.reason = "not across network namespaces: no link of its own to count"
+        elif os.environ.get("LOCAL_RANK", "0") != "0":
+            self.reason = "counted by the node's local rank 0"
+        self._before: dict[str, int] = {}
+
+    def start(self) -> None:
+        if self.reason is None and self.iface:
+            self._before = read_counters(self.iface)
+
+    def stop(self) -> dict[str, int] | None:
+        if self.reason is not None or not self.iface:
+            return None
+        after = read_counters(self.iface)
+        return {k: after[k] - self._before[k] for k in after}
 
 
 def _fence() -> None:
@@ -50,6 +80,7 @@ class Window:
         self.util = UtilSampler(device)
         self.comm = CommAccountant() if track_comm else None
         self.wire = WireCounter() if track_comm and backend == "gloo" else None
+        self.link = LinkCounter()
 
     def measure(self, step: Callable[[], object], *, warmup: int, steps: int) -> WindowResult:
         """Run `warmup` untimed steps, then `steps` timed ones inside the window.
@@ -75,6 +106,7 @@ class Window:
         self.util.start()
         if self.wire:
             self.wire.start()
+        self.link.start()
         _fence()
         if self.comm:
             self.comm.start()
@@ -87,6 +119,7 @@ class Window:
             wire, wire_reason = (self.wire.stop(), None) if self.wire else (None, NCCL_WIRE_REASON)
         except WireUnavailable as exc:
             wire, wire_reason = None, str(exc)
+        link = self.link.stop()
         records = self.comm.stop() if self.comm else []
         _fence()
         result = WindowResult(
@@ -96,6 +129,8 @@ class Window:
             comm_summary=summarise(records, steps) if self.comm else None,
             wire=wire,
             gpu_util=gpu_util,
+            link=link,
+            link_reason=self.link.reason,
         )
         if not self.track_comm:
             result.wire_reason = result.comm_reason = "byte accounting disabled (track_comm=false)"

@@ -66,11 +66,16 @@ def trial(
     options: dict[str, Any] | None = None,
     seed: int = 0,
     env: dict[str, Any] | None = None,
+    network: str | None = None,
     **measured: Any,
 ) -> dict[str, Any]:
-    """A full trial row of `run` (appended to it); `measured` sets any measurement column."""
+    """A full trial row of `run` (appended to it); `measured` sets any measurement column.
+
+    `network` makes it a trial of 2 namespace nodes on that link (rate only, e.g. "100mbit").
+    """
+    nodes = {"nnodes": 2, "network": network} if network else {}
     cfg = TrialConfig(suite=run.suite, strategy=strategy, model=model, workload=workload, world_size=world_size,
-                      steps=30, seed=seed, options=options or {}, data=DataConfig())  # fmt: skip
+                      steps=30, seed=seed, options=options or {}, data=DataConfig(), **nodes)  # fmt: skip
     environment = {**ENV, **(env or {})}
     row: dict[str, Any] = {
         "schema_version": 1, "run_id": run.run_id, "trial_id": cfg.trial_id, "suite": run.suite, "strategy": strategy,
@@ -81,6 +86,9 @@ def trial(
         "started_at": run.started + timedelta(seconds=len(run.rows)), "history_key": history_key(cfg.case(), environment),
         "config": json.dumps(cfg.to_dict()), "null_reasons": "{}", "metrics": "{}", **environment,
     }  # fmt: skip
+    if network:
+        rate = None if network == "veth" else float(network.removesuffix("mbit")) * 1e6
+        row.update(nnodes=2, network=network, network_rate_bps=rate)
     if model != "none":
         row["model_params"] = 1_478_144
     if status == "ok":
@@ -165,7 +173,23 @@ def sample_run(rng: np.random.Generator) -> Run:
                         options={"op": op, "size_bytes": size}, tokens_per_step=0, tokens_per_s=0.0,
                         comm_logical_bytes_per_step=size * ws, algbw_Bps=size / t, busbw_Bps=size / t * factor)  # fmt: skip
             run.comm.append(comm_row(row, 0, op, "float32", size))
+    network_trials(run, rng)
     return run
+
+
+# Per step, one way: fp32 gradients of gpt2-tiny and top-k's values + indices. With the computes
+# below, the model t = compute + 8·bytes/rate puts top-k's break-even at 8·(5.9e6 − 0.3e6)/0.05 s = 896 Mbit/s.
+NETWORK_BYTES = {"baseline": 5_912_576.0, "topk(ratio=0.01)": 300_000.0}
+NETWORK_COMPUTE_S = {"baseline": 0.100, "topk(ratio=0.01)": 0.150}
+
+
+def network_trials(run: Run, rng: np.random.Generator) -> None:
+    """baseline and top-k across 2 namespace nodes on the unshaped veth and three shaped links, following the model."""
+    for strategy, nbytes in NETWORK_BYTES.items():
+        for network, rate in (("veth", 20e9), ("10000mbit", 10e9), ("1000mbit", 1e9), ("100mbit", 1e8)):
+            t = NETWORK_COMPUTE_S[strategy] + 8 * nbytes / rate
+            trial(run, strategy, "gpt2-small", rng=rng, network=network, latency_s=t, link_bytes_per_step=2 * nbytes,
+                  comm_calls_per_step=2.0)  # fmt: skip
 
 
 def nightly_runs(rng: np.random.Generator, n: int = 8, step_at: int = 4) -> list[Run]:

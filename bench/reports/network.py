@@ -1,0 +1,291 @@
+"""The network axis: step time against link bandwidth per strategy, and where each one breaks even with fp32.
+
+For each case measured on two or more shaped links (`network` = `1gbit`, `100mbit`, ...):
+
+- the **measured break-even bandwidth** of a strategy is where its step-time curve crosses
+  the baseline's, interpolated linearly in log-bandwidth between the two measured links
+  around the crossing: below it the strategy's step is faster than fp32's. It is null with
+  a reason when the curves do not cross inside the measured range.
+- the **model** is `t(bw) = compute + 8·bytes/bw + delay·messages`, with `bytes` the
+  link bytes per step in one direction (veth counters, headers included, as tbf counts
+  them), `messages` the collectives per step and `compute` fitted as the median residual
+  over the shaped links. Its break-even is `8·(bytes_fp32 − bytes_s) / (compute_s − compute_fp32)`;
+  the table shows it beside the measured one, and the model's worst relative error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from bench.config import canonical_json
+from bench.reports import cases, fmt, plots
+from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
+
+BASELINE = cases.BASELINE
+
+
+@dataclass(frozen=True, slots=True)
+class Curve:
+    """One strategy of one case: step time (p50, s) on each link, and the model fitted to it."""
+
+    strategy: str
+    points: tuple[tuple[float, float], ...]  # (rate bit/s, step s) on shaped links, fastest first
+    unshaped_s: float | None  # the step on the unshaped veth
+    bytes_per_direction: float | None  # link bytes per step one way (mean over the shaped links)
+    messages: float | None  # collectives per step
+    compute_s: float | None  # the model's fitted compute time
+    model_error: float | None  # max |model - measured| / measured over the shaped links
+
+
+@dataclass(frozen=True, slots=True)
+class BreakEven:
+    """A strategy against the baseline of its case: measured and modelled break-even bandwidth (bit/s)."""
+
+    curve: Curve
+    measured_bps: float | None
+    measured_reason: str | None
+    model_bps: float | None
+    model_reason: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NetworkCase:
+    title: str
+    baseline: Curve
+    rows: tuple[BreakEven, ...]
+
+
+def crossing(base: Sequence[tuple[float, float]], cand: Sequence[tuple[float, float]]) -> tuple[float | None, str | None]:
+    """Bandwidth below which `cand` is faster than `base`, from (rate, step) points; (None, reason) without one.
+
+    Only rates measured for both count. The crossing taken is the highest-bandwidth one where
+    the candidate goes from slower (above) to faster (below).
+    """
+    b = dict(base)
+    shared = sorted((r for r, _ in cand if r in b), reverse=True)
+    if len(shared) < 2:
+        return None, "fewer than two links measured for both it and the baseline"
+    c = dict(cand)
+    diff = [(r, c[r] - b[r]) for r in shared]  # > 0: slower than fp32
+    if all(d < 0 for _, d in diff):
+        return None, f"faster than fp32 on every measured link (up to {mbit(shared[0])})"
+    if all(d >= 0 for _, d in diff):
+        return None, f"never faster than fp32 on the measured links (down to {mbit(shared[-1])})"
+    for (r1, d1), (r2, d2) in zip(diff, diff[1:]):
+        if d1 >= 0 > d2:
+            x1, x2 = math.log(r1), math.log(r2)
+            return math.exp(x1 + (x2 - x1) * d1 / (d1 - d2)), None
+    return None, "faster above and slower below: no crossing from slower to faster as the link slows"
+
+
+def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None]:
+    """The simple model's crossing: 8·(bytes_fp32 − bytes) / (compute − compute_fp32)."""
+    if None in (base.bytes_per_direction, cand.bytes_per_direction, base.compute_s, cand.compute_s):
+        return None, "no link bytes or fit"
+    saved = base.bytes_per_direction - cand.bytes_per_direction  # type: ignore[operator]
+    extra = cand.compute_s - base.compute_s  # type: ignore[operator]
+    if saved <= 0:
+        return None, "moves no fewer bytes than fp32"
+    if extra <= 0:
+        return None, "no slower to compute than fp32: faster at every bandwidth"
+    return 8 * saved / extra, None
+
+
+def mbit(bps: float | None) -> str:
+    """A bandwidth as tc would write it: `1 Gbit/s`, `200 Mbit/s`."""
+    if bps is None:
+        return fmt.DASH
+    return f"{bps / 1e9:.3g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.3g} Mbit/s"
+
+
+def _f(v: object) -> float | None:
+    return None if fmt.missing(v) else float(v)  # type: ignore[arg-type]
+
+
+def _curve(strategy: str, rows: pd.DataFrame) -> Curve:
+    shaped = rows[rows["network_rate_bps"].notna()].sort_values("network_rate_bps", ascending=False)
+    points = tuple((float(r), float(t)) for r, t in zip(shaped["network_rate_bps"], shaped["latency_p50_s"]))
+    unshaped = rows[rows["network_rate_bps"].isna()]["latency_p50_s"]
+    per_dir = [(_f(r.get("link_bytes_per_step")) or math.nan) / max(int(r.get("nnodes") or 1), 1) for _, r in shaped.iterrows()]
+    per_dir = [b for b in per_dir if not math.isnan(b)]
+    nbytes = float(np.mean(per_dir)) if per_dir else None
+    calls = [v for v in (_f(x) for x in shaped.get("comm_calls_per_step", [])) if v is not None]
+    messages = float(np.mean(calls)) if calls else None
+    compute = err = None
+    if nbytes is not None and points:
+        delays = [(_f(d) or 0.0) for d in shaped["network_delay_s"]]
+        comm = [8 * nbytes / r + d * (messages or 0.0) for (r, _), d in zip(points, delays)]
+        compute = float(np.median([t - c for (_, t), c in zip(points, comm)]))
+        err = max(abs(compute + c - t) / t for (_, t), c in zip(points, comm))
+    return Curve(strategy, points, float(unshaped.iloc[0]) if len(unshaped) else None, nbytes, messages, compute, err)
+
+
+def _case_key(row: pd.Series) -> str:
+    fields = cases.case_fields(row)
+    for k in ("network", "network_rate_bps", "network_delay_s"):
+        fields.pop(k, None)
+    return canonical_json(fields)
+
+
+_MEDIAN_OVER_RUNS = ("latency_p50_s", "link_bytes_per_step", "comm_calls_per_step")
+
+
+def _median_over_runs(ok: pd.DataFrame) -> pd.DataFrame:
+    """One row per case × strategy × link: the median of its runs (launches on a loaded machine differ)."""
+    rows = []
+    for _, g in ok.groupby(["_case", "strategy", "network"], sort=True):
+        first = g.iloc[0].copy()
+        for col in _MEDIAN_OVER_RUNS:
+            if col in g:
+                first[col] = g[col].median()
+        first["runs"] = len(g)
+        rows.append(first)
+    return pd.DataFrame(rows)
+
+
+def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
+    """Every case with a baseline measured on two or more shaped links, and its strategies against it.
+
+    Each point is the median of a trial's step p50 over every run in `rows` that measured it.
+    """
+    if "network" not in rows or rows.empty:
+        return []
+    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna()]
+    if ok.empty:
+        return []
+    ok = _median_over_runs(ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()]))
+    out = []
+    for _, group in ok.groupby("_case", sort=True):
+        curves = {s: _curve(str(s), rows) for s, rows in group.groupby("strategy", sort=True)}
+        base = curves.pop(BASELINE, None)
+        if base is None or len(base.points) < 2:
+            continue
+        rows = []
+        for curve in curves.values():
+            measured, why = crossing(base.points, curve.points)
+            model, model_why = model_break_even(base, curve)
+            rows.append(BreakEven(curve, measured, why, model, model_why))
+        first = group.iloc[0]
+        runs = f"median of {int(group['runs'].min())}–{int(group['runs'].max())} runs" if group["runs"].max() > 1 else "one run"
+        title = f"{first['model']} × {first['workload']}, {first['world_size']} ranks on {first.get('nnodes')} nodes ({runs})"
+        out.append(NetworkCase(title, base, tuple(rows)))
+    return out
+
+
+def _links(case: NetworkCase) -> list[float]:
+    return sorted({r for c in (case.baseline, *(b.curve for b in case.rows)) for r, _ in c.points}, reverse=True)
+
+
+def table(case: NetworkCase) -> Table:
+    links = _links(case)
+    columns = (
+        Column("strategy", left=True),
+        Column("veth (unshaped)", "step p50 on the veth without a rate limit"),
+        *(Column(mbit(r), "step p50 (ms) on this link") for r in links),
+        Column("link MB/step one way", "veth-counted bytes per step in one direction, headers included"),
+        Column("break-even (measured)", "below this bandwidth the strategy's step beats fp32's (log-interpolated)"),
+        Column("break-even (model)", "8·(bytes_fp32 − bytes) / (compute − compute_fp32)"),
+        Column("model error", "max |model − measured| / measured over the shaped links"),
+    )
+    body = []
+    for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
+        step = dict(curve.points)
+        cells = [
+            Cell(curve.strategy, left=True),
+            Cell(fmt.ms(curve.unshaped_s)),
+            *(Cell(fmt.ms(step.get(r)), sort=step.get(r)) for r in links),
+            Cell(fmt.mb(curve.bytes_per_direction)),
+            Cell(
+                "(fp32)" if be is None else (mbit(be.measured_bps) if be.measured_bps else fmt.DASH),
+                title="" if be is None else (be.measured_reason or ""),
+                sort=None if be is None else be.measured_bps,
+            ),  # fmt: skip
+            Cell(
+                "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else fmt.DASH),
+                title="" if be is None else (be.model_reason or ""),
+            ),  # fmt: skip
+            Cell(fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH),
+        ]
+        body.append(tuple(cells))
+    return Table(columns, tuple(body), caption=case.title)
+
+
+def figure(case: NetworkCase) -> Figure:
+    lines = [plots.Line(c.strategy, [r / 1e6 for r, _ in c.points], [t for _, t in c.points])
+             for c in (case.baseline, *(b.curve for b in case.rows)) if c.points]  # fmt: skip
+    panel = plots.LinePanel(case.title, "step p50 (s)", lines, log_y=True, log_x=True)
+    return Figure(plots.lines([panel], "link bandwidth (Mbit/s, tc tbf)"), f"step time vs bandwidth: {case.title}",
+                  "Step time against link bandwidth per strategy (both axes log)")  # fmt: skip
+
+
+def reasons(case: NetworkCase) -> Paragraph | None:
+    notes = [f"{b.curve.strategy}: {b.measured_reason}" for b in case.rows if b.measured_reason]
+    return Paragraph("No measured break-even — " + "; ".join(notes) + ".") if notes else None
+
+
+def section(rows: pd.DataFrame) -> Section | None:
+    found = analyse(rows)
+    if not found:
+        return None
+    blocks = [blk for case in found for blk in present(table(case), reasons(case), figure(case))]
+    return Section("network", "Step time against link bandwidth", tuple(blocks),
+                   intro="Two network namespaces joined by a veth, one node each, the link shaped by tc (bench/network). "
+                         "Break-even: the bandwidth below which a strategy's step beats fp32's, interpolated in "
+                         "log-bandwidth between measured links, and the same from the model "
+                         "compute + bytes/bandwidth + delay × messages.")  # fmt: skip
+
+
+def markdown(found: list[NetworkCase]) -> str:
+    """The break-even tables as Markdown (the README's findings), step p50 in ms."""
+    out = []
+    for case in found:
+        links = _links(case)
+        out.append(f"**{case.title}**\n")
+        out.append("Step p50 in ms on each link; bytes counted on the veth.\n")
+        out.append("| strategy | veth (unshaped) | " + " | ".join(mbit(r) for r in links)
+                   + " | link MB/step one way | break-even (measured) | break-even (model) | model error |")  # fmt: skip
+        out.append("|" + "---|" * (len(links) + 6))
+        for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
+            step = dict(curve.points)
+            measured = "(fp32)" if be is None else (mbit(be.measured_bps) if be.measured_bps else f"— ({be.measured_reason})")
+            model = "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else f"— ({be.model_reason})")
+            out.append(f"| {curve.strategy} | {fmt.ms(curve.unshaped_s)} | " + " | ".join(fmt.ms(step.get(r)) for r in links)
+                       + f" | {fmt.mb(curve.bytes_per_direction)} | {measured} | {model} | "
+                       + (fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH) + " |")  # fmt: skip
+        out.append("")
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m bench.reports.network RESULTS... [--png OUT.png]`: the break-even tables as Markdown."""
+    from bench.storage.parquet import read_results
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    png = None
+    if "--png" in args:
+        i = args.index("--png")
+        png = Path(args[i + 1])
+        del args[i : i + 2]
+    found = analyse(read_results([Path(a) for a in args]))
+    if not found:
+        print("no case with a baseline on two or more shaped links", file=sys.stderr)
+        return 1
+    print(markdown(found))
+    if png is not None:
+        import base64
+
+        png.write_bytes(base64.b64decode(figure(found[0]).uri.split(",", 1)[1]))
+        print(json.dumps({"png": str(png)}), file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
