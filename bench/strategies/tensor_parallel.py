@@ -7,9 +7,23 @@ projection and the MLP's last by input features (`RowwiseParallel`), so each ran
 activations (b x s x h) after attention and one after the MLP in forward. Backward
 all-reduces the input gradient of every column-wise linear separately: Megatron's 4 per
 block for GPT-2 (fused q/k/v), but 7 for Llama (q, k, v, gate, up each), measured
-exactly (`cost_model.tensor_parallel_ops`).
-Embeddings, norms and the tied LM head stay replicated (no loss parallel: the head is
-tied to the input embedding in every model here, and splitting it would untie it).
+exactly (`cost_model.tensor_parallel_ops`). Embeddings, norms and the tied LM head stay
+replicated.
+
+`sp=true` (sequence parallel, Megatron-LM's): between blocks the residual stream and the
+norms are sharded on the sequence dim (`SequenceParallel`); attention and the MLP all-gather
+their input (`PrepareModuleInput`) and the row-wise linears reduce-scatter their output, so a
+block moves 4 all-gathers + 4 reduce-scatters of b x s x h for Llama too (the gather's
+backward sums q/k/v's partial gradients before one reduce-scatter). HF derives positions and
+the causal mask from the embedding's length, so the embedding stays full-length and the
+first block keeps its slice (a pre-hook); the norms' weight gradients are partial over the
+slices and are all-reduced once each.
+
+`loss_parallel=true`: the LM head is column-wise on the vocab dim with DTensor logits, and the
+step's cross-entropy and backward run inside `loss_parallel()` (`TrialState.loss_context`), so
+no rank holds b x s x vocab logits. The head is tied to the embedding in every model here, so
+the embedding is vocab-parallel too (row-wise on the same [vocab, h] weight, Megatron's
+`VocabParallelEmbedding`) and the two stay one parameter, sharded once.
 
 GPT-2 needs two adaptations, both exact: its Conv1D layers become nn.Linear (the same
 math, transposed weight), and the fused q/k/v rows are permuted so that each rank's
@@ -260,10 +274,14 @@ def norm_params(model: nn.Module, e: Edges, block: nn.Module) -> tuple[int, int]
 
 @STRATEGIES.register("tensor_parallel")
 class TensorParallel(Strategy):
-    """Megatron tensor parallelism over `tp` ranks (all of them by default); with `fsdp`, a 2-D layout."""
+    """Megatron tensor parallelism over `tp` ranks (all of them by default), optionally sequence and loss parallel; with `fsdp`, a 2-D layout."""
 
     name = "tensor_parallel"
-    summary = "DTensor Megatron TP: colwise/rowwise attention and MLP, an activation all-reduce per row-wise linear (fwd) and per column-wise linear (bwd); with fsdp: 2-D"
+    summary = (
+        "DTensor Megatron TP: colwise/rowwise attention and MLP, an activation all-reduce per row-wise linear (fwd) and "
+        "per column-wise linear (bwd); sp: sequence-parallel norms, an all-gather + reduce-scatter per all-reduce; "
+        "loss_parallel: vocab-parallel tied embedding and head, loss on vocab-sharded logits; with fsdp: 2-D"
+    )
     phase = Phase.LAYOUT
     order = 5  # before fsdp, which shards over the dp half of the mesh TP builds
     Params = TPParams
