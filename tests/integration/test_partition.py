@@ -1,4 +1,4 @@
-"""Partitioned layouts (FSDP2, tensor and pipeline parallel, 2-D) through the real launcher.
+"""Partitioned layouts (FSDP2, tensor parallel with sequence and loss parallel, pipeline, 2-D) through the real launcher.
 
 - Measured logical bytes equal the cost model exactly, on every rank, at world sizes 2 and 4.
 - Model state per rank follows ZeRO's arithmetic, and orders ZeRO-3 < ZeRO-2 < DDP.
@@ -206,7 +206,9 @@ def test_impossible_layouts_are_errors_before_launch(strategy: str, ws: int, mes
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
-@pytest.mark.parametrize("strategy", ["fsdp", "fsdp(mp=bf16)", "tensor_parallel", "pipeline"])
+@pytest.mark.parametrize(
+    "strategy", ["fsdp", "fsdp(mp=bf16)", "tensor_parallel", "tensor_parallel(sp=true,loss_parallel=true)", "pipeline"]
+)
 def test_layouts_on_nccl_match_their_cost_model(tmp_path: Path, strategy: str) -> None:
     """On NCCL the reduce-scatter is a real one; the model follows the backend."""
     from bench.runner.suite import make_config, pre_launch_skip
