@@ -117,9 +117,16 @@ def _bytes(sizes: list[list[int]], dtypes: list[str]) -> tuple[int, int]:
     return numel, total
 
 
-def message_bytes(op: str, in_bytes: int, out_bytes: int) -> int:
-    """nccl-tests' S for `op` given a rank's input and output bytes."""
-    if op in ("all_gather", "gather"):
+def message_bytes(op: str, in_bytes: int, out_bytes: int, group_size: int | None = None) -> int:
+    """nccl-tests' S for `op` given a rank's input and output bytes (and the group's size, where known).
+
+    An all_gather's S is every rank's input: n x this rank's, whatever the recorder says of the
+    output. On gloo, the functional all_gather that DTensor issues (`_c10d_functional.
+    all_gather_into_tensor`) is logged with output sizes [1, *input] instead of [n, *input].
+    """
+    if op == "all_gather":
+        return max(out_bytes, in_bytes * (group_size or 1))
+    if op == "gather":
         return max(out_bytes, in_bytes)
     if op == "scatter":
         return max(in_bytes, out_bytes)
@@ -156,9 +163,10 @@ def _from_flight_recorder(entry: dict[str, Any], rank: int, group_sizes: dict[st
     _, out_b = _bytes(entry.get("output_sizes") or [], entry.get("output_dtypes") or in_dtypes)
     group = str(entry["process_group"][0])
     dtype = _DTYPE_NAMES[in_dtypes[0]] if in_dtypes else "none"
+    size = _resolve_group_size(group, group_sizes)
     return CollectiveRecord(
         op=op, backend_op=entry["profiling_name"], dtype=dtype, numel=numel, in_bytes=in_b, out_bytes=out_b,
-        msg_bytes=message_bytes(op, in_b, out_b), group_size=_resolve_group_size(group, group_sizes),
+        msg_bytes=message_bytes(op, in_b, out_b, size), group_size=size,
         group=group, rank=rank, peer=None, t_ns=int(entry.get("time_created_ns") or 0),
     )  # fmt: skip
 

@@ -282,18 +282,48 @@ def tensor_parallel_step(batch: int, seq: int, hidden: int, layers: int, dtype_b
 
 def tensor_parallel_ops(
     *, batch: int, seq: int, hidden: int, layers: int, colwise: int, rowwise: int, dtype_bytes: int = 4,
-    micro_steps: int = 1,
+    micro_steps: int = 1, sp: bool = False, loss_parallel: bool = False,
+    norm_params: tuple[int, int] = (0, 0), reduce_scatter_as_all_reduce: bool = False,
 ) -> dict[str, float]:
     """DTensor tensor parallelism as it runs: op -> message bytes per rank per optimizer step.
 
-    Forward all-reduces the b x s x h output of every row-wise linear; backward all-reduces
-    the input gradient of every column-wise linear *separately* (DTensor has no Megatron
-    `f` operator that sums q, k and v's partial gradients before one all-reduce). So a
-    GPT-2 block (fused c_attn, c_fc | c_proj, c_proj) costs Megatron's 4 all-reduces, but a
-    Llama block (q, k, v, gate, up | o, down) costs 7, not 4 (`tensor_parallel_step`).
+    Plain: forward all-reduces the b x s x h output of every row-wise linear; backward
+    all-reduces the input gradient of every column-wise linear *separately* (DTensor has no
+    Megatron `f` operator that sums q, k and v's partial gradients before one all-reduce).
+    So a GPT-2 block (fused c_attn, c_fc | c_proj, c_proj) costs Megatron's 4 all-reduces,
+    but a Llama block (q, k, v, gate, up | o, down) costs 7, not 4 (`tensor_parallel_step`).
+
+    Sequence parallel (`sp`): per block, attention and the MLP all-gather their input from the
+    sequence shards (forward) and reduce-scatter its gradient (backward, once: the column-wise
+    linears' partial gradients add up first), and each row-wise linear reduce-scatters its
+    output (forward) and all-gathers its gradient (backward): 4 all-gathers and 4
+    reduce-scatters of S = b x s x h per block, for Llama too. Around the blocks: the LM head
+    gathers the sequence (forward) and the first block's scatter gathers its gradient
+    (backward), 2 more all-gathers; each norm's weight gradient, partial over the sequence
+    shards, is all-reduced once (`norm_params`: one block's norms, the final norm).
+
+    Loss parallel: the vocab-parallel embedding all-reduces its output (b x s x h, forward),
+    the column-wise LM head all-reduces its input gradient (a reduce-scatter under `sp`), and
+    the cross-entropy all-reduces three b x s vectors (max, sum of exp, target logit).
+
+    Gloo runs reduce_scatter as an all_reduce of the whole input, logged as one (S unchanged):
+    `reduce_scatter_as_all_reduce` files those bytes under all_reduce.
     """
     act = batch * seq * hidden * dtype_bytes
-    return {"all_reduce": float(layers * (colwise + rowwise) * act * micro_steps)}
+    ops = {"all_gather": 0.0, "reduce_scatter": 0.0, "all_reduce": 0.0}
+    if sp:
+        ops["all_gather"] += (4 * layers + 2) * act
+        ops["reduce_scatter"] += 4 * layers * act
+        block_norms, final_norm = norm_params
+        ops["all_reduce"] += (layers * block_norms + final_norm) * dtype_bytes
+    else:
+        ops["all_reduce"] += layers * (colwise + rowwise) * act
+    if loss_parallel:
+        ops["all_reduce"] += act + 3 * batch * seq * dtype_bytes
+        ops["reduce_scatter" if sp else "all_reduce"] += act
+    if reduce_scatter_as_all_reduce:
+        ops["all_reduce"] += ops.pop("reduce_scatter")
+    return {op: float(b * micro_steps) for op, b in ops.items() if b}
 
 
 def pipeline_step(batch: int, seq: int, hidden: int, stages: int, microbatches: int, dtype_bytes: int = 4) -> dict[str, float]:

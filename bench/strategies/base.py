@@ -71,6 +71,9 @@ class TrialState:
     # returning its mean loss (None on ranks that do not compute it), and one held-out batch's loss.
     train_batch: Callable[[Any], torch.Tensor | None] | None = None
     eval_batch: Callable[[Any], float | None] | None = None
+    # Set by tensor parallel's loss parallel: the context the loss and its backward must run in
+    # (torch's `loss_parallel()`: cross-entropy on logits sharded on the vocab dim). None: none.
+    loss_context: Callable[[], AbstractContextManager[Any]] | None = None
     ddp_options: dict[str, Any] = field(default_factory=dict)
     autocast_dtype: torch.dtype | None = None
     # fp16 autocast's loss scaling (torch.amp.GradScaler); None: gradients are not scaled.
@@ -107,6 +110,10 @@ class TrialState:
         if last or self.skip_sync is None:
             return nullcontext()
         return self.skip_sync()
+
+    def loss_scope(self) -> AbstractContextManager[Any]:
+        """Context for computing a loss and its backward (`loss_context`, or nothing)."""
+        return nullcontext() if self.loss_context is None else self.loss_context()
 
     def autocast(self) -> AbstractContextManager[Any]:
         if self.autocast_dtype is None:

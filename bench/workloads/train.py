@@ -81,7 +81,7 @@ def _step(state: TrialState, optimizer: torch.optim.Optimizer, micro: list[LMBat
         module = state.train_module
         total = torch.zeros((), device=state.env.device)
         for j, b in enumerate(micro):
-            with state.micro_step(last=j == len(micro) - 1):
+            with state.micro_step(last=j == len(micro) - 1), state.loss_scope():
                 with state.autocast():
                     # .mean(): nn.DataParallel gathers one loss per GPU; a scalar stays itself.
                     loss = module(input_ids=b.input_ids, labels=b.labels).loss.mean() / len(micro)

@@ -1,4 +1,4 @@
-"""Partitioned layouts (FSDP2, tensor and pipeline parallel, 2-D) through the real launcher.
+"""Partitioned layouts (FSDP2, tensor parallel with sequence and loss parallel, pipeline, 2-D) through the real launcher.
 
 - Measured logical bytes equal the cost model exactly, on every rank, at world sizes 2 and 4.
 - Model state per rank follows ZeRO's arithmetic, and orders ZeRO-3 < ZeRO-2 < DDP.
@@ -31,8 +31,13 @@ pytestmark = pytest.mark.multirank
 
 # (world size, model, strategy) as data; every row's bytes must equal its model exactly. gpt2-tiny's
 # fsdp, tensor_parallel and pipeline at 2 ranks run in test_grad_compression.py's registry sweep.
+# Sequence and loss parallel: Llama at tp=2 each alone, GPT-2 (fused q/k/v) at tp=4 both together.
+SP_LP = [
+    (2, "llama-tiny", "tensor_parallel(sp=true)"), (2, "llama-tiny", "tensor_parallel(loss_parallel=true)"),
+    (4, "gpt2-tiny", "tensor_parallel(sp=true,loss_parallel=true)"),
+]  # fmt: skip
 CASES = [
-    (2, "llama-tiny", "tensor_parallel"), (2, "llama-tiny", "fsdp(mp=bf16)+grad_accum(k=2)"),
+    (2, "llama-tiny", "tensor_parallel"), (2, "llama-tiny", "fsdp(mp=bf16)+grad_accum(k=2)"), *SP_LP,
     (4, "gpt2-tiny", "fsdp"), (4, "gpt2-tiny", "fsdp(reshard_after_forward=false)"),
     (4, "gpt2-tiny", "tensor_parallel(tp=2)+fsdp"), (4, "gpt2-small", "pipeline(schedule=gpipe)"),  # 4 stages need 4 blocks
 ]  # fmt: skip
@@ -80,10 +85,37 @@ def test_measured_bytes_equal_the_layouts_cost_model_on_every_rank(swept: pd.Dat
         assert list(row.comm_logical_bytes_per_step_per_rank) == list(row.analytic_logical_bytes_per_step_by_rank), strategy
 
 
+def test_sequence_parallel_trades_each_blocks_all_reduces_for_all_gathers_and_reduce_scatters(swept: pd.DataFrame) -> None:
+    """Llama-tiny, b x s x h = 4 x 32 x 128 fp32: plain TP all-reduces 7 activations per block
+    (one per linear); SP moves 4 all-gathers + 4 reduce-scatters per block (gloo logs the latter
+    as all_reduce, same S), 2 all-gathers around the blocks, and the norms' weight gradients."""
+    act, layers, hidden = 4 * 32 * 128 * 4, 2, 128
+    plain = _row(swept, 2, "llama-tiny", "tensor_parallel").comm_logical_bytes_per_step_per_rank
+    sp = _row(swept, 2, "llama-tiny", "tensor_parallel(sp=true)").comm_logical_bytes_per_step_per_rank
+    norms = (2 * layers + 1) * hidden * 4  # RMSNorm weights: two per block and the final one
+    assert list(plain) == [7 * layers * act] * 2
+    assert list(sp) == [(4 * layers + 2) * act + 4 * layers * act + norms] * 2
+
+
+def test_sequence_and_loss_parallel_losses_match_the_whole_model(swept: pd.DataFrame) -> None:
+    """The first step's loss (before any update; every rank of a tp group reads data rank 0's batch)."""
+    from bench.workloads.common import batches
+    from bench.workloads.data import MarkovChain
+
+    for ws, model, strategy in SP_LP:
+        row = _row(swept, ws, model, strategy)
+        cfg = TrialConfig.from_dict(json.loads(row.config))
+        batch = batches(cfg, MarkovChain.from_config(cfg.data), True, "train", 0, 1)[0]
+        whole = build_model(MODELS.get(model), cfg.seed)
+        with torch.no_grad():
+            ref = float(whole(input_ids=batch.input_ids, labels=batch.labels).loss)
+        assert row.loss_curve[0] == pytest.approx(ref, rel=1e-5, abs=1e-5), strategy
+
+
 def test_parallel_degrees_are_the_real_mesh_sizes(swept: pd.DataFrame) -> None:
     degrees = {s: (r.dp, r.tp, r.pp) for s, r in ((s, _row(swept, ws, m, s)) for ws, m, s in CASES if ws == 4)}
     assert degrees == {
-        "fsdp": (4, 1, 1), "fsdp(reshard_after_forward=false)": (4, 1, 1),
+        "tensor_parallel(sp=true,loss_parallel=true)": (1, 4, 1), "fsdp": (4, 1, 1), "fsdp(reshard_after_forward=false)": (4, 1, 1),
         "tensor_parallel(tp=2)+fsdp": (2, 2, 1), "pipeline(schedule=gpipe)": (1, 1, 4),
     }  # fmt: skip
 
@@ -158,6 +190,8 @@ def test_partitioned_losses_match_the_whole_model(ranks: Any, strategy: str, mod
         ("tensor_parallel(tp=2)", 4, "must multiply to world_size=4"),
         ("tensor_parallel(tp=2)+fsdp+fp16_compress", 4, "fp16_compress configures DDP and cannot compose"),
         ("pipeline+grad_accum", 2, "micro-batches are its accumulation"),
+        ("tensor_parallel(sp=true,tp=3)", 3, "tp=3 must divide seq_len=64"),
+        ("tensor_parallel(loss_parallel=true,tp=3)", 3, "must divide gpt2-tiny's vocab of 8192"),
     ],
 )
 def test_impossible_layouts_are_errors_before_launch(strategy: str, ws: int, message: str) -> None:
@@ -172,7 +206,9 @@ def test_impossible_layouts_are_errors_before_launch(strategy: str, ws: int, mes
 
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2, reason="needs 2 CUDA devices")
-@pytest.mark.parametrize("strategy", ["fsdp", "fsdp(mp=bf16)", "tensor_parallel", "pipeline"])
+@pytest.mark.parametrize(
+    "strategy", ["fsdp", "fsdp(mp=bf16)", "tensor_parallel", "tensor_parallel(sp=true,loss_parallel=true)", "pipeline"]
+)
 def test_layouts_on_nccl_match_their_cost_model(tmp_path: Path, strategy: str) -> None:
     """On NCCL the reduce-scatter is a real one; the model follows the backend."""
     from bench.runner.suite import make_config, pre_launch_skip

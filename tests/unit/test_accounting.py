@@ -32,6 +32,8 @@ def test_normalise_op(name: str, op: str) -> None:
 
 def test_message_bytes_follow_nccl_tests() -> None:
     assert message_bytes("all_gather", 100, 400) == 400  # the total output
+    # gloo logs DTensor's functional all_gather with a [1, *input] output: S is still n x the input
+    assert message_bytes("all_gather", 100, 100, 4) == 400
     assert message_bytes("reduce_scatter", 400, 100) == 400  # the total input
     assert message_bytes("all_reduce", 400, 400) == 400
     assert message_bytes("barrier", 0, 0) == 0

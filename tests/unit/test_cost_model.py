@@ -121,6 +121,28 @@ def test_tensor_parallel_ops_count_one_all_reduce_per_linear() -> None:
     assert llama["all_reduce"] == 7 / 4 * gpt2["all_reduce"]
 
 
+def test_sequence_parallel_is_megatrons_4_gathers_and_4_reduce_scatters_per_block_whatever_the_plan() -> None:
+    act, kw = 2 * 8 * 16 * 4, dict(batch=2, seq=8, hidden=16, layers=3, rowwise=2, sp=True, norm_params=(32, 16))
+    gpt2, llama = cm.tensor_parallel_ops(**kw, colwise=2), cm.tensor_parallel_ops(**kw, colwise=5)  # type: ignore[arg-type]
+    norms = (3 * 32 + 16) * 4.0
+    assert gpt2 == llama == {"all_gather": (4 * 3 + 2) * act, "reduce_scatter": 4 * 3 * act, "all_reduce": norms}
+    gloo = cm.tensor_parallel_ops(**kw, colwise=5, reduce_scatter_as_all_reduce=True)  # type: ignore[arg-type]
+    assert gloo == {"all_gather": (4 * 3 + 2) * act, "all_reduce": 4 * 3 * act + norms}  # same S, logged as all_reduce
+
+
+def test_loss_parallel_adds_the_embedding_and_head_activations_and_three_token_vectors() -> None:
+    act, tokens = 2 * 8 * 16 * 4, 2 * 8 * 4
+    kw = dict(batch=2, seq=8, hidden=16, layers=3, colwise=2, rowwise=2)
+    plain = cm.tensor_parallel_ops(**kw)  # type: ignore[arg-type]
+    lp = cm.tensor_parallel_ops(**kw, loss_parallel=True, micro_steps=2)  # type: ignore[arg-type]
+    assert lp == {"all_reduce": 2 * (plain["all_reduce"] + 2 * act + 3 * tokens)}
+    both = cm.tensor_parallel_ops(**kw, sp=True, loss_parallel=True)  # type: ignore[arg-type]
+    sp = cm.tensor_parallel_ops(**kw, sp=True)  # type: ignore[arg-type]
+    # Under sp the head's input gradient is reduce-scattered back to the sequence shards.
+    assert both["reduce_scatter"] - sp["reduce_scatter"] == act
+    assert both["all_reduce"] == act + 3 * tokens and "all_reduce" not in sp
+
+
 @pytest.mark.parametrize(
     ("stages", "ranks", "rank", "sends", "tied"),
     [(2, 2, 0, 1, True), (2, 2, 1, 1, True), (4, 4, 1, 2, False), (4, 4, 3, 1, True), (4, 2, 0, 3, True), (1, 1, 0, 0, False)],
