@@ -12,17 +12,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bench.config import canonical_json
 
 DEVICES = ("cpu", "cuda")
+# Thread placement of a CPU rank (bench/distributed/env.py `init_rank` applies it):
+# "compute" pins the compute thread after init_process_group (gloo's threads stay free),
+# "all" pins before it (gloo's threads share the rank's cores), "none" pins nothing.
+PinPolicy = Literal["compute", "all", "none"]
+PIN_POLICIES: tuple[str, ...] = get_args(PinPolicy)
 # What the measurement code measures, as a version: stored in every row, and a sweep reuses
 # only rows of this version (older ones are rerun). Bump it when a change makes a stored
 # number mean something else, even if no column changes shape (that is SCHEMA_VERSION).
 # 2: infer measures the compressed model without the reference resident; transfer's step
 #    includes rank 0's encode; tokens/s of token-free workloads is null, not 0.
-MEASUREMENT_VERSION = 2
+# 3: CPU ranks pin only their compute thread, after init_process_group (`pin="compute"`);
+#    before, gloo's threads inherited the rank's one core and every collective slowed down.
+MEASUREMENT_VERSION = 3
 # Config fields that do not change what is measured: left out of the case (and the history key).
 NOT_IN_CASE = ("suite", "timeout_s", "plugins")
 
@@ -77,6 +84,7 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     options: dict[str, Any] = field(default_factory=dict)  # workload-specific settings
     threads_per_rank: int | None = None  # None: cores // world_size
+    pin: PinPolicy = "compute"  # thread placement on CPU (see PIN_POLICIES)
     timeout_s: float = 600.0
     plugins: tuple[str, ...] = ()  # modules imported in every rank (custom strategies)
 
@@ -90,6 +98,8 @@ class TrialConfig:
             raise ValueError("warmup_steps, eval_batches, gen_tokens and profile_steps must be >= 0")
         if self.timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if self.pin not in PIN_POLICIES:
+            raise ValueError(f"pin must be one of {', '.join(PIN_POLICIES)}, got {self.pin!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -221,6 +231,21 @@ class Profile:
 
 
 @dataclass(kw_only=True, slots=True)
+class Placement:
+    """Where one rank's threads may run, read back from the kernel after its workload ran.
+
+    `pinned_cores` are the compute thread's cores under the policy (None with `reason`
+    when nothing was pinned); `thread_cores` maps every thread name of the process
+    ("compute" for the rank's own thread) to the cores it may run on (None off Linux).
+    """
+
+    policy: str
+    pinned_cores: list[int] | None
+    thread_cores: dict[str, list[int]] | None
+    reason: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
 class RankResult:
     """Everything one rank of a finished trial reports to the parent."""
 
@@ -238,6 +263,7 @@ class RankResult:
     # phase -> its duration in each measured step, the same on every rank. The step's
     # latency is then their sum.
     phases_s: dict[str, list[float]] | None = None
+    placement: Placement | None = None  # set by the rank's entry point, not the workload
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": "ok", **dataclasses.asdict(self)}
@@ -280,7 +306,7 @@ def rank_output_from_dict(d: dict[str, Any]) -> RankResult | RankSkipped:
         "accuracy": _strict(Accuracy, d.pop("accuracy")),
         "parallel": _strict(Parallel, d.pop("parallel")),
     }
-    for key, cls in (("profile", Profile), ("generate", Generate)):
+    for key, cls in (("profile", Profile), ("generate", Generate), ("placement", Placement)):
         value = d.pop(key, None)
         nested[key] = None if value is None else _strict(cls, value)
     return _strict(RankResult, {**d, **nested})

@@ -158,8 +158,12 @@ def launch(
         shutdown_timeout=5,
     )
     result = LaunchResult(log_dir=str(log_dir))
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
+    # As torchrun does, and forced: torch starts its OpenMP pool at import with this many
+    # threads, before `init_rank` pins the compute thread, so a bigger pool would keep the
+    # full mask. `init_rank` sets the real count after pinning; those workers inherit it.
+    env = {"OMP_NUM_THREADS": "1", **(env or {})}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         with _Alarm(timeout_s):

@@ -9,7 +9,7 @@ from typing import Any
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.contracts import RankResult, RankSkipped, TrialConfig
-from bench.distributed.env import init_rank, shutdown
+from bench.distributed.env import init_rank, placement, shutdown
 from bench.errors import SkipTrial
 
 
@@ -22,12 +22,14 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     from bench.strategies import parse
     from bench.workloads import WORKLOADS
 
-    env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm)
+    env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm, pin=cfg.pin)
     try:
         comp = parse(cfg.strategy)
         run = WORKLOADS.get(cfg.workload).run
         try:
             result: RankResult | RankSkipped = run(cfg, comp, env)
+            if isinstance(result, RankResult):
+                result.placement = placement(env)  # after the run: every thread it started exists
         except SkipTrial as skip:
             # Skip decisions are deterministic, so every rank reaches the same one.
             result = RankSkipped(rank=env.rank, reason=skip.reason)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +160,9 @@ TRIAL_COLUMNS: list[Column] = [
         ("cpu_cores", I64, "cores", "cores available to the process"),
         ("threads_per_rank", I64, "threads", "torch intra-op threads per rank"),
         ("oversubscribed", BOOL, "", "world_size x threads_per_rank > cpu_cores: timings measure the OS scheduler too"),
+        ("pin_policy", STR, "", "CPU thread placement (`pin`): `compute` pins the rank's thread after init_process_group (backend threads free), `all` before it (backend threads share its cores), `none` pins nothing"),
+        ("pinned_cores", STR, "JSON", "per rank, the cores its compute thread was pinned to (null for an unpinned rank; the column is null, with a reason, when no rank was)"),
+        ("thread_cores", STR, "JSON", "per rank, thread name -> the cores it may run on, read after the window (`compute` is the rank's own thread; gloo's are `gloo_tcp_loop`, `pt_gloo_runloop`)"),
         ("gpu_name", STR, "", "GPU model, null on CPU-only machines"),
         ("gpu_count", I64, "GPUs", "visible GPUs"),
         ("gpu_driver", STR, "", "NVIDIA driver version, null without a GPU"),
