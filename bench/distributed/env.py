@@ -28,8 +28,8 @@ class RankEnv:
     world_size: int
     device: torch.device
     backend: str  # "gloo" or "nccl"
-    pin: str  # the placement policy applied (`TrialConfig.pin`)
-    pinned_cores: list[int] | None  # the compute thread's cores; None: not pinned
+    pin: str = "none"  # the placement policy applied (`TrialConfig.pin`); a hand-built env pins nothing
+    pinned_cores: list[int] | None = None  # the compute thread's cores; None: not pinned
 
     @property
     def is_main(self) -> bool:
