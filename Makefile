@@ -26,7 +26,7 @@ ROUNDS ?= 3
 REVS_SUITE ?= nightly
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead sweep-overhead report compare nightly compare-revs clean distclean help
+.PHONY: install bench test microbench overhead sweep-overhead placement report compare nightly compare-revs clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
@@ -35,6 +35,7 @@ help:
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make sweep-overhead benchmark: per-trial fixed overhead of suite SUITE, spawn vs forkserver launch, interleaved"
+	@echo "make placement    benchmark: thread placement (pin=compute|all|none) vs a plain torchrun loop, interleaved; a markdown table"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
 	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); else steps over HISTORY=$(HISTORY)"
 	@echo "make nightly      run suites/$(NIGHTLY_SUITE).toml into $(HISTORY), compare with the last good run, report (exit 1 on a regression)"
@@ -69,6 +70,9 @@ overhead: $(STAMP)
 
 sweep-overhead: $(STAMP)
 	$(BIN)/python -m bench.benchmarks.sweep_overhead --suite $(SUITE) --results $(RESULTS)
+
+placement: $(STAMP)
+	$(BIN)/python -m bench.benchmarks.placement --results $(RESULTS)
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html

@@ -12,17 +12,24 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from bench.config import canonical_json
 
 DEVICES = ("cpu", "cuda")
+# Thread placement of a CPU rank (bench/distributed/env.py `init_rank` applies it):
+# "compute" pins the compute thread after init_process_group (gloo's threads stay free),
+# "all" pins before it (gloo's threads share the rank's cores), "none" pins nothing.
+PinPolicy = Literal["compute", "all", "none"]
+PIN_POLICIES: tuple[str, ...] = get_args(PinPolicy)
 # What the measurement code measures, as a version: stored in every row, and a sweep reuses
 # only rows of this version (older ones are rerun). Bump it when a change makes a stored
 # number mean something else, even if no column changes shape (that is SCHEMA_VERSION).
 # 2: infer measures the compressed model without the reference resident; transfer's step
 #    includes rank 0's encode; tokens/s of token-free workloads is null, not 0.
-MEASUREMENT_VERSION = 2
+# 3: CPU ranks pin only their compute thread, after init_process_group (`pin="compute"`);
+#    before, gloo's threads inherited the rank's one core and every collective slowed down.
+MEASUREMENT_VERSION = 3
 # Config fields that do not change what is measured: left out of the case (and the history key).
 NOT_IN_CASE = ("suite", "timeout_s", "plugins")
 _PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
@@ -78,6 +85,7 @@ class TrialConfig:
     data: DataConfig = field(default_factory=DataConfig)
     options: dict[str, Any] = field(default_factory=dict)  # workload-specific settings
     threads_per_rank: int | None = None  # None: cores // world_size
+    pin: PinPolicy = "compute"  # thread placement on CPU (see PIN_POLICIES)
     timeout_s: float = 600.0
     plugins: tuple[str, ...] = ()  # modules imported in every rank (custom strategies)
     # Nodes the world_size ranks are spread over (world_size // nnodes per node): on a real
@@ -98,6 +106,8 @@ class TrialConfig:
             raise ValueError("timeout_s must be > 0")
         if self.nnodes < 1 or self.world_size % self.nnodes:
             raise ValueError(f"nnodes must be >= 1 and divide world_size ({self.world_size}), got {self.nnodes}")
+        if self.pin not in PIN_POLICIES:
+            raise ValueError(f"pin must be one of {', '.join(PIN_POLICIES)}, got {self.pin!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -274,6 +284,21 @@ class PhaseTimes:
 
 
 @dataclass(kw_only=True, slots=True)
+class Placement:
+    """Where one rank's threads may run, read back from the kernel after its workload ran.
+
+    `pinned_cores` are the compute thread's cores under the policy (None with `reason`
+    when nothing was pinned); `thread_cores` maps every thread name of the process
+    ("compute" for the rank's own thread) to the cores it may run on (None off Linux).
+    """
+
+    policy: str
+    pinned_cores: list[int] | None
+    thread_cores: dict[str, list[int]] | None
+    reason: str | None = None
+
+
+@dataclass(kw_only=True, slots=True)
 class RankResult:
     """Everything one rank of a finished trial reports to the parent."""
 
@@ -294,6 +319,7 @@ class RankResult:
     # The rank's own timeline of the trial (import, rendezvous, build, ...): set by the
     # worker around the workload, not by the workload.
     timeline: PhaseTimes | None = None
+    placement: Placement | None = None  # set by the rank's entry point, not the workload
 
     def to_dict(self) -> dict[str, Any]:
         return {"status": "ok", **dataclasses.asdict(self)}
@@ -336,7 +362,7 @@ def rank_output_from_dict(d: dict[str, Any]) -> RankResult | RankSkipped:
         "accuracy": _strict(Accuracy, d.pop("accuracy")),
         "parallel": _strict(Parallel, d.pop("parallel")),
     }
-    for key, cls in (("profile", Profile), ("generate", Generate), ("timeline", PhaseTimes)):
+    for key, cls in (("profile", Profile), ("generate", Generate), ("timeline", PhaseTimes), ("placement", Placement)):
         value = d.pop(key, None)
         nested[key] = None if value is None else _strict(cls, value)
     return _strict(RankResult, {**d, **nested})

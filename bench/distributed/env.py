@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
 
+from bench.contracts import PIN_POLICIES, Placement
 from bench.system import cpu_cores
 
 # Flight-recorder ring size per process. Collective accounting reads this buffer, so it
@@ -26,6 +29,8 @@ class RankEnv:
     world_size: int
     device: torch.device
     backend: str  # "gloo" or "nccl"
+    pin: str = "none"  # the placement policy applied (`TrialConfig.pin`); a hand-built env pins nothing
+    pinned_cores: list[int] | None = None  # the compute thread's cores; None: not pinned
 
     @property
     def is_main(self) -> bool:
@@ -61,14 +66,11 @@ def parse_cpuset(text: str) -> set[int]:
 
 
 def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
-    """Pin this rank to its own equal slice of the allowed cores, when every rank gets one.
+    """Pin the calling thread to this rank's own equal slice of the allowed cores, when every rank gets one.
 
-    Unpinned, the scheduler moves ranks and their threads between cores. A gpt2-tiny train
-    trial at 2 ranks on 2 cores ran at a median p50 of 118.0 ms pinned against 124.7 ms
-    unpinned (6 alternating launches each, seeds 0-2 twice); five pinned launches of six
-    fell within 115-120 ms, the sixth at 136 ms, so pinning does not remove the spread
-    between launches. With more ranks than cores nothing is pinned: slices would be empty.
-    `COMMBENCH_PIN_CORES=0` turns pinning off. Returns the cores pinned to, or None.
+    `sched_setaffinity(0, ...)` sets the calling thread's mask only; threads it creates
+    later inherit it, threads that already exist keep theirs. With more ranks than cores
+    nothing is pinned: slices would be empty. Returns the cores pinned to, or None.
     """
     if not hasattr(os, "sched_setaffinity"):
         return None
@@ -81,22 +83,66 @@ def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
     return mine
 
 
-def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True) -> RankEnv:
-    """Initialise the default process group from the launcher's env vars.
+def thread_cores() -> dict[str, list[int]] | None:
+    """The cores each thread of this process may run on, by thread name; the calling thread is "compute".
 
-    `flight_recorder=False` sets the recorder's buffer to 0 (torch's default is 2000
-    entries, i.e. on): the "untracked" side of the accounting-overhead benchmark.
+    Threads of one name (gloo's two `pt_gloo_runloop` workers, torch's intra-op workers,
+    which carry the process's name) are merged: the union of their masks. None where
+    /proc/self/task cannot be read (not Linux).
     """
+    tasks = Path("/proc/self/task")
+    if not tasks.is_dir():
+        return None
+    me = threading.get_native_id()
+    out: dict[str, set[int]] = {}
+    for task in tasks.iterdir():
+        try:
+            name = "compute" if int(task.name) == me else (task / "comm").read_text().strip()
+            cores = _core_list((task / "status").read_text().split("Cpus_allowed_list:")[1].split()[0])
+        except (OSError, IndexError):
+            continue  # the thread exited while being read
+        out.setdefault(name, set()).update(cores)
+    return {name: sorted(cores) for name, cores in sorted(out.items())}
+
+
+def _core_list(text: str) -> list[int]:
+    """`0-2,5` -> [0, 1, 2, 5] (the kernel's list format)."""
+    cores: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        cores.extend(range(int(lo), int(hi or lo) + 1))
+    return cores
+
+
+def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True, pin: str = "compute") -> RankEnv:
+    """Initialise the default process group from the launcher's env vars, placing threads by `pin`.
+
+    CPU ranks only (a CUDA rank's host threads are left alone):
+    - "compute": pin this (the compute) thread to the rank's slice of the cores *after*
+      `init_process_group`, whose backend threads (gloo's `gloo_tcp_loop` and two
+      `pt_gloo_runloop` workers, all created inside it) keep the full mask;
+    - "all": pin *before* it, so the backend threads inherit the one slice and compete
+      with the compute thread for it (the suite's placement before measurement 3);
+    - "none": pin nothing.
+    The intra-op thread count is set last: torch starts its OpenMP workers there, and they
+    inherit the compute thread's mask. `flight_recorder=False` sets the recorder's buffer to
+    0 (torch's default is 2000 entries, i.e. on): the "untracked" side of the
+    accounting-overhead benchmark.
+    """
+    if pin not in PIN_POLICIES:
+        raise ValueError(f"pin must be one of {', '.join(PIN_POLICIES)}, got {pin!r}")
     os.environ["TORCH_FR_BUFFER_SIZE"] = str(FLIGHT_RECORDER_ENTRIES if flight_recorder else 0)
     rank = int(os.environ["RANK"])
     world_size = int(os.environ["WORLD_SIZE"])
     local_rank = int(os.environ.get("LOCAL_RANK", rank))
-    torch.set_num_threads(threads_for(world_size, threads))
     if os.environ.get(CPUSET_ENV) and hasattr(os, "sched_setaffinity"):
-        # A packed trial: its ranks share only its cores, so pinning below slices those.
+        # A packed trial: its ranks (and their backend threads) share only its cores, so
+        # the pinning below slices those.
         os.sched_setaffinity(0, parse_cpuset(os.environ[CPUSET_ENV]))
-    if device == "cpu" and os.environ.get("COMMBENCH_PIN_CORES", "1") != "0":
-        pin_cores(local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", world_size)))
+    local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
+    pinned = None
+    if device == "cpu" and pin == "all":
+        pinned = pin_cores(local_rank, local_world)
     backend = backend_for(device)
     if device == "cuda":
         torch.cuda.set_device(local_rank)
@@ -106,7 +152,25 @@ def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True)
     if not dist.is_initialized():
         kwargs = {"device_id": dev} if device == "cuda" else {}
         dist.init_process_group(backend, rank=rank, world_size=world_size, **kwargs)
-    return RankEnv(rank=rank, local_rank=local_rank, world_size=world_size, device=dev, backend=backend)
+    if device == "cpu" and pin == "compute":
+        pinned = pin_cores(local_rank, local_world)
+    torch.set_num_threads(threads_for(world_size, threads))
+    return RankEnv(
+        rank=rank, local_rank=local_rank, world_size=world_size, device=dev, backend=backend, pin=pin, pinned_cores=pinned
+    )
+
+
+def placement(env: RankEnv) -> Placement:
+    """What `env.pin` did to this rank, read back from the kernel: call it from the compute thread."""
+    reason = None
+    if env.pinned_cores is None:
+        if env.pin == "none":
+            reason = "pin=none: no thread pinned"
+        elif env.device.type != "cpu":
+            reason = "pinning applies to CPU ranks only"
+        else:
+            reason = "more local ranks than cores (or no sched_setaffinity): no thread pinned"
+    return Placement(policy=env.pin, pinned_cores=env.pinned_cores, thread_cores=thread_cores(), reason=reason)
 
 
 GATHERED = "gathered"  # status of a rank's return value that carries every rank's dict (or None)

@@ -184,8 +184,12 @@ def launch(
     `bench.runner.worker` on global rank 0, unpacked here into every rank's dict.
     """
     _quiet_torchelastic()
+    # As torchrun does, and forced: torch starts its OpenMP pool at import with this many
+    # threads, before `init_rank` pins the compute thread, so a bigger pool would keep the
+    # full mask. `init_rank` sets the real count after pinning; those workers inherit it.
+    env = {"OMP_NUM_THREADS": "1", **(env or {})}
     if start_method == "forkserver":
-        entry = forkserver.prepare(entry, env or {})
+        entry = forkserver.prepare(entry, env)
     log_dir.mkdir(parents=True, exist_ok=True)
     if nnodes > 1 and not (rdzv_endpoint and run_id):
         raise ValueError("a launch across nodes needs the rendezvous endpoint and a run id shared by all nodes")
@@ -205,8 +209,8 @@ def launch(
         shutdown_timeout=5,
     )
     result = LaunchResult(log_dir=str(log_dir), start_method=start_method, started_s=boottime())
-    saved = {k: os.environ.get(k) for k in (env or {})}
-    os.environ.update(env or {})
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         with _Alarm(timeout_s):

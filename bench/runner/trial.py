@@ -81,6 +81,7 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         **{k: env[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "hostname")},
         "threads_per_rank": threads,
         "oversubscribed": cfg.world_size * threads > env["cpu_cores"],
+        "pin_policy": cfg.pin,
         "started_at": now_utc(),
         "history_key": history_key(cfg.case(), env),
         "config": json.dumps(cfg.to_dict(), sort_keys=True),
@@ -244,6 +245,7 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     row.update(_size_columns(first.metrics))
     row.update(_input_columns(first.metrics, cfg.workload, reasons))
     row.update(_gpu_util_columns(outputs, reasons))
+    row.update(_placement_columns(outputs, reasons))
     reasons.update(first.accuracy.null_reasons)
     row.update(_bandwidth_columns(first.metrics, stats["p50"], cfg.world_size, reasons))
     gen = [o.generate for o in outputs]
@@ -274,6 +276,24 @@ def _phase_columns(phases: dict[str, list[float]] | None, reasons: dict[str, str
             reasons[col] = "the step has no separately timed phases (transfer workload only)"
         return {}
     return {PHASE_COLUMNS[name]: float(np.median(series)) for name, series in phases.items()}
+
+
+def _placement_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:
+    """Per rank, as JSON lists in rank order: the compute thread's pinned cores, every thread's cores."""
+    places = [o.placement for o in outputs if o.placement is not None]
+    if len(places) < len(outputs):
+        reasons["pinned_cores"] = reasons["thread_cores"] = "a rank reported no placement"
+        return {}
+    row: dict[str, Any] = {}
+    if any(p.pinned_cores is not None for p in places):
+        row["pinned_cores"] = json.dumps([p.pinned_cores for p in places])
+    else:
+        reasons["pinned_cores"] = next((p.reason for p in places if p.reason), "not pinned")
+    if all(p.thread_cores is not None for p in places):
+        row["thread_cores"] = json.dumps([p.thread_cores for p in places])
+    else:
+        reasons["thread_cores"] = "thread masks are read from /proc/self/task (Linux only)"
+    return row
 
 
 def _memory_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:

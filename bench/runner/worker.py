@@ -15,7 +15,7 @@ from typing import Any
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.contracts import RankResult, RankSkipped, TrialConfig
-from bench.distributed.env import gather_to_rank0, init_rank, shutdown
+from bench.distributed.env import gather_to_rank0, init_rank, placement, shutdown
 from bench.errors import SkipTrial
 from bench.trackers import phases
 
@@ -32,13 +32,15 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     from bench.workloads import WORKLOADS
 
     phases.mark("rendezvous")
-    env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm)
+    env = init_rank(cfg.device, cfg.threads_per_rank, flight_recorder=cfg.track_comm, pin=cfg.pin)
     phases.mark("build")
     try:
         comp = parse(cfg.strategy)
         run = WORKLOADS.get(cfg.workload).run
         try:
             result: RankResult | RankSkipped = run(cfg, comp, env)
+            if isinstance(result, RankResult):
+                result.placement = placement(env)  # after the run: every thread it started exists
         except SkipTrial as skip:
             # Skip decisions are deterministic, so every rank reaches the same one.
             result = RankSkipped(rank=env.rank, reason=skip.reason)

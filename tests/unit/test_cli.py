@@ -32,6 +32,7 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, s
         (["run", "--strategy", "fp16_compress(rank=2)"], "unknown parameter(s) rank"),
         (["run", "--set", "data.states=1"], "data.states must be >= 2"),
         (["run", "--set", "nonsense"], "expected key=value"),
+        (["run", "--set", "pin=threads"], "pin: 'threads' is not one of 'compute', 'all', 'none'"),
         (["sweep", "no-such-suite"], "no suite file 'no-such-suite'"),
         (["report", "/nonexistent/results"], "no such results file or directory"),
     ],
