@@ -114,4 +114,7 @@ def prepare(entry: Callable[..., Any], env: dict[str, str]) -> Callable[..., Any
     """Make sure the server runs with this process's environment and return the entry point
     a forked rank runs: `entry`, after the launch's `env` has been set in the rank."""
     ensure_started()
-    return functools.partial(_with_env, entry, dict(env)) if env else entry
+    if not env:
+        return entry
+    # torchelastic names the agent's workers after `entry.__name__`: a bare partial has none.
+    return functools.update_wrapper(functools.partial(_with_env, entry, dict(env)), entry)
