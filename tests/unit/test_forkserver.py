@@ -35,3 +35,23 @@ def test_a_launch_env_is_set_in_the_rank_without_restarting_the_server(monkeypat
     monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV", raising=False)
     assert wrapped(1) == (2, "on")
     monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV")
+
+
+def test_the_isolation_oracle_sees_a_patch_left_in_its_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What tests/integration/test_launch_paths.py relies on: were two trials to share a
+    # process, the second would record the first's patch.
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from bench.strategies.base import NoParams
+    from tests.plugins.patch_torch import MARK, PatchTorch
+
+    monkeypatch.setattr(F, "gelu", F.gelu)  # restored after the test, as is torch below
+    monkeypatch.setattr(torch, MARK, None, raising=False)
+    first, second = (SimpleNamespace(cfg=SimpleNamespace(trial_id=t), metrics={}) for t in ("t1", "t2"))
+    PatchTorch(NoParams()).apply(first)  # type: ignore[arg-type]
+    PatchTorch(NoParams()).apply(second)  # type: ignore[arg-type]
+    assert (first.metrics["torch_patched_before"], first.metrics["gelu_patched_before"]) == (None, None)
+    assert (second.metrics["torch_patched_before"], second.metrics["gelu_patched_before"]) == ("t1", "t1")
