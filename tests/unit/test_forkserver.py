@@ -1,0 +1,57 @@
+"""The fork server's key: what a forked rank inherits from the server must match the launching process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bench.distributed import forkserver
+
+
+def test_the_key_follows_environment_cwd_and_path_but_not_pytest_or_torchelastic_bookkeeping(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    key = forkserver._fingerprint()
+    monkeypatch.setenv("PYTEST_CURRENT_TEST", "elsewhere (call)")
+    monkeypatch.setenv("TORCHELASTIC_SIGNALS_TO_HANDLE", "SIGTERM")
+    assert forkserver._fingerprint() == key
+    monkeypatch.setenv("COMMBENCH_CACHE", str(tmp_path))  # a rank would read a stale value
+    assert forkserver._fingerprint() != key
+    monkeypatch.delenv("COMMBENCH_CACHE")
+    monkeypatch.chdir(tmp_path)  # relative paths in a trial resolve against the cwd
+    assert forkserver._fingerprint() != key
+
+
+def test_a_launch_env_is_set_in_the_rank_without_restarting_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(forkserver, "ensure_started", lambda: 0.0)
+
+    def entry(x: int) -> tuple[int, str | None]:
+        return x + 1, os.environ.get("COMMBENCH_TEST_LAUNCH_ENV")
+
+    assert forkserver.prepare(entry, {}) is entry
+    wrapped = forkserver.prepare(entry, {"COMMBENCH_TEST_LAUNCH_ENV": "on"})
+    monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV", raising=False)
+    assert wrapped(1) == (2, "on")
+    monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV")
+
+
+def test_the_isolation_oracle_sees_a_patch_left_in_its_process(monkeypatch: pytest.MonkeyPatch) -> None:
+    # What tests/integration/test_launch_paths.py relies on: were two trials to share a
+    # process, the second would record the first's patch.
+    from types import SimpleNamespace
+
+    import torch
+    import torch.nn.functional as F
+
+    from bench.strategies.base import NoParams
+    from tests.plugins.patch_torch import MARK, PatchTorch
+
+    monkeypatch.setattr(F, "gelu", F.gelu)  # restored after the test, as is torch below
+    monkeypatch.setattr(torch, MARK, None, raising=False)
+    first, second = (SimpleNamespace(cfg=SimpleNamespace(trial_id=t), metrics={}) for t in ("t1", "t2"))
+    PatchTorch(NoParams()).apply(first)  # type: ignore[arg-type]
+    PatchTorch(NoParams()).apply(second)  # type: ignore[arg-type]
+    assert (first.metrics["torch_patched_before"], first.metrics["gelu_patched_before"]) == (None, None)
+    assert (second.metrics["torch_patched_before"], second.metrics["gelu_patched_before"]) == ("t1", "t1")
