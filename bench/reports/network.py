@@ -174,7 +174,8 @@ def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
             model, model_why = model_break_even(base, curve)
             rows.append(BreakEven(curve, measured, why, model, model_why))
         first = group.iloc[0]
-        runs = f"median of {int(group['runs'].min())}–{int(group['runs'].max())} runs" if group["runs"].max() > 1 else "one run"
+        lo, hi = int(group["runs"].min()), int(group["runs"].max())
+        runs = "one run" if hi == 1 else f"median of {lo} runs" if lo == hi else f"median of {lo}–{hi} runs"
         title = f"{first['model']} × {first['workload']}, {first['world_size']} ranks on {first.get('nnodes')} nodes ({runs})"
         out.append(NetworkCase(title, base, tuple(rows)))
     return out

@@ -128,7 +128,7 @@ def run_trial(
         try:
             result = launch_in_namespaces(cfg, log_dir)
         except NetnsUnavailable as exc:
-            return skipped_row(base, f"network {cfg.network!r} needs network namespaces: {exc}"), []
+            return skipped_row(base, f"cannot emulate network {cfg.network!r} here: {exc}"), []
     elif cfg.nnodes > 1:
         if placement is None or placement.nnodes != cfg.nnodes:
             return skipped_row(base, f"nnodes={cfg.nnodes} without a network: run one commbench per node with "
