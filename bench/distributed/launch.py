@@ -26,8 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+from bench.distributed import isolation
 
 MONITOR_INTERVAL_S = 0.2
 # gloo's message when a peer died first: never the root cause when another rank failed.
@@ -49,7 +52,9 @@ class TrialTimeout(Exception):
 class LaunchResult:
     outputs: dict[int, Any] = field(default_factory=dict)  # rank -> returned dict
     error: str | None = None  # root-cause traceback tail when any rank failed
-    failed_rank: int | None = None
+    failed_rank: int | None = None  # None also when no single rank failed (timeout, launch error)
+    error_class: str | None = None  # exception | signal | exit | timeout | oom | launch (isolation.classify)
+    stderr_tail: str | None = None  # the failed rank's last stderr lines; every rank's after a timeout
     timed_out: bool = False
     wall_s: float = 0.0
     launcher_cpu_s: float = 0.0  # parent CPU time while ranks ran (proves it blocks)
@@ -67,15 +72,20 @@ def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _failure_text(f: Any) -> str:
+    msg = f.message
+    if isinstance(msg, dict):
+        extra = msg.get("extraInfo", {})
+        return extra.get("py_callstack") or msg.get("message", "") or str(msg)
+    if f.exitcode is not None and f.exitcode > 0 and (not msg or "To enable traceback" in str(msg)):
+        # torchelastic's placeholder for a rank that exited without an error file
+        return f"exited with code {f.exitcode} and no Python traceback (os._exit, sys.exit in native code, or an abort)"
+    return str(msg) or f"exit code {f.exitcode}"
+
+
 def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
     failures = sorted(exc.failures.items(), key=lambda kv: kv[1].timestamp)
-
-    def text(f: Any) -> str:
-        msg = f.message
-        if isinstance(msg, dict):
-            extra = msg.get("extraInfo", {})
-            return extra.get("py_callstack") or msg.get("message", "") or str(msg)
-        return str(msg) or f"exit code {f.exitcode}"
+    text = _failure_text
 
     primary = [kv for kv in failures if not any(s in text(kv[1]) for s in _SECONDARY)]
     if primary:
@@ -106,12 +116,17 @@ def _sibling_errors(error_file: str) -> list[tuple[int, str]]:
     return found
 
 
+def _classify(exc: ChildFailedError, rank: int, error: str, log_dir: Path) -> tuple[str, str | None]:
+    """(error class, stderr tail) of the root-cause rank."""
+    failure = exc.failures.get(rank)
+    tail = isolation.stderr_tail(log_dir, rank)
+    if failure is None:  # found through a sibling's error file: it raised
+        return isolation.classify(None, True, error, tail), tail
+    return isolation.classify(failure.exitcode, isinstance(failure.message, dict), error, tail), tail
+
+
 class _Alarm:
     """SIGALRM-based timeout for the main thread; a no-op elsewhere (signals need it)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.active = threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> None:
         if self.active:
@@ -123,8 +138,17 @@ class _Alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._old)
 
+    def __init__(self, seconds: float, log_dir: Path) -> None:
+        self.seconds = seconds
+        self.log_dir = log_dir
+        self.active = threading.current_thread() is threading.main_thread()
+
     def _fire(self, signum: int, frame: object) -> None:
-        raise TrialTimeout(f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed")
+        isolation.dump_stacks(self.log_dir)  # the hung ranks' stacks, into their stderr logs, before they are killed
+        raise TrialTimeout(
+            f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed "
+            "(no single rank failed: each rank's stack at the timeout is in stderr_tail)"
+        )
 
 
 def launch(
@@ -162,13 +186,20 @@ def launch(
     os.environ.update(env or {})
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        with _Alarm(timeout_s):
-            result.outputs = dict(elastic_launch(config, entry)(payload))
+        with _Alarm(timeout_s, log_dir):
+            result.outputs = dict(elastic_launch(config, isolation.RankEntry(entry, log_dir))(payload))
     except ChildFailedError as exc:
         result.failed_rank, result.error = _root_cause(exc)
+        result.error_class, result.stderr_tail = _classify(exc, result.failed_rank, result.error, log_dir)
     except TrialTimeout as exc:
-        result.timed_out, result.error = True, str(exc)
+        result.timed_out, result.error, result.error_class = True, str(exc), "timeout"
+        result.stderr_tail = isolation.stack_dumps(log_dir, nprocs)
+    except SignalException:
+        raise  # the runner itself was told to stop: not this trial's failure
+    except Exception as exc:  # rendezvous or spawn failed: the trial fails, the sweep goes on
+        result.error, result.error_class = f"launch failed: {type(exc).__name__}: {exc}", "launch"
     finally:
+        isolation.reap(log_dir)  # anything the ranks left behind (their children; ranks torchelastic could not stop)
         result.wall_s = time.perf_counter() - t0
         result.launcher_cpu_s = time.process_time() - c0
         for k, v in saved.items():
