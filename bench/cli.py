@@ -125,13 +125,16 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner import suite as suites
+    from bench.runner.executors import make as make_executor
     from bench.runner.sweep import plan, print_plan, run_sweep
 
     suite = suites.load(args.suite)
+    executor = make_executor(args.executor, args.executor_opt)  # bad options fail before anything runs
     if args.dry_run:
         print_plan(plan(suite, args.results / suite.name, args.force))
         return 0
-    return _finish(suite, run_sweep(suite, args.results, force=args.force, progress=not args.no_progress), args)
+    outcome = run_sweep(suite, args.results, force=args.force, progress=not args.no_progress, executor=executor)
+    return _finish(suite, outcome, args)
 
 
 def _finish(suite: Any, outcome: Any, args: argparse.Namespace) -> int:
@@ -259,6 +262,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true", help="rerun trials already recorded ok")
     sw.add_argument("--no-report", action="store_true")
     sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                    help="where trials run: here one by one (default), one Slurm job each via submitit, "
+                         "or submitit's local executor (tests, trying a set-up)")  # fmt: skip
+    sw.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a submitit parameter, e.g. partition=gpu, time=60, gpus_per_node=8 (slurm); timeout_min=30 (submitit-local)")  # fmt: skip
     sw.set_defaults(func=_cmd_sweep)
 
     rp = sub.add_parser("report", help="HTML report from results files or directories")

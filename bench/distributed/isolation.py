@@ -30,9 +30,9 @@ from typing import Any
 PR_SET_PDEATHSIG = 1
 STACK_SIGNAL = signal.SIGUSR1
 STDERR_LINES = 40
-STDERR_LINE_CHARS = 300
+STDERR_LINE_CHARS = 300  # faulthandler's "Extension modules: ..." line alone is ~4 kB
 DUMP_FRAMES = 12  # innermost frames kept per thread of a stack dump
-_DUMP_HEADER = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")  # faulthandler's "Extension modules: ..." line alone is ~4 kB
+_DUMP_HEADER = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
 # Text in a rank's error or stderr that means it ran out of memory, whatever it died of.
 OOM_MARKERS = (
     "MemoryError",
@@ -78,7 +78,8 @@ class RankEntry:
         faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=True)
         pids = pid_dir(self.log_dir)
         pids.mkdir(parents=True, exist_ok=True)
-        (pids / os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))).write_text(str(os.getpid()))  # last: SIGUSR1 is safe from here on
+        rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        (pids / rank).write_text(str(os.getpid()))  # last: SIGUSR1 is safe from here on
         return self.entry(payload)
 
 

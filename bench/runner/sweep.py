@@ -7,12 +7,14 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from bench.contracts import MEASUREMENT_VERSION
+from bench.runner.executors import Executor, LocalExecutor, TrialJob
 from bench.runner.suite import Suite, Trial
-from bench.runner.trial import base_row, run_trial, skipped_row
+from bench.runner.trial import base_row, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
 from bench.system import now_utc
 
@@ -68,7 +70,11 @@ def print_plan(entries: list[tuple[Trial, str]]) -> None:
     print(f"{len(entries)} trials: {counts['run']} to run, {counts['done']} already done, {counts['skip']} skipped")
 
 
-def run_sweep(suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True) -> SweepOutcome:
+def run_sweep(
+    suite: Suite, results_root: Path, *, force: bool = False, progress: bool = True, executor: Executor | None = None
+) -> SweepOutcome:
+    """Run what `plan` says to run on `executor` (default: here, one trial after another), writing
+    each row as its trial finishes; skipped trials are recorded first."""
     results_dir = results_root / suite.name
     entries = plan(suite, results_dir, force)
     run_id = new_run_id()
@@ -76,19 +82,25 @@ def run_sweep(suite: Suite, results_root: Path, *, force: bool = False, progress
     outcome = SweepOutcome(run_id, None)
     todo = [(t, a) for t, a in entries if a != "done"]
     outcome.cached = len(entries) - len(todo)
-    bar = tqdm(todo, desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for trial, action in bar:
-        bar.set_postfix_str(describe(trial), refresh=True)
-        cfg = trial.config
-        if action.startswith("skip"):
-            row, comm = skipped_row(base_row(cfg, run_id, trial.composition.params()), trial.skip or ""), []
-        else:
-            log_dir = results_dir / "logs" / run_id / cfg.trial_id
-            row, comm = run_trial(cfg, run_id, trial.composition.params(), log_dir)
+    bar = tqdm(total=len(todo), desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def record(trial: Trial, row: dict[str, Any], comm: list[dict[str, Any]]) -> None:
         writer.add(row, comm)
         outcome.counts[row["status"]] += 1
+        bar.update(1)
         if row["status"] == "failed":
             first = (row["error"] or "").strip().splitlines()[-1:] or [""]
             tqdm.write(f"FAILED {describe(trial)}: {first[0]}", file=sys.stderr)
+
+    jobs = []
+    for trial, action in todo:
+        if action.startswith("skip"):
+            record(trial, skipped_row(base_row(trial.config, run_id, trial.composition.params()), trial.skip or ""), [])
+        else:
+            jobs.append(TrialJob(trial, results_dir / "logs" / run_id / trial.config.trial_id))
+    executor = executor or LocalExecutor()
+    for job, (row, comm) in executor.run(jobs, run_id, results_dir / "logs" / run_id, lambda t: bar.set_postfix_str(describe(t))):
+        record(job.trial, row, comm)
+    bar.close()
     outcome.results_path = writer.trials_path if writer.rows else None
     return outcome

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SUITE = """
 name = "killed"
 [matrix]
-strategies = ["baseline", "fp16_compress", "bf16_compress"]
+strategies = ["baseline", "fp16_compress"]
 models = ["gpt2-tiny"]
 world_sizes = [2]
 [settings]
@@ -75,7 +75,7 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path: Pat
     runner.send_signal(signal.SIGKILL)  # no handler, no finally: only the kernel acts
     runner.wait()
     written = _rows(results)
-    assert 1 <= len(written) < 3
+    assert len(written) == 1  # the second trial was running: its row never came
 
     # The killed runner's ranks die with it (PR_SET_PDEATHSIG), rather than run on as orphans.
     deadline = time.monotonic() + 30
@@ -94,5 +94,5 @@ def test_sigkill_mid_sweep_then_rerun_loses_and_duplicates_nothing(tmp_path: Pat
     assert len(trial_files([results / "killed"])) == 2  # the killed run's file and the rerun's
     assert set(df["status"]) == {"ok"}
     counts = df["trial_id"].value_counts()
-    assert len(counts) == 3 and set(counts) == {1}, counts  # every trial once: none lost, none twice
-    assert set(written) <= set(df[df["run_id"] == df["run_id"].iloc[0]]["trial_id"])  # the first run's rows stand
+    assert len(counts) == 2 and set(counts) == {1}, counts  # every trial once: none lost, none twice
+    assert list(df[df["run_id"] == run_file.stem]["trial_id"]) == written  # the killed run's row stands, as written
