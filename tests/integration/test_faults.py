@@ -8,6 +8,7 @@ processes, listening sockets, the hang's grandchild) can be looked for here.
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -56,11 +57,17 @@ def _listening(proc: psutil.Process) -> set[tuple[str, int]]:
     return {(c.laddr.ip, c.laddr.port) for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
+def _alive(pid: int, grace_s: float = 5.0) -> bool:
+    """Whether `pid` still runs after up to `grace_s` (a SIGKILLed process takes a moment to go)."""
+    deadline = time.monotonic() + grace_s
+    while True:
+        try:
+            running = psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            running = False
+        if not running or time.monotonic() > deadline:
+            return running
+        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")
@@ -115,12 +122,14 @@ def test_no_rank_process_or_port_is_left_behind(swept: dict) -> None:
         assert not [p for p in pids.values() if _alive(p)]
 
 
-def test_what_a_hung_rank_started_is_killed_with_it(swept: dict) -> None:
+@pytest.mark.parametrize("strategy", ["fault(kind=raise)", "fault(kind=hang)"])
+def test_what_a_failed_rank_started_is_killed_with_it(swept: dict, strategy: str) -> None:
     # The helper was reparented away from this process when its rank died: only the
-    # process-group kill reaches it. Under heavy load the timeout may fire before rank 1 got
-    # that far; then there is nothing to check.
-    tail = swept["df"].set_index("strategy").loc["fault(kind=hang)"].stderr_tail
-    helper = re.search(r"helper pid (\d+)", tail)
-    if helper is None:
+    # process-group kill reaches it. Under heavy load the hang's timeout may fire before rank 1
+    # got that far; then there is nothing to check for it.
+    row = swept["df"].set_index("strategy").loc["fault" if strategy == "fault(kind=raise)" else strategy]
+    helper = re.search(r"helper pid (\d+)", row.stderr_tail)
+    if helper is None and strategy == "fault(kind=hang)":
         pytest.skip("rank 1 had not reached the hang when the trial timed out (machine too loaded)")
+    assert helper, row.stderr_tail
     assert not _alive(int(helper.group(1)))

@@ -3,12 +3,12 @@
 `fault(kind=K, rank=R)` acts on rank R while the model is being prepared (Phase.MODEL), before
 the layout's first collective (DDP's parameter broadcast), so the other ranks are left waiting in
 that collective, the situation a real crash mid-step produces:
-- `raise`: a RuntimeError;
+- `raise`: starts a child process (`sleep`), then raises a RuntimeError;
 - `sigsegv`: a real segmentation fault (a NULL read through ctypes), not a polite `kill`;
 - `exit`: `os._exit(3)`, no traceback and no error file;
-- `hang`: starts a child process (`sleep`), then sleeps instead of joining the next collective, so
+- `hang`: starts a child process too, then sleeps instead of joining the next collective, so
   every rank blocks until the trial's `timeout_s` (set it well below gloo's own 30 min collective
-  timeout); the child shows that what a rank started is killed with it;
+  timeout);
 - `oom`: lowers RLIMIT_AS to what the rank already maps plus 64 MiB, then allocates 1 GiB.
 """
 
@@ -48,6 +48,11 @@ def _vm_size() -> int:
 
 def inject(kind: str) -> None:
     """Fail this process the way `kind` says (also used directly by executor tests)."""
+    if kind in ("raise", "hang"):
+        # A child of the rank, which the launcher must kill too once the trial is over: when the
+        # rank is gone it is no longer the launcher's descendant, only its process group finds it.
+        helper = subprocess.Popen(["sleep", "3600"])
+        print(f"{MESSAGE}: helper pid {helper.pid}", file=sys.stderr, flush=True)
     if kind == "raise":
         raise RuntimeError(MESSAGE)
     if kind == "sigsegv":
@@ -57,9 +62,7 @@ def inject(kind: str) -> None:
         print(f"{MESSAGE}: os._exit(3)", file=sys.stderr, flush=True)
         os._exit(3)
     if kind == "hang":
-        # A child of the rank, which the launcher must kill too once the trial is over.
-        helper = subprocess.Popen(["sleep", "3600"])
-        print(f"{MESSAGE}: helper pid {helper.pid}; sleeping instead of joining the collective", file=sys.stderr, flush=True)
+        print(f"{MESSAGE}: sleeping instead of joining the collective", file=sys.stderr, flush=True)
         time.sleep(3600)
     if kind == "oom":
         limit = _vm_size() + (64 << 20)

@@ -18,7 +18,13 @@ from bench.system import now_utc
         (1, True, "Traceback\nRuntimeError: boom", None, "exception"),
         (1, True, "Traceback\nMemoryError", None, "oom"),
         (1, True, "RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 1 bytes", None, "oom"),
-        (-6, False, "Signal 6 (SIGABRT) received by PID 7", "terminate called after throwing an instance of 'std::bad_alloc'", "oom"),
+        (
+            -6,
+            False,
+            "Signal 6 (SIGABRT) received by PID 7",
+            "terminate called after throwing an instance of 'std::bad_alloc'",
+            "oom",
+        ),
         (-11, False, "Signal 11 (SIGSEGV) received by PID 7", "Fatal Python error: Segmentation fault", "signal"),
         (3, False, "exited with code 3 and no Python traceback", None, "exit"),
         (1, True, "RuntimeError: [pair.cc:598] Timed out waiting 1800000ms for recv operation to complete", None, "timeout"),
@@ -51,7 +57,7 @@ def test_a_stack_dump_keeps_each_threads_innermost_frames() -> None:
     dump = last_stack_dump(text, frames=5, before=2)
     lines = dump.splitlines()
     assert lines[:2] == ["some warning", "rank says: waiting"]
-    assert lines[2].startswith("Thread 0x00007f0000000001") and 'line 331 in wait' in lines[3]
+    assert lines[2].startswith("Thread 0x00007f0000000001") and "line 331 in wait" in lines[3]
     current = lines.index("Current thread 0x00007f0000000002 (most recent call first):")
     assert lines[current + 1 : current + 7] == [f'  File "/x/f{i}.py", line {i} in f{i}' for i in range(5)] + ["  ..."]
     assert "Extension modules" not in dump and "f29.py" not in dump
