@@ -27,6 +27,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 PR_SET_PDEATHSIG = 1
 STACK_SIGNAL = signal.SIGUSR1
 STDERR_LINES = 40
@@ -51,14 +53,26 @@ def pid_dir(log_dir: Path) -> Path:
 
 
 def _set_parent_death_signal(launcher_pid: int) -> None:
+    """SIGKILL this rank when its parent dies: the launcher (spawn), or a forkserver, which itself
+    exits when the launcher's end of its pipe closes."""
     if not sys.platform.startswith("linux"):
         return
+    parent = os.getppid()
     libc = ctypes.CDLL(None, use_errno=True)
     if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
         return  # not fatal: the rank then only lacks this safety net
-    # The launcher may have died between our spawn and the prctl: then the signal never comes.
-    if os.getppid() != launcher_pid:
+    # The parent may have died before the prctl: then the signal never comes, and we are an orphan.
+    if os.getppid() != parent or not _launched_by(parent, launcher_pid):
         os._exit(1)
+
+
+def _launched_by(parent: int, launcher_pid: int) -> bool:
+    if parent == launcher_pid:
+        return True
+    try:
+        return psutil.Process(parent).ppid() == launcher_pid  # a forkserver or similar helper
+    except psutil.Error:
+        return False
 
 
 class RankEntry:
