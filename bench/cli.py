@@ -166,19 +166,23 @@ def _on_nodes(cfg: Any, placement: Any, where: str) -> Any:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from bench.runner import suite as suites
+    from bench.runner.executors import make as make_executor
     from bench.runner.sweep import plan, print_plan, run_sweep
 
     suite = suites.load(args.suite)
     placement = _placement(args)
     if placement is not None:
+        if args.executor != "local":
+            raise BenchError("--nnodes runs this node's share of each trial here: it takes --executor local")
         trials = [dataclasses.replace(t, config=_on_nodes(t.config, placement, str(suite.path))) for t in suite.trials]
         suite = dataclasses.replace(suite, trials=trials)
+    executor = make_executor(args.executor, args.executor_opt)  # bad options fail before anything runs
     if args.dry_run:
         print_plan(plan(suite, args.results / suite.name, args.force))
         return 0
     outcome = run_sweep(
-        suite, args.results, force=args.force, progress=not args.no_progress, launch_method=args.launch,
-        placement=placement,
+        suite, args.results, force=args.force, progress=not args.no_progress, executor=executor,
+        launch_method=args.launch, placement=placement,
     )  # fmt: skip
     return _finish(suite, outcome, args)
 
@@ -309,6 +313,11 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--force", action="store_true", help="rerun trials already recorded ok")
     sw.add_argument("--no-report", action="store_true")
     sw.add_argument("--no-progress", action="store_true")
+    sw.add_argument("--executor", default="local", choices=["local", "slurm", "submitit-local"],
+                    help="where trials run: here one by one (default), one Slurm job each via submitit, "
+                         "or submitit's local executor (tests, trying a set-up)")  # fmt: skip
+    sw.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                    help="a submitit parameter, e.g. partition=gpu, time=60, gpus_per_node=8 (slurm); timeout_min=30 (submitit-local)")  # fmt: skip
     sw.set_defaults(func=_cmd_sweep)
     for sp in (run, sw):
         sp.add_argument("--launch", choices=START_METHODS, default=DEFAULT_START_METHOD,

@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any
 
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
+from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
-from bench.distributed import forkserver
+from bench.distributed import forkserver, isolation
 from bench.distributed.env import GATHERED
 from bench.system import boottime
 
@@ -62,7 +63,9 @@ class TrialTimeout(Exception):
 class LaunchResult:
     outputs: dict[int, Any] = field(default_factory=dict)  # rank -> returned dict
     error: str | None = None  # root-cause traceback tail when any rank failed
-    failed_rank: int | None = None
+    failed_rank: int | None = None  # None also when no single rank failed (timeout, launch error)
+    error_class: str | None = None  # exception | signal | exit | timeout | oom | launch (isolation.classify)
+    stderr_tail: str | None = None  # the failed rank's last stderr lines; every rank's after a timeout
     timed_out: bool = False
     # Across nodes: False on a node whose ranks do not include global rank 0 (its node's
     # launcher has no rows to write; `outputs` is then empty).
@@ -87,15 +90,20 @@ def _tail(text: str, lines: int = 25) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
 
+def _failure_text(f: Any) -> str:
+    msg = f.message
+    if isinstance(msg, dict):
+        extra = msg.get("extraInfo", {})
+        return extra.get("py_callstack") or msg.get("message", "") or str(msg)
+    if f.exitcode is not None and f.exitcode > 0 and (not msg or "To enable traceback" in str(msg)):
+        # torchelastic's placeholder for a rank that exited without an error file
+        return f"exited with code {f.exitcode} and no Python traceback (os._exit, sys.exit in native code, or an abort)"
+    return str(msg) or f"exit code {f.exitcode}"
+
+
 def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
     failures = sorted(exc.failures.items(), key=lambda kv: kv[1].timestamp)
-
-    def text(f: Any) -> str:
-        msg = f.message
-        if isinstance(msg, dict):
-            extra = msg.get("extraInfo", {})
-            return extra.get("py_callstack") or msg.get("message", "") or str(msg)
-        return str(msg) or f"exit code {f.exitcode}"
+    text = _failure_text
 
     primary = [kv for kv in failures if not any(s in text(kv[1]) for s in _SECONDARY)]
     if primary:
@@ -126,12 +134,17 @@ def _sibling_errors(error_file: str) -> list[tuple[int, str]]:
     return found
 
 
+def _classify(exc: ChildFailedError, rank: int, error: str, log_dir: Path) -> tuple[str, str | None]:
+    """(error class, stderr tail) of the root-cause rank."""
+    failure = exc.failures.get(rank)
+    tail = isolation.stderr_tail(log_dir, rank)
+    if failure is None:  # found through a sibling's error file: it raised
+        return isolation.classify(None, True, error, tail), tail
+    return isolation.classify(failure.exitcode, isinstance(failure.message, dict), error, tail), tail
+
+
 class _Alarm:
     """SIGALRM-based timeout for the main thread; a no-op elsewhere (signals need it)."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-        self.active = threading.current_thread() is threading.main_thread()
 
     def __enter__(self) -> None:
         if self.active:
@@ -143,8 +156,17 @@ class _Alarm:
             signal.setitimer(signal.ITIMER_REAL, 0)
             signal.signal(signal.SIGALRM, self._old)
 
+    def __init__(self, seconds: float, log_dir: Path) -> None:
+        self.seconds = seconds
+        self.log_dir = log_dir
+        self.active = threading.current_thread() is threading.main_thread()
+
     def _fire(self, signum: int, frame: object) -> None:
-        raise TrialTimeout(f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed")
+        isolation.dump_stacks(self.log_dir)  # the hung ranks' stacks, into their stderr logs, before they are killed
+        raise TrialTimeout(
+            f"trial exceeded its timeout of {self.seconds:.0f} s; ranks were killed "
+            "(no single rank failed: each rank's stack at the timeout is in stderr_tail)"
+        )
 
 
 def ungather(outputs: dict[int, Any]) -> tuple[dict[int, Any], bool]:
@@ -213,15 +235,22 @@ def launch(
     os.environ.update(env)
     t0, c0 = time.perf_counter(), time.process_time()
     try:
-        with _Alarm(timeout_s):
-            result.outputs = dict(elastic_launch(config, entry)(payload))
+        with _Alarm(timeout_s, log_dir):
+            result.outputs = dict(elastic_launch(config, isolation.RankEntry(entry, log_dir))(payload))
         if nnodes > 1:
             result.outputs, result.holds_rank0 = ungather(result.outputs)
     except ChildFailedError as exc:
         result.failed_rank, result.error = _root_cause(exc)
+        result.error_class, result.stderr_tail = _classify(exc, result.failed_rank, result.error, log_dir)
     except TrialTimeout as exc:
-        result.timed_out, result.error = True, str(exc)
+        result.timed_out, result.error, result.error_class = True, str(exc), "timeout"
+        result.stderr_tail = isolation.stack_dumps(log_dir, nprocs)
+    except SignalException:
+        raise  # the runner itself was told to stop: not this trial's failure
+    except Exception as exc:  # rendezvous or spawn failed: the trial fails, the sweep goes on
+        result.error, result.error_class = f"launch failed: {type(exc).__name__}: {exc}", "launch"
     finally:
+        isolation.reap(log_dir)  # anything the ranks left behind (their children; ranks torchelastic could not stop)
         result.wall_s = time.perf_counter() - t0
         result.launcher_cpu_s = time.process_time() - c0
         result.ended_s = boottime()

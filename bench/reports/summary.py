@@ -147,9 +147,14 @@ def problems(data: ReportData) -> Section | None:
     rows, details = [], []
     for idx, r in bad.iterrows():
         names = (r["status"], r["strategy"], r["model"], r["workload"], data.labels.get(idx, ""))
-        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(fmt.last_line(r.get("error")), left=True, cls="wrap")))
+        reason = fmt.last_line(r.get("error"))
+        if not fmt.missing(r.get("error_class")):  # rows from before the fault columns have none
+            rank = "" if fmt.missing(r.get("failed_rank")) else f", rank {int(r['failed_rank'])}"
+            reason = f"[{r['error_class']}{rank}] {reason}"
+        rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(reason, left=True, cls="wrap")))
         if r["status"] == "failed" and not fmt.missing(r.get("error")):
-            details.append(Details(" | ".join(fmt.text(v) for v in names[1:]), str(r["error"]), "failed"))
+            stderr = "" if fmt.missing(r.get("stderr_tail")) else f"\n\nstderr (tail):\n{r['stderr_tail']}"
+            details.append(Details(" | ".join(fmt.text(v) for v in names[1:]), f"{r['error']}{stderr}", "failed"))
     table = Table(columns, tuple(rows), row_classes=tuple(str(s) for s in bad["status"]))
     return Section("problems", "Failed and skipped trials", (table, *details),
                    intro="Skipped: the strategy cannot run here, for the reason given. Failed: the root-cause rank's error; "

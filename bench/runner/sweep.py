@@ -7,14 +7,16 @@ import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tqdm import tqdm
 
 from bench.contracts import MEASUREMENT_VERSION
 from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.distributed.launch import Placement
+from bench.runner.executors import Executor, LocalExecutor, TrialJob
 from bench.runner.suite import Suite, Trial
-from bench.runner.trial import base_row, run_trial, skipped_row
+from bench.runner.trial import base_row, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
 from bench.system import now_utc
 
@@ -78,12 +80,16 @@ def run_sweep(
     *,
     force: bool = False,
     progress: bool = True,
+    executor: Executor | None = None,
     launch_method: str = DEFAULT_START_METHOD,
     placement: Placement | None = None,
 ) -> SweepOutcome:
-    """Run the suite's trials; across real nodes (`placement`) every node runs this, and
-    only the node holding global rank 0 writes rows. Nothing is skipped as done there:
-    every node must launch the same trials, and the other nodes cannot see node 0's results."""
+    """Run what `plan` says to run on `executor` (default: here, one trial after another), writing
+    each row as its trial finishes; skipped trials are recorded first.
+
+    Across real nodes (`placement`) every node runs this, and only the node holding global
+    rank 0 writes rows. Nothing is skipped as done there: every node must launch the same
+    trials, and the other nodes cannot see node 0's results."""
     results_dir = results_root / suite.name
     entries = plan(suite, results_dir, force or placement is not None)
     run_id = new_run_id()
@@ -91,24 +97,29 @@ def run_sweep(
     outcome = SweepOutcome(run_id, None)
     todo = [(t, a) for t, a in entries if a != "done"]
     outcome.cached = len(entries) - len(todo)
-    bar = tqdm(todo, desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
-    for trial, action in bar:
-        bar.set_postfix_str(describe(trial), refresh=True)
-        cfg = trial.config
-        if action.startswith("skip"):
-            row, comm = skipped_row(base_row(cfg, run_id, trial.composition.params()), trial.skip or ""), []
-        else:
-            log_dir = results_dir / "logs" / run_id / cfg.trial_id
-            row, comm = run_trial(
-                cfg, run_id, trial.composition.params(), log_dir, launch_method=launch_method, placement=placement
-            )
-        if row is None:
+    bar = tqdm(total=len(todo), desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
+
+    def record(trial: Trial, row: dict[str, Any] | None, comm: list[dict[str, Any]]) -> None:
+        bar.update(1)
+        if row is None:  # a node without global rank 0: that node writes the row
             outcome.counts["ran (row written by the node holding rank 0)"] += 1
-            continue
+            return
         writer.add(row, comm)
         outcome.counts[row["status"]] += 1
         if row["status"] == "failed":
             first = (row["error"] or "").strip().splitlines()[-1:] or [""]
             tqdm.write(f"FAILED {describe(trial)}: {first[0]}", file=sys.stderr)
+
+    jobs = []
+    for trial, action in todo:
+        if action.startswith("skip"):
+            record(trial, skipped_row(base_row(trial.config, run_id, trial.composition.params()), trial.skip or ""), [])
+        else:
+            launch = {"launch_method": launch_method, "placement": placement}
+            jobs.append(TrialJob(trial, results_dir / "logs" / run_id / trial.config.trial_id, launch))
+    executor = executor or LocalExecutor()
+    for job, (row, comm) in executor.run(jobs, run_id, results_dir / "logs" / run_id, lambda t: bar.set_postfix_str(describe(t))):
+        record(job.trial, row, comm)
+    bar.close()
     outcome.results_path = writer.trials_path if writer.rows else None
     return outcome

@@ -101,10 +101,15 @@ def skipped_row(base: dict[str, Any], reason: str) -> dict[str, Any]:
     return {**base, "status": "skipped", "error": reason}
 
 
-def failed_row(base: dict[str, Any], error: str, result: LaunchResult | None = None) -> dict[str, Any]:
-    row = {**base, "status": "failed", "error": error}
+def failed_row(
+    base: dict[str, Any], error: str, result: LaunchResult | None = None, *, error_class: str | None = None
+) -> dict[str, Any]:
+    """A `failed` row; its class is the launch's unless the failure came after it (contract, aggregation)."""
+    row = {**base, "status": "failed", "error": error, "error_class": error_class}
     if result is not None:
         row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
+        row.update(failed_rank=result.failed_rank, stderr_tail=result.stderr_tail)
+        row["error_class"] = error_class or result.error_class
     return row
 
 
@@ -149,7 +154,7 @@ def run_trial(
     try:
         outputs = [rank_output_from_dict(result.outputs[r]) for r in sorted(result.outputs)]
     except TypeError as exc:  # a rank broke the result contract: this trial fails, the sweep goes on
-        return failed_row(base, f"rank result does not match bench.contracts: {exc}", result), []
+        return failed_row(base, f"rank result does not match bench.contracts: {exc}", result, error_class="contract"), []
     skips = [o for o in outputs if isinstance(o, RankSkipped)]
     if skips:
         return {**skipped_row(base, skips[0].reason), "trial_wall_s": result.wall_s, "log_dir": result.log_dir}, []
@@ -157,7 +162,7 @@ def run_trial(
     try:
         row = {**base, **aggregate(cfg, ranks), "status": "ok", "error": None}
     except Exception:
-        return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result), []
+        return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result, error_class="aggregation"), []
     row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
     reasons = json.loads(row["null_reasons"])
     row.update(phase_columns(result, ranks[0].timeline, reasons))

@@ -67,6 +67,9 @@ TRIAL_COLUMNS: list[Column] = [
         "outcome",
         ("status", STR, "", "ok | failed | skipped"),
         ("error", STR, "", "skipped: the reason; failed: the root-cause rank's traceback tail"),
+        ("error_class", STR, "", "failed: exception, signal, exit, timeout, oom, contract, aggregation, launch or job; null otherwise"),
+        ("failed_rank", I64, "rank", "failed: the root-cause rank; null when no single rank failed (timeout, launch, job)"),
+        ("stderr_tail", STR, "", "failed: last lines of that rank's stderr log; after a timeout every rank's, with its stack dump"),
     ),
     *_cols(
         "latency",

@@ -1,0 +1,68 @@
+"""The submitit path, through submitit's LocalExecutor: the same rows as a local sweep, and a dead job still gives a row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from bench.runner import suite as suites
+from bench.runner.executors import LocalExecutor, SubmititExecutor
+from bench.runner.sweep import run_sweep
+from bench.storage.parquet import read_results
+from tests.plugins.faults import die_in_job
+
+pytestmark = pytest.mark.multirank
+
+SUITE = """
+name = "jobs"
+plugins = ["tests.plugins.faults"]
+[matrix]
+strategies = ["baseline", "fault(kind=raise)"]
+models = ["gpt2-tiny"]
+world_sizes = [2]
+[settings]
+steps = 1
+warmup_steps = 0
+batch_size = 2
+seq_len = 16
+eval_batches = 1
+profile_steps = 0
+"""
+# Columns that measure time or place (or name the run), so differ between any two runs.
+VARYING = {"run_id", "started_at", "trial_wall_s", "launcher_cpu_s", "log_dir", "stderr_tail", "error", "metrics"}
+VARYING_PREFIXES = ("latency_", "tokens_per_s", "mem_", "wire_", "comm_time", "comm_overlap")
+
+
+def _sweep(tmp: Path, executor: object) -> pd.DataFrame:
+    tmp.mkdir()
+    (tmp / "jobs.toml").write_text(SUITE)
+    outcome = run_sweep(suites.load(str(tmp / "jobs.toml")), tmp / "results", progress=False, executor=executor)  # type: ignore[arg-type]
+    assert outcome.counts == {"ok": 1, "failed": 1}
+    return read_results([tmp / "results" / "jobs"]).sort_values("trial_id").reset_index(drop=True)
+
+
+def test_submitit_jobs_give_the_rows_a_local_sweep_gives(tmp_path: Path) -> None:
+    local = _sweep(tmp_path / "local", LocalExecutor())
+    jobs = _sweep(tmp_path / "submitit", SubmititExecutor("submitit-local", {}, poll_s=0.5))
+    same = [c for c in local.columns if c not in VARYING and not c.startswith(VARYING_PREFIXES)]
+    assert {"trial_id", "status", "error_class", "failed_rank", "eval_loss", "comm_logical_bytes_per_step"} <= set(same)
+    pd.testing.assert_frame_equal(local[same], jobs[same])
+    failed = jobs[jobs["status"] == "failed"].iloc[0]
+    assert "deliberate fault" in failed.error and "deliberate fault" in failed.stderr_tail
+    assert (tmp_path / "submitit" / "results" / "jobs" / "logs" / jobs.run_id[0] / "submitit").is_dir()
+
+
+def test_a_job_that_dies_still_gives_a_failed_row(tmp_path: Path) -> None:
+    (tmp_path / "jobs.toml").write_text(SUITE)
+    suite = suites.load(str(tmp_path / "jobs.toml"))
+    one = suites.Suite(suite.name, "", suite.path, suite.trials[:1])
+    outcome = run_sweep(
+        one, tmp_path / "results", progress=False, executor=SubmititExecutor("submitit-local", {}, run=die_in_job, poll_s=0.5)
+    )
+    assert outcome.counts == {"failed": 1}
+    row = read_results([tmp_path / "results" / "jobs"]).iloc[0]
+    assert row.error_class == "job" and pd.isna(row.failed_rank)
+    assert row.trial_id == one.trials[0].config.trial_id and row.strategy == "baseline"
+    assert "the job process exits" in row.stderr_tail
