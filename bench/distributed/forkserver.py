@@ -36,6 +36,7 @@ if DEFAULT_START_METHOD not in START_METHODS:
 # What a rank imports before it runs its workload. A module that fails to import here is
 # skipped by the server (and imported by the rank as usual).
 PRELOAD = [
+    "bench.distributed.forkserver_guard",  # first: the server dies with this process
     "torch",
     "torch.distributed",
     "torch.distributed.elastic.multiprocessing",

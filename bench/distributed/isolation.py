@@ -32,6 +32,12 @@ import psutil
 PR_SET_PDEATHSIG = 1
 STACK_SIGNAL = signal.SIGUSR1
 STDERR_LINES = 40
+# faulthandler's report of a fatal signal, and the signal behind each of its messages.
+FATAL_SIGNAL_MARKER = "Fatal Python error: "
+FATAL_SIGNALS = {
+    "Segmentation fault": "SIGSEGV", "Bus error": "SIGBUS", "Aborted": "SIGABRT",
+    "Floating point exception": "SIGFPE", "Illegal instruction": "SIGILL",
+}  # fmt: skip
 STDERR_LINE_CHARS = 300  # faulthandler's "Extension modules: ..." line alone is ~4 kB
 DUMP_FRAMES = 12  # innermost frames kept per thread of a stack dump
 _DUMP_HEADER = re.compile(r"^(Current thread|Thread) 0x[0-9a-f]+ \(most recent call first\):$")
@@ -52,14 +58,22 @@ def pid_dir(log_dir: Path) -> Path:
     return log_dir / "pids"
 
 
+def die_with_parent() -> bool:
+    """Ask the kernel to SIGKILL this process when its parent dies (Linux); False where it cannot."""
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None, use_errno=True)
+    return libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+
+
 def _set_parent_death_signal(launcher_pid: int) -> None:
-    """SIGKILL this rank when its parent dies: the launcher (spawn), or a forkserver, which itself
-    exits when the launcher's end of its pipe closes."""
+    """SIGKILL this rank when its parent dies: the launcher (spawn), or the fork server, which
+    itself dies with the launcher (`bench.distributed.forkserver_guard`): Python's server would
+    otherwise outlive a killed launcher, since every process it forked holds its "alive" pipe."""
     if not sys.platform.startswith("linux"):
         return
     parent = os.getppid()
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+    if not die_with_parent():
         return  # not fatal: the rank then only lacks this safety net
     # The parent may have died before the prctl: then the signal never comes, and we are an orphan.
     if os.getppid() != parent or not _launched_by(parent, launcher_pid):
@@ -187,6 +201,24 @@ def stack_dumps(log_dir: Path, ranks: int) -> str | None:
     return "\n".join(parts) or None
 
 
+def fatally_signalled(log_dir: Path) -> list[int]:
+    """Ranks of the last launch under `log_dir` whose stderr shows a fatal signal (faulthandler's report)."""
+    found = []
+    for path in sorted(log_dir.glob("*/attempt_*/*/stderr.log")):
+        if path.parent.name.isdigit() and FATAL_SIGNAL_MARKER in path.read_text(errors="replace"):
+            found.append(int(path.parent.name))
+    return found
+
+
+def fatal_signal(stderr: str) -> str | None:
+    """"Signal SIGSEGV (Fatal Python error: Segmentation fault)" from a rank's stderr, or None."""
+    for line in stderr.splitlines():
+        if line.startswith(FATAL_SIGNAL_MARKER):
+            what = line[len(FATAL_SIGNAL_MARKER) :].strip()
+            return f"Signal {FATAL_SIGNALS.get(what, 'unknown')} ({line.strip()})"
+    return None
+
+
 def classify(exitcode: int | None, has_traceback: bool, error: str, stderr: str | None) -> str:
     """exception | signal | exit | timeout | oom, for one failed rank."""
     text = f"{error}\n{stderr or ''}"
@@ -195,6 +227,8 @@ def classify(exitcode: int | None, has_traceback: bool, error: str, stderr: str 
     if has_traceback and any(m in error for m in TIMEOUT_MARKERS):
         return "timeout"
     if exitcode is not None and exitcode < 0:
+        return "signal"
+    if exitcode is None and FATAL_SIGNAL_MARKER in text:  # found by its stderr, its exit code unseen
         return "signal"
     if has_traceback:
         return "exception"

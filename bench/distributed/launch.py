@@ -101,7 +101,7 @@ def _failure_text(f: Any) -> str:
     return str(msg) or f"exit code {f.exitcode}"
 
 
-def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
+def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> tuple[int, str]:
     failures = sorted(exc.failures.items(), key=lambda kv: kv[1].timestamp)
     text = _failure_text
 
@@ -116,6 +116,12 @@ def _root_cause(exc: ChildFailedError) -> tuple[int, str]:
     for other, cause in _sibling_errors(failure.error_file):
         if other not in exc.failures and not any(s in cause for s in _SECONDARY):
             return other, _tail(cause)
+    # A rank killed by a signal writes no error file, and the agent may have collected its
+    # peer first (under the fork server a death reaches the agent one hop later). Its stderr
+    # holds faulthandler's "Fatal Python error: <signal>" (torchelastic's `record` enables it).
+    for other in isolation.fatally_signalled(log_dir) if log_dir is not None else []:
+        if other not in exc.failures:
+            return other, isolation.fatal_signal(isolation.stderr_tail(log_dir, other) or "") or "fatal signal"
     return rank, _tail(text(failure))
 
 
@@ -240,7 +246,7 @@ def launch(
         if nnodes > 1:
             result.outputs, result.holds_rank0 = ungather(result.outputs)
     except ChildFailedError as exc:
-        result.failed_rank, result.error = _root_cause(exc)
+        result.failed_rank, result.error = _root_cause(exc, log_dir)
         result.error_class, result.stderr_tail = _classify(exc, result.failed_rank, result.error, log_dir)
     except TrialTimeout as exc:
         result.timed_out, result.error, result.error_class = True, str(exc), "timeout"

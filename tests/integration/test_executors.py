@@ -11,6 +11,7 @@ from bench.runner import suite as suites
 from bench.runner.executors import LocalExecutor, SubmititExecutor
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_results
+from bench.storage.schema import RUN_VARYING
 from tests.plugins.faults import die_in_job
 
 pytestmark = pytest.mark.multirank
@@ -46,7 +47,7 @@ def _sweep(tmp: Path, executor: object) -> pd.DataFrame:
 def test_submitit_jobs_give_the_rows_a_local_sweep_gives(tmp_path: Path) -> None:
     local = _sweep(tmp_path / "local", LocalExecutor())
     jobs = _sweep(tmp_path / "submitit", SubmititExecutor("submitit-local", {}, poll_s=0.5))
-    same = [c for c in local.columns if c not in VARYING and not c.startswith(VARYING_PREFIXES)]
+    same = [c for c in local.columns if c not in VARYING | RUN_VARYING and not c.startswith(VARYING_PREFIXES)]
     assert {"trial_id", "status", "error_class", "failed_rank", "eval_loss", "comm_logical_bytes_per_step"} <= set(same)
     pd.testing.assert_frame_equal(local[same], jobs[same])
     failed = jobs[jobs["status"] == "failed"].iloc[0]

@@ -70,6 +70,9 @@ def _alive(pid: int, grace_s: float = 5.0) -> bool:
         time.sleep(0.1)
 
 
+_OWN_HELPERS = ("resource_tracker", "multiprocessing.forkserver")
+
+
 @pytest.fixture(scope="module")
 def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("faults")
@@ -83,7 +86,9 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> dict:
         "df": read_results([root / "results" / "faults"]),
         # The launcher's multiprocessing resource tracker is this process's own helper (one per
         # process, started with the first spawn, gone when it exits), not a trial's.
-        "leftover": [p for p in leftover if "resource_tracker" not in " ".join(p.cmdline())],
+        # So is the fork server that ranks are forked from (bench.distributed.forkserver): it
+        # outlives trials by design, but anything it forked for a trial counts as a leftover.
+        "leftover": [p for p in leftover if not any(h in " ".join(p.cmdline()) for h in _OWN_HELPERS)],
         "new_ports": _listening(me) - ports,
     }
 
