@@ -31,9 +31,13 @@ NOT_IN_CASE = ("suite", "timeout_s", "plugins")
 class DataConfig:
     """The synthetic language: a seeded sparse Markov chain (see bench/workloads/data.py)."""
 
-    states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab
+    states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab - 1
     branching: int = 4  # successors per state
     alpha: float = 1.0  # Dirichlet concentration of each row's probabilities
+    # None: successors drawn uniformly; s: drawn with popularity (j + 1)^-s and every row
+    # smoothed with a Zipf(s) background of weight `background`: a Zipf-like marginal over all states.
+    zipf: float | None = None
+    background: float = 0.25
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -43,6 +47,10 @@ class DataConfig:
             raise ValueError("data.branching must be in [1, data.states]")
         if self.alpha <= 0:
             raise ValueError("data.alpha must be > 0")
+        if self.zipf is not None and not 0 < self.zipf <= 4:
+            raise ValueError("data.zipf must be in (0, 4] (or unset for uniform successors)")
+        if not 0 < self.background < 1:
+            raise ValueError("data.background must be in (0, 1)")
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
