@@ -22,9 +22,13 @@ DEVICES = ("cpu", "cuda")
 # number mean something else, even if no column changes shape (that is SCHEMA_VERSION).
 # 2: infer measures the compressed model without the reference resident; transfer's step
 #    includes rank 0's encode; tokens/s of token-free workloads is null, not 0.
-MEASUREMENT_VERSION = 2
+# 3: the sign codec sends exact zeros as 0 by default (a second bit-plane: other bytes and
+#    other training); the masked Bayes floor is computed for any number of states.
+MEASUREMENT_VERSION = 3
 # Config fields that do not change what is measured: left out of the case (and the history key).
-NOT_IN_CASE = ("suite", "timeout_s", "plugins")
+# `seed` draws one sample of a case (model init, data stream, codec noise): rows of several
+# seeds are repeats of one case, pooled by the comparator and averaged by the report.
+NOT_IN_CASE = ("suite", "timeout_s", "plugins", "seed")
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +54,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("seq_len", I64, "tokens", "sequence length"),
         ("steps", I64, "steps", "measured steps (after warmup)"),
         ("warmup_steps", I64, "steps", "steps run before measuring, excluded from every statistic"),
+        ("seed", I64, "", "the trial's seed (model init, data stream, codec noise); not part of the case: a suite's `seeds` axis repeats a case"),
         ("tokens_per_step", I64, "tokens", "tokens one rank processes per step"),
     ),
     *_cols(

@@ -124,11 +124,13 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) >> shifts) & 1).view(-1)[:n]
 
 
-def sign_decode(scale: torch.Tensor, packed: torch.Tensor, n: int, nonzero: torch.Tensor | None = None) -> torch.Tensor:
-    """Dense float32[n]: +scale where the sign bit is set, -scale elsewhere, 0 where `nonzero`'s bit is clear."""
+def sign_decode(parts: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """Dense float32[n] from `sign_encode`'s parts: +scale where the sign bit is set, -scale
+    elsewhere, and 0 where the nonzero plane (when sent) has its bit clear."""
+    scale, packed, *nonzero = parts
     signs = unpack_bits(packed, n).to(torch.float32).mul_(2).sub_(1)
-    if nonzero is not None:
-        signs.mul_(unpack_bits(nonzero, n))
+    if nonzero:
+        signs.mul_(unpack_bits(nonzero[0], n))
     return signs.mul_(scale)
 
 

@@ -80,7 +80,7 @@ class Sign:
         return codecs.sign_specs(n, self.zeros)
 
     def decode(self, parts: list[torch.Tensor], n: int) -> torch.Tensor:
-        return codecs.sign_decode(parts[0], parts[1], n, parts[2] if len(parts) > 2 else None)
+        return codecs.sign_decode(parts, n)
 
     def add_decoded(self, acc: torch.Tensor, parts: list[torch.Tensor]) -> None:
         acc.add_(self.decode(parts, acc.numel()))
