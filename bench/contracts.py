@@ -190,6 +190,7 @@ class Accuracy:
     """
 
     eval_loss: float | None = None
+    eval_loss_before: float | None = None  # train on real text: held-out loss before the first step
     bayes_loss: float | None = None
     entropy_rate: float | None = None
     perplexity: float | None = None

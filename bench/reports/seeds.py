@@ -83,9 +83,13 @@ def aggregate(data: ReportData, column: str = "eval_loss") -> list[SeedRow]:
             paired = (g[column] - g[f"{column}_base"]).dropna() if strategy != BASELINE else pd.Series(dtype=float)
             out.append(
                 SeedRow(
-                    model=str(model), workload=str(workload), variant=str(variant), strategy=str(strategy),
+                    model=str(model),
+                    workload=str(workload),
+                    variant=str(variant),
+                    strategy=str(strategy),
                     seeds=tuple(sorted(int(s) for s in g["_seed"] if s is not None)),
-                    loss=MeanCI.of(g[column].tolist()), gap=MeanCI.of(gap.dropna().tolist()),
+                    loss=MeanCI.of(g[column].tolist()),
+                    gap=MeanCI.of(gap.dropna().tolist()),
                     vs_baseline=MeanCI.of(paired.tolist()),
                 )  # fmt: skip
             )

@@ -229,6 +229,8 @@ def check_feasible(cfg: TrialConfig, where: str) -> None:
     if not WORKLOADS.get(cfg.workload).needs_model:
         return
     spec = MODELS.get(cfg.model)
+    if cfg.workload == "train" and cfg.options.get("source") == "corpus" and not (spec.pretrained and spec.causal):
+        raise BenchError(f"{where}: options.source = corpus trains a pretrained causal LM on its tokenizer's ids; {cfg.model} is not")
     if cfg.seq_len > spec.max_positions:
         raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")
     if cfg.data.states + 1 > spec.vocab_size:

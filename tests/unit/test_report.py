@@ -191,7 +191,8 @@ def test_sections_without_content_are_left_out_with_the_reason(tmp_path: Path) -
     page = build_page(read_results([tmp_path]), read_comm([tmp_path]), "t")
     ids = [s.id for s in page.sections]
     assert ids == ["findings", "summary", "trials", "vs-baseline", "accuracy", "bytes", "collectives"]
-    assert {o.title for o in page.omitted} == {"Scaling with world size", "Failed and skipped trials", "History across runs"}
+    omitted = {"Accuracy over seeds", "Scaling with world size", "Failed and skipped trials", "History across runs"}
+    assert {o.title for o in page.omitted} == omitted
     assert "Not shown: Scaling with world size (no strategy ran at two or more world sizes)" in render(page)
 
 

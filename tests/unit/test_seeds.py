@@ -11,6 +11,7 @@ from scipy import stats
 
 from bench.errors import BenchError
 from bench.reports.cases import ReportData
+from bench.reports.html import build_page
 from bench.reports.seeds import MeanCI, aggregate, markdown
 from bench.runner.suite import from_dict
 from bench.storage.parquet import read_comm, read_results
@@ -89,3 +90,5 @@ def test_report_aggregates_seeds_per_case_and_pairs_each_seed_with_its_baseline(
     assert f.gap == MeanCI.of([v - 1.0 for v in cand.values()])
     assert f.vs_baseline == MeanCI.of([cand[s] - base[s] for s in (0, 1, 2)])
     assert "`fp16_compress` | 3 | 2.27 ± " in markdown(aggregate(data))
+    page = build_page(read_results([tmp_path]), read_comm([tmp_path]), "t")
+    assert "seeds" in [s.id for s in page.sections]
