@@ -193,7 +193,9 @@ def test_sections_without_content_are_left_out_with_the_reason(tmp_path: Path) -
     assert ids == ["findings", "summary", "trials", "vs-baseline", "accuracy", "bytes", "collectives"]
     omitted = {"Accuracy over seeds", "Scaling with world size", "Failed and skipped trials", "History across runs"}
     assert {o.title for o in page.omitted} == omitted
-    assert "Not shown: Scaling with world size (no strategy ran at two or more world sizes)" in render(page)
+    html = render(page)
+    assert "Not shown: Accuracy over seeds (no case ran with more than one seed);" in html
+    assert " Scaling with world size (no strategy ran at two or more world sizes);" in html
 
 
 def test_no_chart_carries_no_information(tmp_path: Path) -> None:
