@@ -4,8 +4,9 @@ A suite's `seeds` axis repeats a case once per seed (model init, data stream, co
 One seed of a short training run measures which plateau it escaped as much as the strategy,
 so the accuracy of a strategy is read here as a mean over its seeds with a confidence
 interval, and against the baseline as the mean of the per-seed differences (strategy minus
-the baseline of the same case, seed and run): seeds pair the two, so the paired interval is
-the one that says whether a strategy changes the loss.
+the latest ok baseline of the same case and seed): seeds pair the two, so the paired interval
+is the one that says whether a strategy changes the loss. Unlike latency, a loss does not
+depend on what else ran on the machine, so this pairing may cross runs.
 
     python -m bench.reports.seeds RESULTS... [--column eval_loss]   # markdown, for the README
 """
@@ -22,8 +23,9 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from bench.config import canonical_json
 from bench.reports.blocks import Cell, Column, Section, Table
-from bench.reports.cases import BASELINE, ReportData, row_seed, variant_label, varying_fields
+from bench.reports.cases import BASELINE, ReportData, case_fields, row_seed, variant_label, varying_fields
 
 CONFIDENCE = 0.95
 
@@ -71,7 +73,12 @@ def aggregate(data: ReportData, column: str = "eval_loss") -> list[SeedRow]:
     if ok.empty or column not in ok or ok[column].isna().all():
         return []
     ok = ok[ok[column].notna()]
-    base = data.with_baseline(ok, (column,))
+    keys = pd.Series([canonical_json(case_fields(r)) for _, r in ok.iterrows()], index=ok.index)  # case and seed, not run
+    base_of: dict[str, float] = {}
+    for idx in ok.sort_values("started_at", kind="stable").index:  # the latest baseline of a key wins
+        if ok.at[idx, "strategy"] == BASELINE:
+            base_of[keys[idx]] = float(ok.at[idx, column])
+    base = ok.assign(**{f"{column}_base": [base_of.get(k, np.nan) for k in keys]})
     out = []
     for (model, workload), group in base.groupby(["model", "workload"], sort=True, dropna=False):
         rows = [r for _, r in group.iterrows()]
@@ -111,7 +118,7 @@ def section(data: ReportData) -> Section | None:
         Column("model × workload", left=True), Column("case", left=True), Column("strategy", left=True),
         Column("n", "seeds averaged"), Column("eval loss", "mean ± 95% CI half-width (Student t) over seeds"),
         Column("gap to floor", "eval loss − Bayes floor, mean ± 95% CI"),
-        Column("vs baseline", "per-seed eval loss − the baseline's of the same case, seed and run: mean ± 95% CI"),
+        Column("vs baseline", "per-seed eval loss − the baseline's of the same case and seed: mean ± 95% CI"),
     )  # fmt: skip
     body = tuple(
         (Cell(f"{r.model} × {r.workload}", left=True), Cell(r.variant, left=True), Cell(r.strategy, left=True),
