@@ -29,9 +29,13 @@ PIN_POLICIES: tuple[str, ...] = get_args(PinPolicy)
 #    includes rank 0's encode; tokens/s of token-free workloads is null, not 0.
 # 3: CPU ranks pin only their compute thread, after init_process_group (`pin="compute"`);
 #    before, gloo's threads inherited the rank's one core and every collective slowed down.
+#    The sign codec sends exact zeros as 0 by default (a second bit-plane: other bytes and
+#    other training); the masked Bayes floor is computed for any number of states.
 MEASUREMENT_VERSION = 3
 # Config fields that do not change what is measured: left out of the case (and the history key).
-NOT_IN_CASE = ("suite", "timeout_s", "plugins")
+# `seed` draws one sample of a case (model init, data stream, codec noise): rows of several
+# seeds are repeats of one case, pooled by the comparator and averaged by the report.
+NOT_IN_CASE = ("suite", "timeout_s", "plugins", "seed")
 _PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
 
 
@@ -39,9 +43,13 @@ _PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
 class DataConfig:
     """The synthetic language: a seeded sparse Markov chain (see bench/workloads/data.py)."""
 
-    states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab
+    states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab - 1
     branching: int = 4  # successors per state
     alpha: float = 1.0  # Dirichlet concentration of each row's probabilities
+    # None: successors drawn uniformly; s: drawn with popularity (j + 1)^-s and every row
+    # smoothed with a Zipf(s) background of weight `background`: a Zipf-like marginal over all states.
+    zipf: float | None = None
+    background: float = 0.25
     seed: int = 1234
 
     def __post_init__(self) -> None:
@@ -51,6 +59,10 @@ class DataConfig:
             raise ValueError("data.branching must be in [1, data.states]")
         if self.alpha <= 0:
             raise ValueError("data.alpha must be > 0")
+        if self.zipf is not None and not 0 < self.zipf <= 4:
+            raise ValueError("data.zipf must be in (0, 4] (or unset for uniform successors)")
+        if not 0 < self.background < 1:
+            raise ValueError("data.background must be in (0, 1)")
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -209,6 +221,7 @@ class Accuracy:
     """
 
     eval_loss: float | None = None
+    eval_loss_before: float | None = None  # train on real text: held-out loss before the first step
     bayes_loss: float | None = None
     entropy_rate: float | None = None
     perplexity: float | None = None

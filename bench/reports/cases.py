@@ -1,13 +1,16 @@
 """What a result row measured, as the report groups it: its case, its baseline's key, its label, the latest rows.
 
 A row's *case* is every field that defines what it measured except the strategy: the whole
-resolved config (options, lr, data, seed, sizes, world size, ...) and the software/hardware
-context. A strategy is compared with the `baseline` row of the same case **in the same run**:
-rows of different runs are never paired, since launches of one machine differ by up to ~15%.
+resolved config (options, lr, data, sizes, world size, ...) and the software/hardware
+context. A strategy is compared with the `baseline` row of the same case and seed **in the
+same run**: rows of different runs are never paired, since launches of one machine differ by
+up to ~15%. The seed is not part of the history key (a case's seeds are repeats of it), but
+it is part of a trial: `latest` keeps the latest row of every (case, seed).
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -26,11 +29,28 @@ _SHORT = {"world_size": "ws", "batch_size": "batch", "seq_len": "seq", "warmup_s
 
 
 def case_fields(row: pd.Series) -> dict[str, Any]:
-    """Every field of what `row` measured except its strategy, as dotted names."""
+    """Every field of what `row` measured except its strategy, as dotted names, and its seed."""
     fields = {c: _plain(row.get(c)) for c in IDENTITY_COLUMNS if c in row.index}
     fields.update(key_fields(row))
     fields.pop("strategy", None)
+    seed = row_seed(row)
+    if seed is not None:
+        fields["seed"] = seed
     return fields
+
+
+def row_seed(row: pd.Series) -> int | None:
+    """The row's trial seed: its `seed` column, else its stored config's (rows of schema 2), else None."""
+    value = row.get("seed")
+    if not fmt.missing(value):
+        return int(value)
+    raw = row.get("config")
+    try:
+        config = json.loads(raw) if isinstance(raw, str) else {}
+    except json.JSONDecodeError:
+        return None
+    seed = config.get("seed")
+    return int(seed) if isinstance(seed, int) else None
 
 
 def pair_key(row: pd.Series) -> str:
@@ -67,10 +87,11 @@ def variant_labels(df: pd.DataFrame) -> dict[Any, str]:
 
 
 def latest(df: pd.DataFrame) -> pd.DataFrame:
-    """The most recent row of every trial (history key), in the order of `df`."""
+    """The most recent row of every trial (history key and seed), in the order of `df`."""
     if df.empty or "history_key" not in df:
         return df
     keys = df["history_key"].fillna(df["run_id"].astype(str) + "/" + df["trial_id"].astype(str))
+    keys = keys.astype(str) + "/seed=" + pd.Series([str(row_seed(r)) for _, r in df.iterrows()], index=df.index)
     started = pd.to_datetime(df["started_at"], utc=True) if "started_at" in df else pd.Series(0, index=df.index)
     order = pd.DataFrame({"key": keys, "started": started}).sort_values("started", kind="stable")
     keep = order.drop_duplicates("key", keep="last").index

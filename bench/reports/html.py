@@ -12,7 +12,7 @@ import pandas as pd
 from bench.compare.regression import DEFAULT_ALPHA
 from bench.compare.thresholds import Threshold
 from bench.errors import BenchError
-from bench.reports import charts, detail, headline, network, summary
+from bench.reports import charts, detail, headline, network, seeds, summary
 from bench.reports.blocks import Omitted, Page, Section
 from bench.reports.cases import ReportData
 from bench.storage.parquet import read_comm, read_results
@@ -41,6 +41,7 @@ class SectionSpec:
 
 SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("findings", "Findings", lambda c: headline.section(c.data, c.thresholds, c.alpha), ""),
+    SectionSpec("seeds", "Accuracy over seeds", lambda c: seeds.section(c.data), "no case ran with more than one seed"),
     SectionSpec("summary", "Run summary", lambda c: summary.section(c.data), ""),
     SectionSpec("trials", "Every trial", lambda c: detail.trials_section(c.trials), ""),
     SectionSpec("vs-baseline", "Bytes, latency and memory against the baseline", lambda c: charts.baseline_section(c.data),

@@ -17,6 +17,11 @@
     workload = "infer"
     world_size = 4
 
+`seeds = [0, 1, 2]` repeats every trial once per seed (`seed`, which draws the model's init,
+the data stream and any codec noise); distinct non-negative integers, and `settings.seed`
+may then not be set. The rows of one case over its seeds are one case to the comparator
+(`seed` is not in the history key), and the report gives their mean ± 95% CI.
+
 Any other key of [matrix] is a dotted trial setting swept as one more axis, e.g.
 `"options.op" = ["all_reduce", "broadcast"]` or `batch_size = [4, 8]`; `networks =
 ["veth", "1gbit", "100mbit"]` is the `network` axis (with `nnodes = 2` in [settings]). `models` may be left
@@ -41,7 +46,10 @@ from bench.strategies import STRATEGIES, Composition, parse
 from bench.workloads import WORKLOADS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent.parent / "suites"
-_MATRIX = {"strategies": "strategy", "models": "model", "workloads": "workload", "devices": "device", "world_sizes": "world_size"}
+_MATRIX = {
+    "strategies": "strategy", "models": "model", "workloads": "workload", "devices": "device",
+    "world_sizes": "world_size", "seeds": "seed",
+}  # fmt: skip
 NO_MODEL = "none"  # the model axis of workloads that need none
 _TOP = {"name", "description", "matrix", "settings", "override", "exclude", "plugins"}
 
@@ -126,6 +134,11 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
     extra = {key: _list(matrix, key, path) for key in matrix if key not in _MATRIX}
     axes.setdefault("devices", ["cpu"])
     axes.setdefault("world_sizes", [1])
+    if "seeds" in axes:
+        _check_seeds(axes["seeds"], raw.get("settings", {}), path)
+    if "seed" in extra:
+        raise BenchError(f"{path}: matrix.seed: write the seed axis as matrix.seeds = [0, 1, 2]")
+    axes.setdefault("seeds", [None])
     plugins = tuple(raw.get("plugins", ()))
     import_plugins(plugins, path)
     compositions = {s: parse(s) for s in axes["strategies"]}
@@ -138,6 +151,8 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
     trials = []
     for combo in itertools.product(*(axes[k] for k in _MATRIX), *extra.values()):
         point = dict(zip(_MATRIX.values(), combo[: len(_MATRIX)]))
+        if point["seed"] is None:  # no seeds axis: the seed is a setting like any other
+            del point["seed"]
         swept = dict(zip(extra, combo[len(_MATRIX) :]))
         if any(_matches(ex, {**point, **swept}, path, "exclude") for ex in excludes):
             continue
@@ -147,6 +162,17 @@ def from_dict(raw: dict[str, Any], path: Path) -> Suite:
         check_composition(comp, cfg, where=f"{path}")
         trials.append(Trial(cfg, comp, pre_launch_skip(cfg, comp)))
     return Suite(name, raw.get("description", ""), path, trials)
+
+
+def _check_seeds(seeds: list[Any], settings: Any, path: Path) -> None:
+    """matrix.seeds: distinct non-negative integers, and no settings.seed beside it."""
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or s < 0:
+            raise BenchError(f"{path}: matrix.seeds must hold non-negative integers, got {s!r}")
+    if len(set(seeds)) != len(seeds):
+        raise BenchError(f"{path}: matrix.seeds has repeated values {sorted(seeds)}")
+    if isinstance(settings, dict) and "seed" in settings:
+        raise BenchError(f"{path}: settings.seed is set and matrix.seeds sweeps it; keep one")
 
 
 def _matches(rule: dict[str, Any], point: dict[str, Any], path: Path, kind: str) -> bool:
@@ -218,6 +244,8 @@ def check_feasible(cfg: TrialConfig, where: str) -> None:
     if not WORKLOADS.get(cfg.workload).needs_model:
         return
     spec = MODELS.get(cfg.model)
+    if cfg.workload == "train" and cfg.options.get("source") == "corpus" and not (spec.pretrained and spec.causal):
+        raise BenchError(f"{where}: options.source = corpus trains a pretrained causal LM on its tokenizer's ids; {cfg.model} is not")
     if cfg.seq_len > spec.max_positions:
         raise BenchError(f"{where}: seq_len {cfg.seq_len} exceeds {cfg.model}'s {spec.max_positions} positions")
     if cfg.data.states + 1 > spec.vocab_size:

@@ -76,6 +76,7 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
         "seq_len": cfg.seq_len,
         "steps": cfg.steps,
         "warmup_steps": cfg.warmup_steps,
+        "seed": cfg.seed,
         **{k: env[k] for k in ("git_sha", "git_dirty", "torch_version", "transformers_version", "python_version")},
         "packages": json.dumps(env["packages"]),
         **{k: env[k] for k in ("cpu_model", "cpu_cores", "gpu_name", "gpu_count", "gpu_driver", "cuda_version", "hostname")},

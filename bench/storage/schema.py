@@ -61,6 +61,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("seq_len", I64, "tokens", "sequence length"),
         ("steps", I64, "steps", "measured steps (after warmup)"),
         ("warmup_steps", I64, "steps", "steps run before measuring, excluded from every statistic"),
+        ("seed", I64, "", "the trial's seed (model init, data stream, codec noise); not part of the case: a suite's `seeds` axis repeats a case"),
         ("tokens_per_step", I64, "tokens", "tokens one rank processes per step"),
     ),
     *_cols(
@@ -133,7 +134,8 @@ TRIAL_COLUMNS: list[Column] = [
     *_cols(
         "accuracy",
         ("final_train_loss", F64, "nats", "train: mean over ranks of the last step's loss"),
-        ("eval_loss", F64, "nats", "loss on held-out synthetic batches after the run"),
+        ("eval_loss", F64, "nats", "train: loss on held-out batches after the run (synthetic source, or the corpus's held-out tokens)"),
+        ("eval_loss_before", F64, "nats", "train with options.source = corpus: the same held-out loss before the first step"),
         ("bayes_loss", F64, "nats", "the Bayes-optimal loss on the same held-out batches (the floor)"),
         ("entropy_rate", F64, "nats/token", "entropy rate of the synthetic Markov source"),
         ("loss_gap_to_floor", F64, "nats", "eval_loss - bayes_loss"),

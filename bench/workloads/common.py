@@ -60,17 +60,26 @@ def evaluate(
     `loss_of` replaces the model's own forward where the layout splits it (pipeline stages);
     it returns None on ranks that do not hold the loss, whose accuracy is then empty.
     """
-    if not held_out:
+    loss = evaluate_loss(model, held_out, device, loss_of) if held_out else None
+    if loss is None:
         return Accuracy(entropy_rate=chain.entropy_rate())
+    floors = [bayes_loss(chain, b) for b in held_out]
+    floor = None if any(f is None for f in floors) else sum(floors) / len(floors)  # type: ignore[arg-type]
+    return Accuracy(eval_loss=loss, bayes_loss=floor, entropy_rate=chain.entropy_rate())
+
+
+@torch.no_grad()
+def evaluate_loss(
+    model: nn.Module, held_out: list[LMBatch], device: torch.device, loss_of: Callable[[LMBatch], float | None] | None = None
+) -> float | None:
+    """Mean loss over `held_out` in eval mode; None where `loss_of` holds no loss on this rank."""
     was_training = model.training
     model.eval()
     losses = [loss_of(b) if loss_of else float(model(**_to(b, device)).loss) for b in held_out]
     model.train(was_training)
     if any(x is None for x in losses):
-        return Accuracy(entropy_rate=chain.entropy_rate())
-    floors = [bayes_loss(chain, b) for b in held_out]
-    floor = None if any(f is None for f in floors) else sum(floors) / len(floors)  # type: ignore[arg-type]
-    return Accuracy(eval_loss=sum(losses) / len(losses), bayes_loss=floor, entropy_rate=chain.entropy_rate())  # type: ignore[arg-type]
+        return None
+    return sum(losses) / len(losses)  # type: ignore[arg-type]
 
 
 def _to(b: LMBatch, device: torch.device) -> dict[str, torch.Tensor]:

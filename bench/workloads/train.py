@@ -9,15 +9,17 @@ from typing import Any, Literal
 import torch
 
 from bench.comm.profile import profile_steps
-from bench.contracts import Parallel, RankResult, TrialConfig
+from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
+from bench.models.zoo import MODELS
 from bench.strategies import Composition, Phase, TrialState, effective
 from bench.trackers import phases
 from bench.trackers.memory import model_state_bytes
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
+from bench.workloads.common import batches, build_state, evaluate, evaluate_loss, synthetic_protocol
 from bench.workloads.data import LMBatch, MarkovChain
+from bench.workloads.text import corpus_split
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -27,10 +29,16 @@ class TrainOptions:
     Error feedback (top-k, signSGD, QSGD) is analysed for SGD, whose step is linear in the
     gradient; Adam's per-element normalisation is not (the 1-bit Adam paper's point), so
     both are offered.
+
+    `source = "corpus"` trains a pretrained causal LM on real text (bench/workloads/text.py):
+    `corpus` names the text file as in infer (unset: WikiText-2 validation), and the row's
+    convergence is held-out loss before (`eval_loss_before`) and after (`eval_loss`).
     """
 
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = 0.9  # sgd only
+    source: Literal["synthetic", "corpus"] = "synthetic"
+    corpus: str | None = None  # source = corpus: a text file or "hub"; unset: WikiText-2 (bench/eval/corpus.py)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.momentum < 1.0:
@@ -102,14 +110,26 @@ def make_optimizer(opts: TrainOptions, lr: float, params: Iterable[torch.nn.Para
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: TrainOptions = WORKLOAD.options(cfg)
     comp = effective(comp, cfg.workload)
-    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP))
-
-    chain = MarkovChain.from_config(cfg.data)
+    phases = (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP)
     total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
+    chain: MarkovChain | None = None
+    if opts.source == "corpus":
+        from bench.models.pretrained import load_pretrained  # transformers' tokenizers only when needed
+
+        model, tokenizer, _ = load_pretrained(MODELS.get(cfg.model).pretrained or "")
+        state = build_state(cfg, comp, env, phases, model=model)
+        data_rank, data_world = _data_rank(state, env)
+        text = corpus_split(cfg, opts.corpus, tokenizer, data_rank, data_world, total_steps * state.micro_steps)
+        train, held_out = [b.to(env.device) for b in text.train], text.held_out
+        before = _held_out_loss(state, held_out, env.device)
+    else:
+        state = build_state(cfg, comp, env, phases)
+        chain = MarkovChain.from_config(cfg.data)
+        data_rank, _ = _data_rank(state, env)
+        steps_k = total_steps * state.micro_steps
+        train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", data_rank, steps_k)]
+        held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
     k = state.micro_steps
-    data_rank = env.rank if state.data_rank is None else state.data_rank
-    train = [b.to(env.device) for b in batches(cfg, chain, state.spec.causal, "train", data_rank, total_steps * k)]
-    held_out = batches(cfg, chain, state.spec.causal, "eval", 0, cfg.eval_batches)
     optimizer = make_optimizer(opts, cfg.lr, state.train_module.parameters())
     losses: list[torch.Tensor | None] = []
 
@@ -127,8 +147,11 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     state.metrics["model_state_peak_bytes"] = held + state.metrics.get("unsharded_param_bytes", 0)
     # Warmup and window (the profiler pass's steps come after); None where this rank computes no loss.
     train_losses = None if any(x is None for x in losses) else [float(x) for x in losses if x is not None]
-    accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
-    accuracy.protocol = synthetic_protocol(cfg, held_out)
+    if chain is not None:
+        accuracy = evaluate(state.model, chain, held_out, env.device, loss_of=state.eval_batch)
+        accuracy.protocol = synthetic_protocol(cfg, held_out)
+    else:
+        accuracy = _text_accuracy(before, _held_out_loss(state, held_out, env.device), text.protocol)
     # After the evaluation, so every strategy is evaluated after the same number of steps.
     if cfg.profile_steps:
         phases.mark("profile")
@@ -147,6 +170,27 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         profile=profile,
         train_losses=train_losses,
     )
+
+
+def _data_rank(state: TrialState, env: RankEnv) -> tuple[int, int]:
+    """(this rank's data-parallel index, the data-parallel degree): a layout may feed several ranks one stream."""
+    if state.data_rank is None:
+        return env.rank, env.world_size
+    return state.data_rank, state.parallel.dp if state.parallel else env.world_size
+
+
+def _held_out_loss(state: TrialState, held_out: list[LMBatch], device: torch.device) -> float | None:
+    """Mean loss over the held-out batches (None on ranks of a split layout that hold no loss)."""
+    if not held_out:
+        return None
+    return evaluate_loss(state.model, held_out, device, loss_of=state.eval_batch)
+
+
+def _text_accuracy(before: float | None, after: float | None, protocol: dict[str, Any]) -> Accuracy:
+    reasons = {c: "real text has no known loss floor" for c in ("bayes_loss", "entropy_rate", "loss_gap_to_floor")}
+    if after is None:
+        reasons["eval_loss"] = reasons["eval_loss_before"] = "eval_batches = 0, or this rank holds no loss"
+    return Accuracy(eval_loss=after, eval_loss_before=before, protocol=protocol, null_reasons=reasons)
 
 
 WORKLOAD = register(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 from collections.abc import Iterator
 from pathlib import Path
@@ -175,3 +176,52 @@ def test_smollm2_perplexity_through_the_launcher_equals_a_plain_loop(tmp_path: P
     assert protocol["corpus"] == WIKITEXT and protocol["corpus_sha256"] == hashlib.sha256(corpus.path.read_bytes()).hexdigest()
     assert (protocol["window"], protocol["stride"], protocol["level"], protocol["tokens_scored"]) == (128, 64, "token", 255)
     assert protocol["fidelity_positions"] == 128 and "4-bit model" in row.weights_source
+
+
+FINETUNE = """
+name = "e2e_finetune"
+[matrix]
+strategies = ["baseline"]
+models = ["smollm2-135m"]
+workloads = ["train"]
+world_sizes = [1]
+[settings]
+steps = 2
+warmup_steps = 0
+profile_steps = 0
+batch_size = 1
+seq_len = 32
+lr = 1e-4
+eval_batches = 2
+timeout_s = 600
+options = { source = "corpus" }
+"""
+
+
+@pytest.mark.pretrained
+@pytest.mark.corpus
+def test_smollm2_finetune_on_wikitext_reports_held_out_loss_before_and_after(tmp_path: Path) -> None:
+    # The real-text train source: held-out loss before training equals a plain loop over the
+    # corpus's first eval_batches x batch x seq tokens (cut by SmolLM2's own tokenizer), and
+    # training moved it; no floor is claimed for real text.
+    from bench.eval.corpus import WIKITEXT, find
+    from bench.models.pretrained import available, load_pretrained
+
+    if (reason := available("smollm2-135m")) is not None:
+        pytest.skip(reason)
+    corpus = find(None)
+    if isinstance(corpus, str):
+        pytest.skip(corpus)
+    (tmp_path / "s.toml").write_text(FINETUNE)
+    outcome = run_sweep(suites.load(str(tmp_path / "s.toml")), tmp_path / "results", progress=False)
+    row = read_results([tmp_path / "results" / "e2e_finetune"]).iloc[0]
+    assert outcome.counts == {"ok": 1}, row.error
+    model, tokenizer, _ = load_pretrained("smollm2-135m")
+    ids = tokenizer(corpus.path.read_text(encoding="utf-8")[:2_000], add_special_tokens=False, return_tensors="pt").input_ids[0]
+    held = ids[:64].view(2, 1, 32)
+    before = sum(float(model(input_ids=b, labels=b).loss) for b in held) / 2
+    assert row.eval_loss_before == pytest.approx(before, rel=1e-4)
+    assert math.isfinite(row.eval_loss) and row.eval_loss != pytest.approx(row.eval_loss_before, rel=1e-6)
+    assert pd.isna(row.bayes_loss) and "no known loss floor" in json.loads(row.null_reasons)["bayes_loss"]
+    protocol = json.loads(row.accuracy_protocol)
+    assert protocol["corpus"] == WIKITEXT and protocol["tokens_scored"] == 64

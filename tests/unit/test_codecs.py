@@ -56,20 +56,41 @@ def test_topk_rejects_ratios_outside_unit_interval(ratio: float) -> None:
 
 @pytest.mark.parametrize("n", SIZES)
 @pytest.mark.parametrize("scaled", [True, False])
-def test_sign_decode_is_scale_times_sign_elementwise(n: int, scaled: bool) -> None:
+@pytest.mark.parametrize("zeros", ["zero", "plus"])
+def test_sign_decode_is_scale_times_sign_elementwise(n: int, scaled: bool, zeros: str) -> None:
     x = randn(n)
-    x[:: max(1, n // 3)] = 0.0  # zeros encode as +1: one bit cannot say 0
-    scale, packed = codecs.sign_encode(x, scaled)
+    x[:: max(1, n // 3)] = 0.0
+    parts = codecs.sign_encode(x, scaled, zeros)  # type: ignore[arg-type]
     expected_scale = x.abs().sum() / n if scaled else torch.tensor(1.0)
-    torch.testing.assert_close(scale, expected_scale.reshape(1))
-    sign = torch.where(x >= 0, 1.0, -1.0)
-    assert torch.equal(codecs.sign_decode(scale, packed, n), scale * sign)
+    torch.testing.assert_close(parts[0], expected_scale.reshape(1))
+    # sign(0) = 0 with the nonzero plane; one bit alone cannot say 0, so "plus" sends +1.
+    sign = torch.sign(x) if zeros == "zero" else torch.where(x >= 0, 1.0, -1.0)
+    assert torch.equal(codecs.sign_decode(parts, n), parts[0] * sign)
+
+
+@pytest.mark.parametrize("zeros", ["zero", "plus"])
+def test_error_feedback_on_exact_zeros(zeros: str) -> None:
+    # A coordinate whose gradient is exactly 0 on every step (an unused parameter): with the
+    # nonzero plane it is sent as 0 and its residual stays 0; with "plus" it is sent as +scale
+    # every step, and error feedback then has to push it back (residual -scale).
+    state = CompressionState(Sign(zeros=zeros))  # type: ignore[arg-type]
+    g = torch.tensor([1.0, -3.0, 0.0, 2.0, 0.0])
+    parts = codecs.unpack(encode_bucket(state, 0, g), state.codec.specs(5))
+    sent = state.codec.decode(parts, 5)
+    scale = 6.0 / 5
+    if zeros == "zero":
+        assert sent.tolist() == pytest.approx([scale, -scale, 0.0, scale, 0.0])
+        assert state.residuals[0][[2, 4]].tolist() == [0.0, 0.0]
+    else:
+        assert sent[[2, 4]].tolist() == pytest.approx([scale, scale])
+        assert state.residuals[0][[2, 4]].tolist() == pytest.approx([-scale, -scale])
+    torch.testing.assert_close(state.residuals[0], g - sent)
 
 
 @pytest.mark.parametrize("n", SIZES)
 def test_sign_bits_are_lsb_first_like_numpy_packbits_little(n: int) -> None:
     x = randn(n, seed=n)
-    _, packed = codecs.sign_encode(x)
+    packed = codecs.sign_encode(x)[1]
     reference = np.packbits((x >= 0).numpy(), bitorder="little")
     assert packed.dtype == torch.uint8 and packed.numel() == math.ceil(n / 8)
     assert np.array_equal(packed.numpy(), reference)
@@ -187,7 +208,8 @@ def test_payload_sizes_match_the_formulas_and_the_real_bytes(n: int) -> None:
     x, k = randn(n), codecs.topk_count(n, 0.01)
     cases = [
         (codecs.topk_encode(x, k), codecs.topk_payload_bytes(n, k), 8 * k),
-        (codecs.sign_encode(x), codecs.sign_payload_bytes(n), 4 + math.ceil(n / 8)),
+        (codecs.sign_encode(x), codecs.sign_payload_bytes(n), 4 + 2 * math.ceil(n / 8)),
+        (codecs.sign_encode(x, zeros="plus"), codecs.sign_payload_bytes(n, "plus"), 4 + math.ceil(n / 8)),
         (codecs.qsgd_encode(x, 127, torch.Generator()), codecs.qsgd_payload_bytes(n, 127), 4 + n),
         (codecs.qsgd_encode(x, 128, torch.Generator()), codecs.qsgd_payload_bytes(n, 128), 4 + 2 * n),
         (codecs.qsgd_encode(x, 40000, torch.Generator()), codecs.qsgd_payload_bytes(n, 40000), 4 + 4 * n),
@@ -196,7 +218,7 @@ def test_payload_sizes_match_the_formulas_and_the_real_bytes(n: int) -> None:
         assert formula == by_hand == sum(p.numel() * p.element_size() for p in parts) == codecs.pack(parts).numel()
 
 
-HOOK_CODECS = [TopK(ratio=0.01), TopK(ratio=0.3), Sign(), Sign(scaled=False), QSGD(levels=127), QSGD(levels=1000)]
+HOOK_CODECS = [TopK(ratio=0.01), TopK(ratio=0.3), Sign(), Sign(scaled=False), Sign(zeros="plus"), QSGD(levels=127), QSGD(levels=1000)]
 
 
 @pytest.mark.parametrize("n", SIZES)
@@ -233,11 +255,11 @@ def test_pack_unpack_round_trips_any_dtypes_in_any_order() -> None:
 
 def test_unpack_reads_rows_of_a_gathered_buffer_with_an_odd_row_size() -> None:
     x = [randn(13, seed=r) for r in range(3)]
-    rows = torch.stack([codecs.pack(codecs.sign_encode(v)) for v in x])  # 4 + 2 = 6 bytes per row
+    rows = torch.stack([codecs.pack(codecs.sign_encode(v, zeros="plus")) for v in x])  # 4 + 2 = 6 bytes per row
     for r, row in enumerate(rows):
-        scale, packed = codecs.unpack(row, codecs.sign_specs(13))
-        want = codecs.sign_decode(*codecs.sign_encode(x[r]), 13)
-        torch.testing.assert_close(codecs.sign_decode(scale, packed, 13), want)
+        parts = codecs.unpack(row, codecs.sign_specs(13, "plus"))
+        want = codecs.sign_decode(codecs.sign_encode(x[r], zeros="plus"), 13)
+        torch.testing.assert_close(codecs.sign_decode(parts, 13), want)
 
 
 def test_unpack_rejects_a_buffer_of_the_wrong_size() -> None:

@@ -49,11 +49,13 @@ def test_every_sampled_transition_is_allowed(chain: MarkovChain) -> None:
     assert bool(allowed.all())
 
 
-def test_masked_floor_equals_brute_force_posterior() -> None:
+@pytest.mark.parametrize("zipf", [None, 1.0])
+@pytest.mark.parametrize("mask_list", [[True, False, True, True, False, True], [False, True, True, False, False, True]])
+def test_masked_floor_equals_brute_force_posterior(zipf: float | None, mask_list: list[bool]) -> None:
     # Tiny chain: enumerate every completion of the masked positions and compare.
-    c = MarkovChain.from_config(DataConfig(states=4, branching=2, alpha=1.0, seed=5))
+    c = MarkovChain.from_config(DataConfig(states=4, branching=2, alpha=1.0, seed=5, zipf=zipf))
     x = c.sample(1, 6, seed=9)[0]
-    mask = torch.tensor([True, False, True, True, False, True])
+    mask = torch.tensor(mask_list)
     p = c.transition_matrix()
     hidden = mask.nonzero().squeeze(1).tolist()
     weights: dict[tuple[int, ...], float] = {}
@@ -83,3 +85,52 @@ def test_masking_marks_at_least_one_position_and_labels_only_masked() -> None:
 def test_causal_batch_labels_are_inputs(chain: MarkovChain) -> None:
     b = make_batch(chain, causal=True, batch=2, seq=8, seed=4)
     assert torch.equal(b.input_ids, b.labels) and b.mask is None
+
+
+# --- the full-vocabulary Zipf source (data.zipf) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def zipf_chain() -> MarkovChain:
+    return MarkovChain.from_config(DataConfig(states=48, branching=3, alpha=0.7, seed=7, zipf=1.0, background=0.25))
+
+
+def test_zipf_chain_stationary_is_a_fixed_point_of_the_smoothed_law(zipf_chain: MarkovChain) -> None:
+    p = zipf_chain.transition_matrix()
+    torch.testing.assert_close(p.sum(1), torch.ones(48, dtype=torch.float64))
+    assert bool((p > 0).all())  # every token can follow every token
+    torch.testing.assert_close(zipf_chain.stationary @ p, zipf_chain.stationary, atol=1e-12, rtol=0)
+    for i, row in enumerate(zipf_chain.successors.tolist()):
+        assert len(set(row)) == 3, f"row {i} has repeated successors"
+
+
+def test_zipf_entropy_rate_is_the_dense_formula_and_the_empirical_floor(zipf_chain: MarkovChain) -> None:
+    p = zipf_chain.transition_matrix()
+    dense = float((zipf_chain.stationary * -(p * p.log()).sum(1)).sum())
+    assert zipf_chain.entropy_rate() == pytest.approx(dense, rel=1e-12)
+    tokens = zipf_chain.sample(64, 512, seed=3)
+    assert zipf_chain.causal_bayes_loss(tokens) == pytest.approx(dense, rel=0.02)
+    # The causal floor on a batch is exactly -log P(x_t | x_t-1) read off the dense matrix.
+    want = float(-p[tokens[:, :-1], tokens[:, 1:]].log().mean())
+    assert zipf_chain.causal_bayes_loss(tokens) == pytest.approx(want, rel=1e-12)
+
+
+def test_zipf_sample_frequencies_follow_the_stationary_law(zipf_chain: MarkovChain) -> None:
+    tokens = zipf_chain.sample(64, 512, seed=5)
+    counts = torch.bincount(tokens.reshape(-1), minlength=48).double()
+    assert bool((counts > 0).all())  # the whole vocabulary occurs
+    freq = counts / counts.sum()
+    # 32k tokens: every frequency within 5 binomial standard errors of pi (plus a small slack).
+    se = (zipf_chain.stationary * (1 - zipf_chain.stationary) / counts.sum()).sqrt()
+    assert bool(((freq - zipf_chain.stationary).abs() < 5 * se + 1e-3).all())
+
+
+def test_full_vocabulary_zipf_marginal() -> None:
+    # The suites' setting on a 4096-token vocabulary: every token has mass, at least the
+    # background's b * mu_j, and the rank-frequency slope is Zipf-like.
+    c = MarkovChain.from_config(DataConfig(states=4095, branching=4, zipf=1.0, background=0.25))
+    exponent, coverage = c.zipf_fit()
+    assert coverage == 1.0
+    assert c.background is not None and bool((c.stationary >= 0.25 * c.background * (1 - 1e-9)).all())
+    assert 1.0 <= exponent <= 1.6
+    assert 2.0 < c.entropy_rate() < math.log(4095)

@@ -191,9 +191,12 @@ def test_sections_without_content_are_left_out_with_the_reason(tmp_path: Path) -
     page = build_page(read_results([tmp_path]), read_comm([tmp_path]), "t")
     ids = [s.id for s in page.sections]
     assert ids == ["findings", "summary", "trials", "vs-baseline", "accuracy", "bytes", "collectives"]
-    assert {o.title for o in page.omitted} == {"Scaling with world size", "Failed and skipped trials", "History across runs",
-                                               "Step time against link bandwidth"}  # fmt: skip
-    assert "Not shown: Scaling with world size (no strategy ran at two or more world sizes)" in render(page)
+    omitted = {"Accuracy over seeds", "Scaling with world size", "Failed and skipped trials", "History across runs",
+               "Step time against link bandwidth"}  # fmt: skip
+    assert {o.title for o in page.omitted} == omitted
+    html = render(page)
+    assert "Not shown: Accuracy over seeds (no case ran with more than one seed);" in html
+    assert " Scaling with world size (no strategy ran at two or more world sizes);" in html
 
 
 def test_no_chart_carries_no_information(tmp_path: Path) -> None:

@@ -230,10 +230,10 @@ class TopKStrategy(CodecStrategy):
 
 @STRATEGIES.register("signsgd")
 class SignSGD(CodecStrategy):
-    """1-bit signs packed 8 per byte plus a float32 scale (mean |x| when scaled) per bucket (EF-SignSGD)."""
+    """Signs packed 8 per byte (+ a nonzero bit-plane by default) plus a float32 scale (mean |x| when scaled) per bucket (EF-SignSGD)."""
 
     name = "signsgd"
-    summary = "EF-SignSGD: signs packed 8 per byte + one float32 scale per bucket, all-gathered (see the EF finding below)"
+    summary = "EF-SignSGD: signs packed 8 per byte, a nonzero bit-plane (zeros=zero; exact zeros decode to 0) and one float32 scale per bucket, all-gathered (see the EF finding below)"
     Params = ch.Sign
 
 

@@ -8,11 +8,13 @@ Payload formats (what one rank sends for one bucket, see `bench.strategies.grad_
 
 - top-k: `values` float32[k] then `indices` int32[k]: 8k bytes (k is known to every rank
   from n and the ratio, so no header).
-- sign: `scale` float32[1] then the signs as uint8[ceil(n/8)]: 4 + ceil(n/8) bytes. Bit
-  order is LSB-first (numpy's `packbits(bitorder="little")`): element i is bit (i % 8) of
-  byte (i // 8); a set bit means x_i >= 0, so zero encodes as +1 (one bit cannot say 0).
-  The tail bits of the last byte are 0 and ignored. The scale is always sent, 1.0 when
-  unscaled, so the format does not depend on the option.
+- sign: `scale` float32[1] then the signs as uint8[ceil(n/8)], then (zeros="zero", the
+  default) a second bit-plane uint8[ceil(n/8)] marking the nonzero elements: 4 + 2·ceil(n/8)
+  bytes (zeros="plus": 4 + ceil(n/8)). Bit order is LSB-first (numpy's
+  `packbits(bitorder="little")`): element i is bit (i % 8) of byte (i // 8); a set sign bit
+  means x_i >= 0. The tail bits of the last byte are 0 and ignored. The scale is always sent,
+  1.0 when unscaled, so the format does not depend on that option. See `sign_encode` for why
+  exact zeros get their own bit-plane.
 - QSGD: `norm` float32[1] then the signed levels in the narrowest integer dtype holding
   [-s, s]: 4 + n * itemsize bytes.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import torch
 
@@ -73,15 +76,31 @@ def topk_specs(k: int) -> list[Spec]:
 # --- sign (EF-SignSGD) ---------------------------------------------------------------
 
 
-def sign_encode(x: torch.Tensor, scaled: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """(scale float32[1], packed signs uint8[ceil(n/8)]); scale = ||x||_1 / n or 1.
+SignZeros = Literal["zero", "plus"]
 
-    The scaled form is EF-SignSGD's compressor C(x) = ||x||_1/n * sign(x) (Karimireddy et
-    al. 2019): it keeps the update's l1 mass, which plain sign(x) does not.
+
+def sign_encode(x: torch.Tensor, scaled: bool = True, zeros: SignZeros = "zero") -> list[torch.Tensor]:
+    """[scale float32[1], packed signs uint8[ceil(n/8)], (zeros="zero") packed nonzero mask].
+
+    scale = ||x||_1 / n, or 1 unscaled. The scaled form is EF-SignSGD's compressor
+    C(x) = ||x||_1/n * sign(x) (Karimireddy et al. 2019): it keeps the update's l1 mass,
+    which plain sign(x) does not.
+
+    Exact zeros: one bit cannot say 0, and sign(0) = 0 in the compressor's definition.
+    zeros="zero" sends a second bit-plane so that an exact zero decodes to 0 (2 bits per
+    element, still 16x fewer bytes than fp32). zeros="plus" sends one bit and decodes an
+    exact zero as +scale: a gradient that is exactly zero on every step (an unused
+    embedding row, a position past seq_len) then becomes a constant +scale, which an
+    Adam-type optimizer turns into a full-lr drift of that parameter. Measured in README
+    (EF-SignSGD finding): that drift, not the compressor, was what made signSGD without
+    error feedback look better than fp32 on the sparse-vocabulary source.
     """
     n = x.numel()
     scale = (x.abs().sum() / n if scaled else torch.ones((), device=x.device)).reshape(1).to(torch.float32)
-    return scale, pack_bits(x >= 0)
+    parts = [scale, pack_bits(x >= 0)]
+    if zeros == "zero":
+        parts.append(pack_bits(x != 0))
+    return parts
 
 
 def pack_bits(bits: torch.Tensor) -> torch.Tensor:
@@ -105,19 +124,24 @@ def unpack_bits(packed: torch.Tensor, n: int) -> torch.Tensor:
     return ((packed.unsqueeze(1) >> shifts) & 1).view(-1)[:n]
 
 
-def sign_decode(scale: torch.Tensor, packed: torch.Tensor, n: int) -> torch.Tensor:
-    """Dense float32[n]: +scale where the bit is set, -scale elsewhere."""
+def sign_decode(parts: Sequence[torch.Tensor], n: int) -> torch.Tensor:
+    """Dense float32[n] from `sign_encode`'s parts: +scale where the sign bit is set, -scale
+    elsewhere, and 0 where the nonzero plane (when sent) has its bit clear."""
+    scale, packed, *nonzero = parts
     signs = unpack_bits(packed, n).to(torch.float32).mul_(2).sub_(1)
+    if nonzero:
+        signs.mul_(unpack_bits(nonzero[0], n))
     return signs.mul_(scale)
 
 
-def sign_payload_bytes(n: int) -> int:
-    """Bytes one rank sends for the signs of n elements: one float32 scale + ceil(n/8) bytes."""
-    return _SCALE_BYTES + math.ceil(n / 8)
+def sign_payload_bytes(n: int, zeros: SignZeros = "zero") -> int:
+    """Bytes one rank sends for the signs of n elements: a float32 scale + one or two bit-planes."""
+    return _SCALE_BYTES + math.ceil(n / 8) * (2 if zeros == "zero" else 1)
 
 
-def sign_specs(n: int) -> list[Spec]:
-    return [(torch.float32, 1), (torch.uint8, math.ceil(n / 8))]
+def sign_specs(n: int, zeros: SignZeros = "zero") -> list[Spec]:
+    planes = 2 if zeros == "zero" else 1
+    return [(torch.float32, 1), *[(torch.uint8, math.ceil(n / 8))] * planes]
 
 
 # --- QSGD --------------------------------------------------------------------------

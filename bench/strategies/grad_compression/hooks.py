@@ -61,27 +61,32 @@ class TopK:
 
 @dataclass(kw_only=True, slots=True, frozen=True)
 class Sign:
-    """1 bit per element plus a float32 scale (EF-SignSGD; biased: error feedback on by default)."""
+    """Signs plus a float32 scale (EF-SignSGD; biased: error feedback on by default).
+
+    `zeros` says what an exact zero becomes (`codecs.sign_encode`): "zero" (default, a second
+    bit-plane, 0 decodes to 0) or "plus" (1 bit, 0 decodes to +scale).
+    """
 
     kind: ClassVar[str] = "sign"
     random: ClassVar[bool] = False
     error_feedback: bool = True
     scaled: bool = True
+    zeros: codecs.SignZeros = "zero"
 
     def encode(self, x: torch.Tensor, generator: torch.Generator | None) -> list[torch.Tensor]:
-        return list(codecs.sign_encode(x, self.scaled))
+        return codecs.sign_encode(x, self.scaled, self.zeros)
 
     def specs(self, n: int) -> list[codecs.Spec]:
-        return codecs.sign_specs(n)
+        return codecs.sign_specs(n, self.zeros)
 
     def decode(self, parts: list[torch.Tensor], n: int) -> torch.Tensor:
-        return codecs.sign_decode(parts[0], parts[1], n)
+        return codecs.sign_decode(parts, n)
 
     def add_decoded(self, acc: torch.Tensor, parts: list[torch.Tensor]) -> None:
         acc.add_(self.decode(parts, acc.numel()))
 
     def payload_bytes(self, n: int) -> int:
-        return codecs.sign_payload_bytes(n)
+        return codecs.sign_payload_bytes(n, self.zeros)
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
