@@ -110,20 +110,20 @@ def make_optimizer(opts: TrainOptions, lr: float, params: Iterable[torch.nn.Para
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: TrainOptions = WORKLOAD.options(cfg)
     comp = effective(comp, cfg.workload)
-    phases = (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP)
+    build_phases = (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP)
     total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
     chain: MarkovChain | None = None
     if opts.source == "corpus":
         from bench.models.pretrained import load_pretrained  # transformers' tokenizers only when needed
 
         model, tokenizer, _ = load_pretrained(MODELS.get(cfg.model).pretrained or "")
-        state = build_state(cfg, comp, env, phases, model=model)
+        state = build_state(cfg, comp, env, build_phases, model=model)
         data_rank, data_world = _data_rank(state, env)
         text = corpus_split(cfg, opts.corpus, tokenizer, data_rank, data_world, total_steps * state.micro_steps)
         train, held_out = [b.to(env.device) for b in text.train], text.held_out
         before = _held_out_loss(state, held_out, env.device)
     else:
-        state = build_state(cfg, comp, env, phases)
+        state = build_state(cfg, comp, env, build_phases)
         chain = MarkovChain.from_config(cfg.data)
         data_rank, _ = _data_rank(state, env)
         steps_k = total_steps * state.micro_steps
