@@ -247,10 +247,11 @@ class PackingExecutor(Executor):
                 for tid, (job, proc, folder) in list(pending.items()):
                     if proc.poll() is None and time.monotonic() < limits[tid]:
                         continue
-                    if proc.poll() is None:
+                    overran = proc.poll() is None
+                    if overran:
                         _kill(proc)
                     del pending[tid]
-                    yield job, _child_rows(job, run_id, proc, folder, wave.beside(tid))
+                    yield job, _child_rows(job, run_id, proc, folder, wave.beside(tid), overran=overran)
                 time.sleep(self.poll_s)
         finally:
             for _, proc, _ in children.values():
@@ -267,14 +268,22 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait()
 
 
-def _child_rows(job: TrialJob, run_id: str, proc: subprocess.Popen[bytes], folder: Path, beside: list[str]) -> Rows:
+def _child_rows(
+    job: TrialJob, run_id: str, proc: subprocess.Popen[bytes], folder: Path, beside: list[str], *, overran: bool = False
+) -> Rows:
     """The rows a wave's child wrote, or a `failed` row (`error_class = "job"`) when it wrote none."""
     out = folder / "rows.pkl"
     if proc.returncode == 0 and out.exists():
         return pickle.loads(out.read_bytes())
     cfg = job.trial.config
     base = {**base_row(cfg, run_id, job.trial.composition.params()), **packed_columns(cfg, beside)}
-    how = "was killed after the trial's timeout" if proc.returncode == -signal.SIGKILL else f"exited with code {proc.returncode}"
+    how = (
+        f"was killed after timeout_s + {JOB_MARGIN_MIN} min"
+        if overran
+        else f"was killed by signal {-proc.returncode}"
+        if proc.returncode < 0
+        else f"exited with code {proc.returncode}"
+    )
     row = failed_row(base, f"packed trial process {how} without writing its rows", error_class="job")
     log = (folder / "child.log").read_text(errors="replace").strip()
     if log:

@@ -107,5 +107,7 @@ def test_a_wave_child_that_wrote_nothing_gives_a_failed_row(tmp_path: Path) -> N
     (tmp_path / "child.log").write_text("Traceback ...\nMemoryError\n")
     row, comm = _child_rows(job, "r", SimpleNamespace(returncode=-9), tmp_path, ["other"])  # type: ignore[arg-type]
     assert (row["status"], row["error_class"], comm) == ("failed", "job", [])
-    assert "killed after the trial's timeout" in row["error"] and row["stderr_tail"].endswith("MemoryError")
+    assert "killed by signal 9" in row["error"] and row["stderr_tail"].endswith("MemoryError")
     assert row["packed_with"] == ["other"]
+    row, _ = _child_rows(job, "r", SimpleNamespace(returncode=-9), tmp_path, [], overran=True)  # type: ignore[arg-type]
+    assert "killed after timeout_s + 5 min" in row["error"] and row["packed_with"] == []
