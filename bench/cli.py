@@ -165,7 +165,9 @@ def _on_nodes(cfg: Any, placement: Any, where: str) -> Any:
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from bench.runner import packing
     from bench.runner import suite as suites
+    from bench.runner.executors import PackingExecutor
     from bench.runner.executors import make as make_executor
     from bench.runner.sweep import plan, print_plan, run_sweep
 
@@ -177,8 +179,19 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         trials = [dataclasses.replace(t, config=_on_nodes(t.config, placement, str(suite.path))) for t in suite.trials]
         suite = dataclasses.replace(suite, trials=trials)
     executor = make_executor(args.executor, args.executor_opt)  # bad options fail before anything runs
+    if args.pack:
+        if args.executor != "local" or placement is not None:
+            raise BenchError("--pack runs trials side by side on this machine: it takes --executor local and no --nnodes")
+        executor = PackingExecutor()
     if args.dry_run:
-        print_plan(plan(suite, args.results / suite.name, args.force))
+        entries = plan(suite, args.results / suite.name, args.force)
+        print_plan(entries)
+        if isinstance(executor, PackingExecutor):
+            waves = executor.plan([t.config for t, action in entries if action.startswith("run")])
+            print(executor.summary(waves))
+            for i, wave in enumerate(waves, 1):
+                if len(wave.slots) > 1:
+                    print(f"wave {i}: " + ", ".join(f"{s.trial_id} on cores {packing.cpuset(s.cores)}" for s in wave.slots))
         return 0
     outcome = run_sweep(
         suite, args.results, force=args.force, progress=not args.no_progress, executor=executor,
@@ -318,6 +331,9 @@ def build_parser() -> argparse.ArgumentParser:
                          "or submitit's local executor (tests, trying a set-up)")  # fmt: skip
     sw.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
                     help="a submitit parameter, e.g. partition=gpu, time=60, gpus_per_node=8 (slurm); timeout_min=30 (submitit-local)")  # fmt: skip
+    sw.add_argument("--pack", action="store_true",
+                    help="run trials that fit side by side at once, on disjoint cores (and GPUs); off by default, "
+                         "and sequential on a machine without cores to spare (e.g. 2)")  # fmt: skip
     sw.set_defaults(func=_cmd_sweep)
     for sp in (run, sw):
         sp.add_argument("--launch", choices=START_METHODS, default=DEFAULT_START_METHOD,

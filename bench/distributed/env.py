@@ -65,6 +65,19 @@ def parse_cpuset(text: str) -> set[int]:
     return out
 
 
+def confine(cores: set[int]) -> None:
+    """Restrict every thread of this process to `cores`: the calling one, the threads it
+    starts later, and those already running (a forked rank inherits jemalloc's background
+    thread, which would otherwise keep the whole machine)."""
+    os.sched_setaffinity(0, cores)
+    tasks = Path("/proc/self/task")
+    for task in tasks.iterdir() if tasks.is_dir() else ():
+        try:
+            os.sched_setaffinity(int(task.name), cores)
+        except OSError:
+            continue  # the thread exited meanwhile
+
+
 def pin_cores(local_rank: int, local_world_size: int) -> list[int] | None:
     """Pin the calling thread to this rank's own equal slice of the allowed cores, when every rank gets one.
 
@@ -138,7 +151,7 @@ def init_rank(device: str, threads: int | None, *, flight_recorder: bool = True,
     if os.environ.get(CPUSET_ENV) and hasattr(os, "sched_setaffinity"):
         # A packed trial: its ranks (and their backend threads) share only its cores, so
         # the pinning below slices those.
-        os.sched_setaffinity(0, parse_cpuset(os.environ[CPUSET_ENV]))
+        confine(parse_cpuset(os.environ[CPUSET_ENV]))
     local_world = int(os.environ.get("LOCAL_WORLD_SIZE", world_size))
     pinned = None
     if device == "cpu" and pin == "all":

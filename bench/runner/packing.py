@@ -54,10 +54,13 @@ class Wave:
         return [s.trial_id for s in self.slots if s.trial_id != trial_id]
 
 
-def plan(demands: list[Demand], cores: list[int], gpus: list[int] | None = None) -> list[Wave]:
-    """Waves of trials in suite order; every trial appears in exactly one wave."""
+def plan(demands: list[Demand], cores: list[int], gpus: list[int] | None = None, *, reserve: int = RESERVED_CORES) -> list[Wave]:
+    """Waves of trials in suite order; every trial appears in exactly one wave.
+
+    `reserve`: cores kept back for the launchers once trials share the machine (tests set 0
+    to pack on a 2-core machine)."""
     gpus = gpus or []
-    usable = cores[: max(1, len(cores) - RESERVED_CORES)]
+    usable = cores[: max(1, len(cores) - reserve)]
     waves: list[Wave] = []
     current: list[Slot] = []
     free_cores, free_gpus = list(usable), list(gpus)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import traceback
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +90,15 @@ def base_row(cfg: TrialConfig, run_id: str, strategy_params: list[dict[str, Any]
     }
 
 
+def packed_columns(cfg: TrialConfig, packed_with: Sequence[str]) -> dict[str, Any]:
+    """`packed_with`, and for a packed trial a history key of its own: its timings compete
+    with its neighbours' and compare only with other packed rows."""
+    out: dict[str, Any] = {"packed_with": list(packed_with)}
+    if packed_with:
+        out["history_key"] = history_key({**cfg.case(), "packed": True}, environment())
+    return out
+
+
 def _network_columns(cfg: TrialConfig) -> dict[str, Any]:
     spec = parse_network(cfg.network) if cfg.network is not None else None
     return {
@@ -122,14 +132,17 @@ def run_trial(
     *,
     launch_method: str = DEFAULT_START_METHOD,
     placement: Placement | None = None,
+    packed_with: Sequence[str] = (),
 ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """Launch `cfg` on its ranks (`launch_method`: spawn or forkserver) and return (trial
     row, per-collective rows).
 
     Across real nodes (`placement`), only the node holding global rank 0 gets a row; the
-    others get (None, []).
+    others get (None, []). `packed_with`: the trials running beside this one on other cores
+    (`bench.runner.packing`), recorded in the row.
     """
-    base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method, "packed_with": []}
+    base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method}
+    base.update(packed_columns(cfg, packed_with))
     if cfg.network is not None:
         try:
             result = launch_in_namespaces(cfg, log_dir)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,3 +63,51 @@ def test_cpuset_round_trips_and_pins_a_process_to_it() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip().splitlines()[-1] == f"[{core}]"
+
+
+def test_demands_follow_ranks_threads_and_devices() -> None:
+    from bench.contracts import TrialConfig
+    from bench.runner.executors import demand
+
+    def cfg(**kw: object) -> TrialConfig:
+        return TrialConfig(suite="s", strategy="baseline", model="gpt2-tiny", workload="train", **kw)  # type: ignore[arg-type]
+
+    assert demand(cfg(world_size=2, threads_per_rank=3), 16) == Demand(cfg(world_size=2, threads_per_rank=3).trial_id, 6)
+    assert demand(cfg(world_size=2), 16).cores == 16  # threads default to the machine shared by the ranks
+    assert demand(cfg(world_size=4, threads_per_rank=1, device="cuda"), 64).gpus == 4
+    assert demand(cfg(world_size=2, threads_per_rank=1, nnodes=2), 64).cores == 64  # across nodes: alone
+
+
+def test_pack_says_it_stays_sequential_on_two_cores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.cli import main
+    from bench.runner.executors import PackingExecutor
+
+    suite = tmp_path / "s.toml"
+    suite.write_text('[matrix]\nstrategies = ["baseline"]\nmodels = ["none"]\nworkloads = ["collectives"]\n'
+                     '"options.size_bytes" = [1024, 2048]\n[settings]\nthreads_per_rank = 1\n')  # fmt: skip
+    assert main(["sweep", str(suite), "--pack", "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    cores = len(PackingExecutor().cores)
+    if cores == 2:
+        assert "packing: no two trials fit side by side on 2 cores (1 kept for the launchers" in out
+    assert main(["sweep", str(suite), "--pack", "--executor", "submitit-local", "--results", str(tmp_path)]) == 2
+    assert "--pack runs trials side by side on this machine" in capsys.readouterr().err
+
+
+def test_a_wave_child_that_wrote_nothing_gives_a_failed_row(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from bench.contracts import TrialConfig
+    from bench.runner.executors import TrialJob, _child_rows
+    from bench.runner.suite import NO_MODEL, Trial
+    from bench.strategies import parse
+
+    cfg = TrialConfig(suite="s", strategy="baseline", model=NO_MODEL, workload="collectives")
+    job = TrialJob(Trial(cfg, parse("baseline"), None), tmp_path / "logs")
+    (tmp_path / "child.log").write_text("Traceback ...\nMemoryError\n")
+    row, comm = _child_rows(job, "r", SimpleNamespace(returncode=-9), tmp_path, ["other"])  # type: ignore[arg-type]
+    assert (row["status"], row["error_class"], comm) == ("failed", "job", [])
+    assert "killed by signal 9" in row["error"] and row["stderr_tail"].endswith("MemoryError")
+    assert row["packed_with"] == ["other"]
+    row, _ = _child_rows(job, "r", SimpleNamespace(returncode=-9), tmp_path, [], overran=True)  # type: ignore[arg-type]
+    assert "killed after timeout_s + 5 min" in row["error"] and row["packed_with"] == []
