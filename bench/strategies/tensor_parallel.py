@@ -136,12 +136,12 @@ def block_plan(family: str, *, sp: bool) -> dict[str, Any]:
     if not sp:
         return plan
     e = EDGES[family]
-    gather_kw = {e.attn_kwarg: Shard(1)} if e.attn_kwarg else None
-    plan[e.attn] = (
-        PrepareModuleInput(input_kwarg_layouts=gather_kw, desired_input_kwarg_layouts={e.attn_kwarg: Replicate()})
-        if e.attn_kwarg
-        else PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),))
-    )
+    gather = PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),))
+    if e.attn_kwarg:  # Llama's decoder layer passes attention its hidden states by keyword
+        kw = e.attn_kwarg
+        plan[e.attn] = PrepareModuleInput(input_kwarg_layouts={kw: Shard(1)}, desired_input_kwarg_layouts={kw: Replicate()})
+    else:
+        plan[e.attn] = gather
     plan[e.mlp] = PrepareModuleInput(input_layouts=(Shard(1),), desired_input_layouts=(Replicate(),))
     for norm in e.norms:
         plan[norm] = SequenceParallel()
