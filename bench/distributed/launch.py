@@ -55,6 +55,9 @@ class Placement:
     rdzv_endpoint: str
 
 
+_SILENT_EXIT = "exited without a Python traceback or error file"
+
+
 class TrialTimeout(Exception):
     """Raised in the parent when ranks outlive the trial's timeout; the agent then kills them."""
 
@@ -113,7 +116,8 @@ def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> tuple[int
     # exiting when the agent saw its peer fail and stopped the group. Its error file
     # (attempt_N/<rank>/error.json, written before it exits) tells the real cause.
     rank, failure = failures[0]
-    for other, cause in _sibling_errors(failure.error_file):
+    siblings = _sibling_errors(failure.error_file)
+    for other, cause in siblings:
         if other not in exc.failures and not any(s in cause for s in _SECONDARY):
             return other, _tail(cause)
     # A rank killed by a signal writes no error file, and the agent may have collected its
@@ -122,6 +126,13 @@ def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> tuple[int
     for other in isolation.fatally_signalled(log_dir) if log_dir is not None else []:
         if other not in exc.failures:
             return other, isolation.fatal_signal(isolation.stderr_tail(log_dir, other) or "") or "fatal signal"
+    # A rank that left neither an error file nor a fatal-signal report exited on its own
+    # (os._exit, exit() in native code): the peer that saw its connection close is not the cause.
+    reported = set(exc.failures) | {r for r, _ in siblings}
+    for other in sorted(isolation.rank_pids(log_dir)) if log_dir is not None else []:
+        if other not in reported:
+            return other, (f"rank {other} {_SILENT_EXIT} (os._exit, sys.exit in native code); its exit code "
+                           "went to the fork server, not the launcher")  # fmt: skip
     return rank, _tail(text(failure))
 
 
@@ -144,8 +155,8 @@ def _classify(exc: ChildFailedError, rank: int, error: str, log_dir: Path) -> tu
     """(error class, stderr tail) of the root-cause rank."""
     failure = exc.failures.get(rank)
     tail = isolation.stderr_tail(log_dir, rank)
-    if failure is None:  # found through a sibling's error file: it raised
-        return isolation.classify(None, True, error, tail), tail
+    if failure is None:  # found through a sibling's error file (it raised), or its stderr, or its silence
+        return isolation.classify(None, _SILENT_EXIT not in error, error, tail), tail
     return isolation.classify(failure.exitcode, isinstance(failure.message, dict), error, tail), tail
 
 
