@@ -213,18 +213,23 @@ RUN_VARYING = frozenset(
     | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "device", "phases")}
     | {c.name for c in TRIAL_COLUMNS if c.name.startswith("mem_")}  # sampled RSS and allocator peaks
     | {"comm_time_s_per_step", "comm_overlap_fraction", "algbw_Bps", "busbw_Bps"}  # profiler and latency timings
-    # The window's start barrier: its few bytes land on whichever rank's socket the arrival
-    # order picks (seen: [12.0, 2.4] and [7.2, 7.2] B/step for one infer trial); the sum is fixed.
-    | {"wire_bytes_per_step_per_rank"}
+    # Kernel counters of the window: the start barrier's few bytes land on whichever rank's
+    # socket the arrival order picks (seen: [12.0, 2.4] and [7.2, 7.2] B/step for one infer
+    # trial), and the store's own traffic may fall inside the window: the sum differed by
+    # 2.4-9.6 B/step of ~6-12 MB/step (< 1e-6) between two runs of one trial.
+    | {c.name for c in TRIAL_COLUMNS if c.name.startswith(("wire_", "link_"))}
 )
+# Entries of a row's `metrics` JSON that describe the run, not the trial: timings (`*_s`) and
+# whether infer's reference outputs were computed or read from the cache (run order decides).
+RUN_VARYING_METRICS = ("reference_cache",)
 
 
 def deterministic_view(row: dict) -> dict:
-    """A row without its `RUN_VARYING` columns, and its `metrics` JSON without timings (keys in `_s`)."""
+    """A row without its `RUN_VARYING` columns, and its `metrics` JSON without `RUN_VARYING_METRICS` or timings (keys in `_s`)."""
     out = {k: v for k, v in row.items() if k not in RUN_VARYING}
     if isinstance(out.get("metrics"), str):
         metrics = json.loads(out["metrics"])
-        out["metrics"] = {k: v for k, v in metrics.items() if not k.endswith("_s")}
+        out["metrics"] = {k: v for k, v in metrics.items() if not k.endswith("_s") and k not in RUN_VARYING_METRICS}
     return out
 
 
