@@ -18,10 +18,11 @@ pytestmark = pytest.mark.multirank
 @record
 def overlap_of_two_steps(_: Any) -> dict[str, Any]:
     """`exposed`: a blocking all_reduce, then compute. `hidden`: the same all_reduce issued
-    asynchronously and waited for after compute that outlasts it (a 4 KB message against
-    ~0.3 s of matmuls)."""
+    asynchronously and waited for after compute that outlasts it (a 16 MB message, ~10-30 ms
+    on loopback, against ~0.3 s of matmuls). A tiny message could finish before the first
+    matmul once gloo's threads have cores of their own (`pin="compute"`): then nothing overlaps."""
     env = init_rank("cpu", None)
-    message, x = torch.ones(1 << 10), torch.randn(384, 384)
+    message, x = torch.ones(1 << 22), torch.randn(384, 384)
 
     def compute() -> None:
         for _ in range(120):
