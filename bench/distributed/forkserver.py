@@ -10,19 +10,16 @@ The server captures its working directory, `sys.path` and environment when it st
 and its children inherit those, not the parent's at launch time. So it is keyed by them:
 when any differs from what the running server started with, it is stopped and started
 again (a test that sets an environment variable gets a server that has it). A launch's
-own `env` is applied in each rank by `_with_env`, so it never restarts the server.
+own `env` is applied in each rank (`isolation.RankEntry`), so it never restarts the server.
 """
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import multiprocessing
 import multiprocessing.forkserver as mpf
 import os
 import sys
-from collections.abc import Callable
-from typing import Any
 
 from bench.errors import BenchError
 from bench.system import boottime
@@ -105,17 +102,3 @@ def _noop() -> None:
     pass
 
 
-def _with_env(entry: Callable[..., Any], env: dict[str, str], *args: Any) -> Any:
-    """Run in the rank: apply the launch's own environment, then the real entry point."""
-    os.environ.update(env)
-    return entry(*args)
-
-
-def prepare(entry: Callable[..., Any], env: dict[str, str]) -> Callable[..., Any]:
-    """Make sure the server runs with this process's environment and return the entry point
-    a forked rank runs: `entry`, after the launch's `env` has been set in the rank."""
-    ensure_started()
-    if not env:
-        return entry
-    # torchelastic names the agent's workers after `entry.__name__`: a bare partial has none.
-    return functools.update_wrapper(functools.partial(_with_env, entry, dict(env)), entry)

@@ -90,17 +90,23 @@ def _launched_by(parent: int, launcher_pid: int) -> bool:
 
 
 class RankEntry:
-    """Picklable wrapper a rank runs: isolation set-up, then the real entry."""
+    """Picklable wrapper a rank runs: the launch's environment, isolation set-up, then the real entry.
 
-    def __init__(self, entry: Callable[[Any], Any], log_dir: Path) -> None:
+    `env` is set again inside the rank because a rank forked from the fork server inherits
+    the server's environment, not the launcher's at launch time.
+    """
+
+    def __init__(self, entry: Callable[[Any], Any], log_dir: Path, env: dict[str, str] | None = None) -> None:
         self.entry = entry
         self.log_dir = log_dir
+        self.env = dict(env or {})
         self.launcher_pid = os.getpid()
         # torchelastic names the job (and its error records) after the entry
         self.__name__ = getattr(entry, "__name__", "rank_entry")
         self.__qualname__ = getattr(entry, "__qualname__", self.__name__)
 
     def __call__(self, payload: Any) -> Any:
+        os.environ.update(self.env)
         _set_parent_death_signal(self.launcher_pid)
         os.setpgid(0, 0)
         faulthandler.register(STACK_SIGNAL, file=sys.stderr, all_threads=True)

@@ -228,7 +228,7 @@ def launch(
     # full mask. `init_rank` sets the real count after pinning; those workers inherit it.
     env = {"OMP_NUM_THREADS": "1", **(env or {})}
     if start_method == "forkserver":
-        entry = forkserver.prepare(entry, env)
+        forkserver.ensure_started()
     log_dir.mkdir(parents=True, exist_ok=True)
     if nnodes > 1 and not (rdzv_endpoint and run_id):
         raise ValueError("a launch across nodes needs the rendezvous endpoint and a run id shared by all nodes")
@@ -253,7 +253,7 @@ def launch(
     t0, c0 = time.perf_counter(), time.process_time()
     try:
         with _Alarm(timeout_s, log_dir):
-            result.outputs = dict(elastic_launch(config, isolation.RankEntry(entry, log_dir))(payload))
+            result.outputs = dict(elastic_launch(config, isolation.RankEntry(entry, log_dir, env))(payload))
         if nnodes > 1:
             result.outputs, result.holds_rank0 = ungather(result.outputs)
     except ChildFailedError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.distributed import forkserver
+from bench.distributed import forkserver, isolation
 
 
 def test_the_key_follows_environment_cwd_and_path_but_not_pytest_or_torchelastic_bookkeeping(
@@ -24,17 +24,26 @@ def test_the_key_follows_environment_cwd_and_path_but_not_pytest_or_torchelastic
     assert forkserver._fingerprint() != key
 
 
-def test_a_launch_env_is_set_in_the_rank_without_restarting_the_server(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(forkserver, "ensure_started", lambda: 0.0)
+def test_a_launch_env_is_set_in_the_rank_without_restarting_the_server(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # The rank's wrapper sets the launch's env itself: a forked rank has the server's env.
+    monkeypatch.setattr(isolation, "_set_parent_death_signal", lambda pid: None)
+    monkeypatch.setattr(isolation.os, "setpgid", lambda pid, pgid: None)
+    monkeypatch.setattr(isolation.faulthandler, "register", lambda *a, **k: None)
+    key = forkserver._fingerprint()
 
     def entry(x: int) -> tuple[int, str | None]:
         return x + 1, os.environ.get("COMMBENCH_TEST_LAUNCH_ENV")
 
-    assert forkserver.prepare(entry, {}) is entry
-    wrapped = forkserver.prepare(entry, {"COMMBENCH_TEST_LAUNCH_ENV": "on"})
+    wrapped = isolation.RankEntry(entry, tmp_path, {"COMMBENCH_TEST_LAUNCH_ENV": "on"})
+    assert wrapped.__name__ == "entry"  # torchelastic names the workers after it
     monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV", raising=False)
-    assert wrapped(1) == (2, "on")
-    monkeypatch.delenv("COMMBENCH_TEST_LAUNCH_ENV")
+    try:
+        assert wrapped(1) == (2, "on")
+    finally:
+        os.environ.pop("COMMBENCH_TEST_LAUNCH_ENV", None)
+    assert forkserver._fingerprint() == key  # nothing of the launch's env reaches the server's key
 
 
 def test_the_isolation_oracle_sees_a_patch_left_in_its_process(monkeypatch: pytest.MonkeyPatch) -> None:
