@@ -23,7 +23,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from torch.distributed.elastic.multiprocessing import DefaultLogsSpecs, Std
 from torch.distributed.elastic.multiprocessing.api import SignalException
@@ -53,9 +53,6 @@ class Placement:
     nnodes: int
     node_rank: int
     rdzv_endpoint: str
-
-
-_SILENT_EXIT = "exited without a Python traceback or error file"
 
 
 class TrialTimeout(Exception):
@@ -104,14 +101,24 @@ def _failure_text(f: Any) -> str:
     return str(msg) or f"exit code {f.exitcode}"
 
 
-def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> tuple[int, str]:
+class RootCause(NamedTuple):
+    """The rank that failed first, its error text, and where that was found: the agent's
+    collected `failure`, a rank's `error_file`, a `fatal_signal` report in its stderr, or
+    its `silence` (gone with neither)."""
+
+    rank: int
+    error: str
+    found_in: str
+
+
+def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> RootCause:
     failures = sorted(exc.failures.items(), key=lambda kv: kv[1].timestamp)
     text = _failure_text
 
     primary = [kv for kv in failures if not any(s in text(kv[1]) for s in _SECONDARY)]
     if primary:
         rank, failure = primary[0]
-        return rank, _tail(text(failure))
+        return RootCause(rank, _tail(text(failure)), "failure")
     # Only a secondary error was collected: the rank that failed first may still have been
     # exiting when the agent saw its peer fail and stopped the group. Its error file
     # (attempt_N/<rank>/error.json, written before it exits) tells the real cause.
@@ -119,21 +126,22 @@ def _root_cause(exc: ChildFailedError, log_dir: Path | None = None) -> tuple[int
     siblings = _sibling_errors(failure.error_file)
     for other, cause in siblings:
         if other not in exc.failures and not any(s in cause for s in _SECONDARY):
-            return other, _tail(cause)
+            return RootCause(other, _tail(cause), "error_file")
     # A rank killed by a signal writes no error file, and the agent may have collected its
     # peer first (under the fork server a death reaches the agent one hop later). Its stderr
     # holds faulthandler's "Fatal Python error: <signal>" (torchelastic's `record` enables it).
     for other in isolation.fatally_signalled(log_dir) if log_dir is not None else []:
         if other not in exc.failures:
-            return other, isolation.fatal_signal(isolation.stderr_tail(log_dir, other) or "") or "fatal signal"
+            return RootCause(other, isolation.fatal_signal(isolation.stderr_tail(log_dir, other) or "") or "fatal signal", "fatal_signal")
     # A rank that left neither an error file nor a fatal-signal report exited on its own
     # (os._exit, exit() in native code): the peer that saw its connection close is not the cause.
     reported = set(exc.failures) | {r for r, _ in siblings}
     for other in sorted(isolation.rank_pids(log_dir)) if log_dir is not None else []:
         if other not in reported:
-            return other, (f"rank {other} {_SILENT_EXIT} (os._exit, sys.exit in native code); its exit code "
-                           "went to the fork server, not the launcher")  # fmt: skip
-    return rank, _tail(text(failure))
+            return RootCause(other, f"rank {other} exited without a Python traceback or error file (os._exit, "
+                                    "sys.exit in native code); its exit code went to the fork server, not the launcher",
+                             "silence")  # fmt: skip
+    return RootCause(rank, _tail(text(failure)), "failure")
 
 
 def _sibling_errors(error_file: str) -> list[tuple[int, str]]:
@@ -151,13 +159,14 @@ def _sibling_errors(error_file: str) -> list[tuple[int, str]]:
     return found
 
 
-def _classify(exc: ChildFailedError, rank: int, error: str, log_dir: Path) -> tuple[str, str | None]:
+def _classify(exc: ChildFailedError, cause: RootCause, log_dir: Path) -> tuple[str, str | None]:
     """(error class, stderr tail) of the root-cause rank."""
-    failure = exc.failures.get(rank)
-    tail = isolation.stderr_tail(log_dir, rank)
-    if failure is None:  # found through a sibling's error file (it raised), or its stderr, or its silence
-        return isolation.classify(None, _SILENT_EXIT not in error, error, tail), tail
-    return isolation.classify(failure.exitcode, isinstance(failure.message, dict), error, tail), tail
+    tail = isolation.stderr_tail(log_dir, cause.rank)
+    if cause.found_in == "failure":
+        failure = exc.failures[cause.rank]
+        return isolation.classify(failure.exitcode, isinstance(failure.message, dict), cause.error, tail), tail
+    # Not collected by the agent, so its exit code is unknown: an error file means it raised.
+    return isolation.classify(None, cause.found_in == "error_file", cause.error, tail), tail
 
 
 class _Alarm:
@@ -257,8 +266,9 @@ def launch(
         if nnodes > 1:
             result.outputs, result.holds_rank0 = ungather(result.outputs)
     except ChildFailedError as exc:
-        result.failed_rank, result.error = _root_cause(exc, log_dir)
-        result.error_class, result.stderr_tail = _classify(exc, result.failed_rank, result.error, log_dir)
+        cause = _root_cause(exc, log_dir)
+        result.failed_rank, result.error = cause.rank, cause.error
+        result.error_class, result.stderr_tail = _classify(exc, cause, log_dir)
     except TrialTimeout as exc:
         result.timed_out, result.error, result.error_class = True, str(exc), "timeout"
         result.stderr_tail = isolation.stack_dumps(log_dir, nprocs)
