@@ -13,24 +13,11 @@ from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_results
 from bench.storage.schema import RUN_VARYING
 from tests.plugins.faults import die_in_job
+from tests.suites import one_step_suite
 
 pytestmark = pytest.mark.multirank
 
-SUITE = """
-name = "jobs"
-plugins = ["tests.plugins.faults"]
-[matrix]
-strategies = ["baseline", "fault(kind=raise)"]
-models = ["gpt2-tiny"]
-world_sizes = [2]
-[settings]
-steps = 1
-warmup_steps = 0
-batch_size = 2
-seq_len = 16
-eval_batches = 1
-profile_steps = 0
-"""
+SUITE = one_step_suite("jobs", ["baseline", "fault(kind=raise)"], plugins=["tests.plugins.faults"], eval_batches=1)
 # What differs between any two runs of one trial (`schema.RUN_VARYING`), plus the failed row's
 # texts (they name its run's log paths) and `metrics` (timings inside its JSON).
 VARYING = RUN_VARYING | {"stderr_tail", "error", "metrics"}

@@ -19,29 +19,18 @@ from bench.distributed.isolation import rank_pids
 from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_results
+from tests.suites import one_step_suite
 
 pytestmark = pytest.mark.multirank
 
 HANG_TIMEOUT_S = 15
-SUITE = f"""
-name = "faults"
-plugins = ["tests.plugins.faults"]
-[matrix]
-strategies = ["fault(kind=raise)", "fault(kind=sigsegv)", "fault(kind=exit)", "fault(kind=hang)", "fault(kind=oom)", "baseline"]
-models = ["gpt2-tiny"]
-world_sizes = [2]
-[settings]
-steps = 1
-warmup_steps = 0
-batch_size = 2
-seq_len = 16
-eval_batches = 0
-profile_steps = 0
-timeout_s = 300
-[[override]]
-match = {{ strategy = "fault(kind=hang)" }}
-timeout_s = {HANG_TIMEOUT_S}
-"""
+SUITE = one_step_suite(
+    "faults",
+    ["fault(kind=raise)", "fault(kind=sigsegv)", "fault(kind=exit)", "fault(kind=hang)", "fault(kind=oom)", "baseline"],
+    plugins=["tests.plugins.faults"],
+    timeout_s=300,
+    extra=f'[[override]]\nmatch = {{ strategy = "fault(kind=hang)" }}\ntimeout_s = {HANG_TIMEOUT_S}\n',
+)
 
 # strategy -> (error_class, failed_rank, text in `error`, text in `stderr_tail`)
 EXPECTED = {

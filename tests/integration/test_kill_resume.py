@@ -14,24 +14,12 @@ import pytest
 
 from bench.distributed.isolation import rank_pids
 from bench.storage.parquet import read_results, trial_files
+from tests.suites import one_step_suite
 
 pytestmark = pytest.mark.multirank
 
 ROOT = Path(__file__).resolve().parents[2]
-SUITE = """
-name = "killed"
-[matrix]
-strategies = ["baseline", "fp16_compress"]
-models = ["gpt2-tiny"]
-world_sizes = [2]
-[settings]
-steps = 1
-warmup_steps = 0
-batch_size = 2
-seq_len = 16
-eval_batches = 0
-profile_steps = 0
-"""
+SUITE = one_step_suite("killed", ["baseline", "fp16_compress"])
 WAIT_S = 600  # a loaded 2-core machine takes up to ~30 s per trial
 
 

@@ -13,6 +13,7 @@ from bench.runner.sweep import run_sweep
 from bench.runner.trial import run_trial
 from bench.storage.parquet import read_results
 from bench.storage.schema import PHASE_COLUMNS, deterministic_view
+from tests.suites import one_step_suite
 
 pytestmark = pytest.mark.multirank
 
@@ -39,23 +40,9 @@ def test_forkserver_rows_equal_spawn_rows_outside_timings(tmp_path: Path) -> Non
     assert rows["forkserver"]["phase_import_s"] < 0.5 * rows["spawn"]["phase_import_s"]
 
 
-SUITE = """
-name = "isolation"
-plugins = ["tests.plugins.patch_torch"]
-[matrix]
-strategies = ["patch_torch"]
-models = ["gpt2-tiny"]
-workloads = ["train"]
-world_sizes = [1, 2]
-[settings]
-steps = 1
-warmup_steps = 0
-batch_size = 2
-seq_len = 16
-eval_batches = 0
-profile_steps = 0
-timeout_s = 180
-"""
+SUITE = one_step_suite(
+    "isolation", ["patch_torch"], plugins=["tests.plugins.patch_torch"], workloads=["train"], world_sizes=[1, 2], timeout_s=180
+)
 
 
 def test_a_trial_that_patches_torch_leaves_no_trace_in_the_next(tmp_path: Path) -> None:
