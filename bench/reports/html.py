@@ -57,7 +57,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
     SectionSpec("collectives", "Per collective (rank 0)", lambda c: detail.collectives_section(c.trials, c.data),
                 "no collectives were recorded"),  # fmt: skip
     SectionSpec("problems", "Failed and skipped trials", lambda c: summary.problems(c.data),
-                "every trial ran"),  # fmt: skip
+                "the latest row of every trial is ok; earlier failed rows are in the run summary"),  # fmt: skip
     SectionSpec("history", "History across runs", lambda c: charts.history_section(c.data, c.thresholds),
                 "no trial was measured in two or more runs"),  # fmt: skip
 )

@@ -137,7 +137,7 @@ def _common_table(env: pd.DataFrame, common: list[str]) -> Table:
 
 
 def problems(data: ReportData) -> Section | None:
-    """Failed and skipped trials (latest row of each), with their reasons; None when every trial ran."""
+    """Failed and skipped trials (latest row of each), with their reasons; None when the latest row of every trial is ok."""
     bad = data.current[data.current["status"] != "ok"] if not data.current.empty else data.current
     if bad.empty:
         return None
