@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,12 +64,21 @@ def sliding_windows(n: int, window: int, stride: int) -> list[tuple[int, int, in
 
 
 @torch.no_grad()
-def perplexity(model: nn.Module, token_ids: torch.Tensor, window: int, stride: int, max_tokens: int | None) -> dict[str, Any]:
+def perplexity(
+    model: nn.Module,
+    token_ids: torch.Tensor,
+    window: int,
+    stride: int,
+    max_tokens: int | None,
+    on_window: Callable[[int, int, torch.Tensor], None] | None = None,
+) -> dict[str, Any]:
     """Sliding-window perplexity: exp(nll_sum / tokens) over the windows of `sliding_windows`.
 
     Uses the first `max_tokens` of `token_ids` (all for None). `model(input_ids=...)` must
     return an object with `.logits` ([1, len, vocab]). Returns nll_sum (nats), tokens
     (how many were scored, see `sliding_windows`), nll_mean (nats/token) and ppl.
+    `on_window(begin, end, logits)` sees every window's whole logits as the model gave them,
+    so a caller that needs some windows' logits (fidelity) does not run those windows again.
     """
     if window < 2 or not 1 <= stride <= window:
         raise ValueError(f"need window >= 2 and 1 <= stride <= window, got window={window}, stride={stride}")
@@ -76,7 +86,10 @@ def perplexity(model: nn.Module, token_ids: torch.Tensor, window: int, stride: i
     nll_sum, scored = 0.0, 0
     for begin, end, first in sliding_windows(ids.numel(), window, stride):
         chunk = ids[begin:end][None]
-        logits = at_least_fp32(model(input_ids=chunk).logits[0, first:-1])
+        out = model(input_ids=chunk).logits
+        if on_window is not None:
+            on_window(begin, end, out)
+        logits = at_least_fp32(out[0, first:-1])
         targets = chunk[0, first + 1 :]
         nll_sum += float(F.cross_entropy(logits, targets, reduction="sum"))
         scored += targets.numel()

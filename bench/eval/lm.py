@@ -1,16 +1,18 @@
 """Accuracy on text for the infer workload: its options, and the two text tasks (perplexity, sentence embeddings).
 
 A task knows what it measures on (token ids or sentences), the key of the reference outputs
-it needs (`bench.eval.reference`), how to compute those with the reference model, and how
-to score a candidate against them. Every score carries its protocol: the corpus, its
-SHA-256, tokens, window, stride, level and the reference's identity.
+it needs (`bench.eval.reference`), what a model outputs on those inputs (the reference's
+outputs are the same thing, computed once and cached) and how to compare a candidate's
+outputs with the reference's. Every score carries its protocol: the corpus, its SHA-256,
+tokens, window, stride, level and the reference's identity.
 """
 
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -23,6 +25,7 @@ from bench.eval.corpus import Corpus
 from bench.models.sizing import dense_bytes, sparse_bytes
 
 Autocast = Callable[[], AbstractContextManager[Any]]
+Outputs = dict[str, torch.Tensor]
 MIN_SENTENCE_WORDS = 8  # corpus lines shorter than this are headings or blank
 
 
@@ -67,13 +70,23 @@ class AccuracyTask(Protocol):
         """Everything that determines the reference outputs (hashed into their cache entry)."""
         ...
 
-    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        """The reference model's outputs this task scores candidates against."""
+    def outputs(self, model: nn.Module, autocast: Autocast) -> Outputs:
+        """What `model` gives on the task's inputs: the reference's are these, without autocast."""
         ...
 
-    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
-        """The candidate's accuracy against `ref`, with the protocol it was measured under."""
+    def compare(self, cand: Outputs, ref: Outputs) -> Accuracy:
+        """The candidate's accuracy from its outputs and the reference's, with the protocol it was measured under."""
         ...
+
+
+def reference(task: AccuracyTask, model: nn.Module) -> Outputs:
+    """The reference model's outputs, which candidates are compared with."""
+    return task.outputs(model, nullcontext)
+
+
+def score(task: AccuracyTask, model: nn.Module, ref: Outputs, autocast: Autocast) -> Accuracy:
+    """The candidate's accuracy against the reference's outputs `ref`."""
+    return task.compare(task.outputs(model, autocast), ref)
 
 
 def ids_sha256(*tensors: torch.Tensor) -> str:
@@ -86,32 +99,34 @@ def ids_sha256(*tensors: torch.Tensor) -> str:
 
 
 @torch.no_grad()
-def logits_of(model: nn.Module, inputs: list[torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+def logits_of(model: nn.Module, inputs: list[torch.Tensor], device: torch.device) -> Outputs:
     """The model's float32 logits on each input: `logits.0`, `logits.1`, ..."""
     return {f"logits.{i}": model(input_ids=ids.to(device)).logits.float() for i, ids in enumerate(inputs)}
 
 
-@torch.no_grad()
-def fidelity_to(
-    ref: dict[str, torch.Tensor], model: nn.Module, inputs: list[torch.Tensor], device: torch.device, autocast: Autocast
-) -> dict[str, Any]:
-    """Mean KL(reference || model) of next-token distributions and top-1 agreement, over every position of `inputs`."""
-    if not inputs:
+def fidelity_between(cand: Outputs, ref: Outputs, count: int) -> dict[str, Any]:
+    """Mean KL(reference || candidate) of next-token distributions and top-1 agreement, over
+    every position of the logits `logits.0` .. `logits.{count - 1}` of both."""
+    if not count:
         return {}
     kl_sum, agree_sum, positions = 0.0, 0.0, 0
-    for i, ids in enumerate(inputs):
-        with autocast():
-            cand = model(input_ids=ids.to(device)).logits.float()
-        r = ref[f"logits.{i}"].to(cand.device)
-        f = fidelity(r.reshape(-1, r.shape[-1]), cand.reshape(-1, cand.shape[-1]))
-        n = ids.numel()
+    for i in range(count):
+        c = cand[f"logits.{i}"]
+        r = ref[f"logits.{i}"].to(c.device)
+        f = fidelity(r.reshape(-1, r.shape[-1]), c.reshape(-1, c.shape[-1]))
+        n = c.shape[:-1].numel()
         kl_sum, agree_sum, positions = kl_sum + f["kl_mean"] * n, agree_sum + f["top1_agreement"] * n, positions + n
     return {"kl_mean": kl_sum / positions, "top1_agreement": agree_sum / positions}
 
 
 @dataclass(kw_only=True)
 class CorpusPerplexity:
-    """Causal LMs on a corpus: sliding-window perplexity, and KL / top-1 against the reference on its first windows."""
+    """Causal LMs on a corpus: sliding-window perplexity, and KL / top-1 against the reference on its first windows.
+
+    A fidelity window that is also a perplexity window (window starts a multiple of the
+    stride: all of them with the default stride) takes its logits from the perplexity pass,
+    so it costs no forward of its own.
+    """
 
     opts: CorpusOptions
     corpus: Corpus
@@ -126,11 +141,12 @@ class CorpusPerplexity:
         ids = read_corpus(corpus.path, tokenizer, opts.max_tokens)
         return cls(opts=opts, corpus=corpus, ids=ids, device=device, reference_id=reference_id)
 
-    def chunks(self) -> list[torch.Tensor]:
-        """The fidelity windows: consecutive `window`-token slices from the start, as [1, len] batches."""
+    def spans(self) -> list[tuple[int, int]]:
+        """The fidelity windows: (begin, end) of consecutive `window`-token slices from the start."""
         window, _ = self.opts.window_stride
-        chunks = [self.ids[i : i + window] for i in range(0, self.ids.numel() - 1, window)][: self.opts.fidelity_windows]
-        return [c[None] for c in chunks if c.numel() > 1]
+        n = self.ids.numel()
+        spans = [(i, min(i + window, n)) for i in range(0, n - 1, window)][: self.opts.fidelity_windows]
+        return [(b, e) for b, e in spans if e - b > 1]
 
     def protocol(self) -> dict[str, Any]:
         window, stride = self.opts.window_stride
@@ -142,32 +158,42 @@ class CorpusPerplexity:
             "max_tokens": self.opts.max_tokens,
             "window": window,
             "stride": stride,
-            "fidelity_windows": len(self.chunks()),
-            "fidelity_positions": sum(c.numel() for c in self.chunks()),
+            "fidelity_windows": len(self.spans()),
+            "fidelity_positions": sum(e - b for b, e in self.spans()),
             "reference": self.reference_id,
         }
 
     def key(self) -> dict[str, Any]:
         return {"task": "corpus-perplexity", "ids_sha256": ids_sha256(self.ids), **self.protocol()}
 
-    def _perplexity(self, model: nn.Module) -> dict[str, Any]:
+    @torch.no_grad()
+    def outputs(self, model: nn.Module, autocast: Autocast) -> Outputs:
+        """The perplexity sums, and the fidelity windows' float32 logits (`logits.0`, ...)."""
         window, stride = self.opts.window_stride
-        return perplexity(model, self.ids.to(self.device), window=window, stride=stride, max_tokens=None)
+        spans = self.spans()
+        logits: dict[int, torch.Tensor] = {}
 
-    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        ppl = self._perplexity(model)
-        sums = {"nll_sum": torch.tensor(ppl["nll_sum"], dtype=torch.float64), "tokens": torch.tensor(ppl["tokens"])}
-        return {**sums, **logits_of(model, self.chunks(), self.device)}
+        def keep(begin: int, end: int, out: torch.Tensor) -> None:
+            if (begin, end) in spans:
+                logits[spans.index((begin, end))] = out.float()
 
-    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
         with autocast():
-            ppl = self._perplexity(model)
-        fid = fidelity_to(ref, model, self.chunks(), self.device, autocast)
+            ppl = perplexity(model, self.ids.to(self.device), window=window, stride=stride, max_tokens=None, on_window=keep)
+            for i, (b, e) in enumerate(spans):
+                if i not in logits:
+                    logits[i] = model(input_ids=self.ids[b:e][None].to(self.device)).logits.float()
+        sums = {"nll_sum": torch.tensor(ppl["nll_sum"], dtype=torch.float64), "tokens": torch.tensor(ppl["tokens"])}
+        return {**sums, **{f"logits.{i}": logits[i] for i in range(len(spans))}}
+
+    def compare(self, cand: Outputs, ref: Outputs) -> Accuracy:
+        tokens = int(cand["tokens"])
+        ppl = math.exp(float(cand["nll_sum"]) / tokens) if tokens else float("nan")
+        fid = fidelity_between(cand, ref, len(self.spans()))
         reference_ppl = torch.exp(ref["nll_sum"] / ref["tokens"]).item()
         return Accuracy(
-            perplexity=ppl["ppl"], perplexity_tokens=ppl["tokens"], reference_perplexity=reference_ppl,
+            perplexity=ppl, perplexity_tokens=tokens, reference_perplexity=reference_ppl,
             kl_mean=fid.get("kl_mean"), top1_agreement=fid.get("top1_agreement"),
-            protocol={**self.protocol(), "tokens_scored": ppl["tokens"]},
+            protocol={**self.protocol(), "tokens_scored": tokens},
         )  # fmt: skip
 
 
@@ -218,17 +244,13 @@ class SentenceEmbeddings:
         return {"task": "sentence-embeddings", "ids_sha256": ids_sha256(*self.batch.values()), **self.protocol()}
 
     @torch.no_grad()
-    def _embed(self, model: nn.Module) -> torch.Tensor:
+    def outputs(self, model: nn.Module, autocast: Autocast) -> Outputs:
         batch = {k: v.to(self.device) for k, v in self.batch.items()}
-        return mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])
-
-    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return {"embeddings": self._embed(model)}
-
-    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: Autocast) -> Accuracy:
         with autocast():
-            cand = self._embed(model)
-        cos = embedding_cosine(ref["embeddings"].to(cand.device), cand)
+            return {"embeddings": mean_pool(model(**batch).last_hidden_state.float(), batch["attention_mask"])}
+
+    def compare(self, cand: Outputs, ref: Outputs) -> Accuracy:
+        cos = embedding_cosine(ref["embeddings"].to(cand["embeddings"].device), cand["embeddings"])
         return Accuracy(embedding_cosine=float(cos.mean()), protocol=self.protocol())
 
 

@@ -27,7 +27,7 @@ import torch
 from bench import cache
 from bench.config import canonical_json
 
-FORMAT = 1  # bump when what an entry holds, or how it is computed, changes
+FORMAT = 2  # bump when what an entry holds, or how it is computed, changes (2: held-out entries hold eval_loss)
 Outputs = dict[str, torch.Tensor]
 
 

@@ -61,6 +61,11 @@ def evaluate(
     it returns None on ranks that do not hold the loss, whose accuracy is then empty.
     """
     loss = evaluate_loss(model, held_out, device, loss_of) if held_out else None
+    return held_out_accuracy(chain, held_out, loss)
+
+
+def held_out_accuracy(chain: MarkovChain, held_out: list[LMBatch], loss: float | None) -> Accuracy:
+    """A mean held-out `loss` (None: not on this rank) beside the Bayes floor on the same batches."""
     if loss is None:
         return Accuracy(entropy_rate=chain.entropy_rate())
     floors = [bayes_loss(chain, b) for b in held_out]

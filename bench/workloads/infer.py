@@ -44,10 +44,11 @@ from bench.trackers import phases
 from bench.trackers.latency import sync
 from bench.trackers.window import Window
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate, synthetic_protocol
+from bench.workloads.common import batches, build_state, evaluate_loss, held_out_accuracy, synthetic_protocol
 from bench.workloads.data import LMBatch, MarkovChain
 
 GENERATE_REPEATS = 3
+ACCURACY_PHASES = (Phase.MODEL, Phase.PRECISION)  # the strategies infer applies: what can change accuracy
 # The accuracy columns each kind of model reports (null with the reason when they cannot be measured).
 _COLUMNS = {"causal": ("perplexity", "reference_perplexity", "kl_mean", "top1_agreement"), "embedding": ("embedding_cosine",)}
 
@@ -93,12 +94,16 @@ class HeldOut:
         ids = [b.input_ids for b in self.batches]
         return {"task": "held-out", "ids_sha256": lm.ids_sha256(*ids), **self.protocol()}
 
-    def reference(self, model: nn.Module) -> dict[str, torch.Tensor]:
-        return lm.logits_of(model, [b.input_ids for b in self.batches], self.device)
+    def outputs(self, model: nn.Module, autocast: lm.Autocast) -> lm.Outputs:
+        """The logits on the held-out batches (under `autocast`) and the model's own mean loss on them."""
+        with autocast():
+            logits = lm.logits_of(model, [b.input_ids for b in self.batches], self.device)
+        loss = evaluate_loss(model, self.batches, self.device) if self.batches else None
+        return {**logits, **({} if loss is None else {"eval_loss": torch.tensor(loss, dtype=torch.float64)})}
 
-    def score(self, model: nn.Module, ref: dict[str, torch.Tensor], autocast: lm.Autocast) -> Accuracy:
-        result = evaluate(model, self.chain, self.batches, self.device)
-        fid = lm.fidelity_to(ref, model, [b.input_ids for b in self.batches], self.device, autocast)
+    def compare(self, cand: lm.Outputs, ref: lm.Outputs) -> Accuracy:
+        result = held_out_accuracy(self.chain, self.batches, float(cand["eval_loss"]) if "eval_loss" in cand else None)
+        fid = lm.fidelity_between(cand, ref, len(self.batches))
         result.kl_mean, result.top1_agreement = fid.get("kl_mean"), fid.get("top1_agreement")
         result.protocol = self.protocol()
         return result
@@ -129,7 +134,7 @@ def _run_reference(task: lm.AccuracyTask, spec: ModelSpec, seed: int, device: to
     """Load a fresh uncompressed copy, run it, and let it go when this returns."""
     model, _ = load_model(spec, seed)
     with torch.inference_mode():
-        return task.reference(model.to(device).eval())
+        return lm.reference(task, model.to(device).eval())
 
 
 def reference_outputs(
@@ -152,7 +157,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     phases.mark("eval")  # the reference's outputs: computed, or read from the cache
     entry, reference_metrics = reference_outputs(task, spec, cfg.seed, env.device)
     phases.mark("build")
-    state = build_state(cfg, comp, env, (Phase.MODEL, Phase.PRECISION), model=model)
+    state = build_state(cfg, comp, env, ACCURACY_PHASES, model=model)
     # No other name may hold the uncompressed model: the window's start collects garbage and
     # trims the heap, so its peak is the candidate's alone.
     del model
@@ -168,17 +173,36 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
             forward, warmup=cfg.warmup_steps, steps=cfg.steps
         )
         generate = _generate(cfg, state, inputs["input_ids"]) if spec.causal else None
-        acc = _no_accuracy(spec, task) if isinstance(task, str) else task.score(model, reference.load(entry), state.autocast)
+        acc, source = _accuracy(task, comp, state, entry)
     return RankResult(
         rank=env.rank,
         window=window,
         tokens_per_step=int(inputs["input_ids"].numel()),
         accuracy=acc,
-        metrics={**state.metrics, **lm.model_sizes(model), **reference_metrics},
+        metrics={**state.metrics, **lm.model_sizes(model), **reference_metrics, **source},
         analytic_ops={},  # data-parallel inference issues no collectives
         parallel=Parallel(dp=env.world_size),
         generate=generate,
     )
+
+
+def _accuracy(
+    task: lm.AccuracyTask | str, comp: Composition, state: TrialState, entry: reference.Entry | None
+) -> tuple[Accuracy, dict[str, str]]:
+    """The candidate's accuracy, and where its outputs came from.
+
+    A composition with no MODEL or PRECISION strategy leaves the model as loaded: the
+    candidate is the reference, and its outputs are the reference's (computed the same way
+    on the same weights and inputs, so equal to the last bit; `tests/unit/test_accuracy.py`
+    holds it). Its forward pass over the corpus is not run a second time.
+    """
+    if isinstance(task, str):
+        return _no_accuracy(state.spec, task), {}
+    assert entry is not None  # reference_outputs gives an entry for every task
+    ref = reference.load(entry)
+    if not any(s.phase in ACCURACY_PHASES for s in comp.strategies):
+        return task.compare(ref, ref), {"accuracy_outputs": "reference (no model or precision strategy: it is the reference)"}
+    return lm.score(task, state.model, ref, state.autocast), {"accuracy_outputs": "candidate"}
 
 
 def _no_accuracy(spec: ModelSpec, reason: str) -> Accuracy:

@@ -97,6 +97,7 @@ def test_infer_accuracy_equals_a_plain_computation(rows: dict[str, pd.Series]) -
     assert protocol["metric"] == "held-out loss against the exact Bayes floor; KL and top-1 against the reference"
     assert protocol["reference"]["weights_source"] == row.weights_source == "random init of the gpt2-tiny config, seed 0"
     assert json.loads(row.metrics)["reference_cache"] == "computed"
+    assert json.loads(row.metrics)["accuracy_outputs"] == "candidate"  # pruned: its own forward passes
     assert row.measurement_version == MEASUREMENT_VERSION and not row.oversubscribed
     assert row.tokens_per_s == pytest.approx(2 * 32 / row.latency_p50_s)
 
@@ -172,6 +173,7 @@ def test_smollm2_perplexity_through_the_launcher_equals_a_plain_loop(tmp_path: P
     assert row.perplexity == pytest.approx(ppl, rel=1e-4)
     assert row.reference_perplexity == pytest.approx(row.perplexity, rel=1e-6)  # baseline is its reference
     assert row.kl_mean == pytest.approx(0.0, abs=1e-7) and row.top1_agreement == 1.0
+    assert json.loads(row.metrics)["accuracy_outputs"].startswith("reference")  # baseline: not run twice
     protocol = json.loads(row.accuracy_protocol)
     assert protocol["corpus"] == WIKITEXT and protocol["corpus_sha256"] == hashlib.sha256(corpus.path.read_bytes()).hexdigest()
     assert (protocol["window"], protocol["stride"], protocol["level"], protocol["tokens_scored"]) == (128, 64, "token", 255)

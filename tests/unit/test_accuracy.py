@@ -14,6 +14,7 @@ from torch import nn
 from bench.contracts import TrialConfig
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
 from bench.eval.corpus import Corpus
+from bench.eval import lm
 from bench.eval.lm import CorpusOptions, CorpusPerplexity
 from bench.workloads import WORKLOADS
 from tests.plain import perplexity_by_hand
@@ -97,24 +98,29 @@ def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
     assert _infer_options(window=16, stride=16).window_stride == (16, 16)
 
 
-@pytest.mark.parametrize("options, tokens, starts", [
-    ({"window": 16}, 99, list(range(0, 89, 8))),  # overlapping: every token but the first
-    ({"window": 16, "stride": 16}, 93, list(range(0, 97, 16))),  # disjoint: 7 windows, 7 unscored
-])  # fmt: skip
-def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int]) -> None:
+def _task(ids: torch.Tensor, **options: int) -> CorpusPerplexity:
     corpus = Corpus(name="counting", source="file", path=Path("counting.txt"), sha256="0" * 64)
-    task = CorpusPerplexity(
-        opts=_infer_options(**options, fidelity_windows=2), corpus=corpus, ids=counting(100, 7), device=torch.device("cpu"),
-        reference_id={"model": "fixed"},
-    )  # fmt: skip
-    ref = task.reference(FixedLM(vocab=7, p=0.5))
+    return CorpusPerplexity(
+        opts=_infer_options(**options), corpus=corpus, ids=ids, device=torch.device("cpu"), reference_id={"model": "fixed"}
+    )
+
+
+@pytest.mark.parametrize("options, tokens, starts, extra", [
+    ({"window": 16}, 99, list(range(0, 89, 8)), []),  # overlapping: every token but the first
+    ({"window": 16, "stride": 16}, 93, list(range(0, 97, 16)), []),  # disjoint: 7 windows, 7 unscored
+    ({"window": 16, "stride": 6}, 99, list(range(0, 85, 6)), [16]),  # (16, 32) is no perplexity window
+])  # fmt: skip
+def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int], extra: list[int]) -> None:
+    task = _task(counting(100, 7), **options, fidelity_windows=2)
+    ref = lm.reference(task, FixedLM(vocab=7, p=0.5))
     model = FixedLM(vocab=7, p=0.5)
-    result = task.score(model, ref, nullcontext)
+    result = lm.score(task, model, ref, nullcontext)
     assert result.perplexity_tokens == tokens and result.perplexity == pytest.approx(2.0, rel=1e-12)
     assert result.reference_perplexity == pytest.approx(2.0, rel=1e-12)
     assert result.kl_mean == pytest.approx(0.0, abs=1e-12) and result.top1_agreement == 1.0
-    # The perplexity windows, then the two fidelity windows: the first 16 tokens and the next 16.
-    assert [first for first, _ in model.calls] == [b % 7 for b in starts] + [0, 16 % 7]
+    # The perplexity windows only: the fidelity windows (the first 16 tokens and the next 16)
+    # take their logits from the perplexity pass, unless one is no perplexity window.
+    assert [first for first, _ in model.calls] == [b % 7 for b in starts] + [b % 7 for b in extra]
     window, stride = task.opts.window_stride
     assert result.protocol == {
         "corpus": "counting", "corpus_source": "file", "corpus_path": "counting.txt", "corpus_sha256": "0" * 64,
@@ -122,6 +128,35 @@ def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts:
         "tokens_read": 100, "max_tokens": 16384, "window": window, "stride": stride, "fidelity_windows": 2,
         "fidelity_positions": 32, "reference": {"model": "fixed"}, "tokens_scored": tokens,
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("stride", [8, 16, 6])
+def test_fidelity_from_the_perplexity_pass_equals_running_its_windows_alone(stride: int) -> None:
+    """KL and top-1 on logits kept from the perplexity windows are those of separate forwards."""
+    ids = torch.randint(0, 256, (70,), generator=torch.Generator().manual_seed(1))
+    task = _task(ids, window=16, stride=stride, fidelity_windows=3)
+    ref, cand = tiny_gpt2(seed=0), tiny_gpt2(seed=1)
+    result = lm.score(task, cand, lm.reference(task, ref), nullcontext)
+    windows = [ids[i : i + 16][None] for i in (0, 16, 32)]
+    with torch.no_grad():
+        r = torch.cat([ref(input_ids=w).logits for w in windows], dim=1)[0]
+        c = torch.cat([cand(input_ids=w).logits for w in windows], dim=1)[0]
+    plain = fidelity(r, c)
+    assert plain["kl_mean"] > 1e-3
+    assert result.kl_mean == pytest.approx(plain["kl_mean"], rel=1e-5)  # float32 means of the same logits
+    assert result.top1_agreement == pytest.approx(plain["top1_agreement"], rel=1e-6)
+
+
+def test_the_references_outputs_are_what_the_same_model_gives_as_a_candidate() -> None:
+    """What lets infer score a model with no model or precision strategy from the reference's
+    outputs: the candidate path on the same weights gives them to the last bit."""
+    ids = torch.randint(0, 256, (90,), generator=torch.Generator().manual_seed(2))
+    task = _task(ids, window=32, fidelity_windows=2)
+    ref = lm.reference(task, tiny_gpt2(seed=0))
+    cand = task.outputs(tiny_gpt2(seed=0), nullcontext)
+    assert set(cand) == set(ref) == {"nll_sum", "tokens", "logits.0", "logits.1"}
+    assert all(torch.equal(cand[k], ref[k]) for k in ref)
+    assert task.compare(cand, ref) == task.compare(ref, ref)
 
 
 @pytest.mark.parametrize("window, stride", [(1, 1), (8, 0), (8, 9)])
