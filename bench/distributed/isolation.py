@@ -29,6 +29,9 @@ from typing import Any
 
 import psutil
 
+from bench.contracts import PhaseTimes
+from bench.trackers import phases
+
 PR_SET_PDEATHSIG = 1
 STACK_SIGNAL = signal.SIGUSR1
 STDERR_LINES = 40
@@ -56,6 +59,21 @@ TIMEOUT_MARKERS = ("Timed out waiting", "timed out", "DistStoreError", "Watchdog
 
 def pid_dir(log_dir: Path) -> Path:
     return log_dir / "pids"
+
+
+def timeline_path(log_dir: Path, rank: int) -> Path:
+    """Where global rank `rank` journals its phase marks as it enters them (`bench.trackers.phases`)."""
+    return log_dir / "timeline" / str(rank)
+
+
+def timelines(log_dir: Path) -> dict[int, PhaseTimes]:
+    """rank -> the timeline it journaled, up to its last mark (what a failed trial's ranks left)."""
+    directory = log_dir / "timeline"
+    found = {}
+    for path in directory.iterdir() if directory.is_dir() else ():
+        if path.name.isdigit() and (timeline := phases.read_journal(path)) is not None:
+            found[int(path.name)] = timeline
+    return found
 
 
 def die_with_parent() -> bool:
@@ -113,6 +131,9 @@ class RankEntry:
         pids = pid_dir(self.log_dir)
         pids.mkdir(parents=True, exist_ok=True)
         rank = os.environ.get("LOCAL_RANK", os.environ.get("RANK", "0"))
+        journal = timeline_path(self.log_dir, int(os.environ.get("RANK", rank)))
+        journal.parent.mkdir(parents=True, exist_ok=True)
+        os.environ[phases.JOURNAL_ENV] = str(journal)
         (pids / rank).write_text(str(os.getpid()))  # last: SIGUSR1 is safe from here on
         return self.entry(payload)
 

@@ -30,6 +30,7 @@ from torch.distributed.elastic.multiprocessing.api import SignalException
 from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
 from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+from bench.contracts import PhaseTimes
 from bench.distributed import forkserver, isolation
 from bench.distributed.env import GATHERED
 from bench.system import boottime
@@ -77,6 +78,8 @@ class LaunchResult:
     started_s: float = 0.0
     ended_s: float = 0.0
     start_method: str = forkserver.DEFAULT_START_METHOD
+    # A failed launch: rank -> the timeline it journaled up to its failure (isolation.timelines).
+    timelines: dict[int, PhaseTimes] = field(default_factory=dict)
 
 
 def _quiet_torchelastic() -> None:
@@ -278,6 +281,8 @@ def launch(
         result.error, result.error_class = f"launch failed: {type(exc).__name__}: {exc}", "launch"
     finally:
         isolation.reap(log_dir)  # anything the ranks left behind (their children; ranks torchelastic could not stop)
+        if result.error is not None:
+            result.timelines = isolation.timelines(log_dir)
         result.wall_s = time.perf_counter() - t0
         result.launcher_cpu_s = time.process_time() - c0
         result.ended_s = boottime()

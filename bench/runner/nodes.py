@@ -27,7 +27,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.contracts import TrialConfig
+from bench.contracts import PhaseTimes, TrialConfig
 from bench.distributed.launch import LaunchResult, launch
 from bench.network import netns
 from bench.network.spec import parse_network
@@ -128,6 +128,8 @@ def _merge(log_dir: Path, procs: list[subprocess.Popen[bytes]], timed_out: bool,
             continue
         got = json.loads(path.read_text())
         merged.launcher_cpu_s += got["launcher_cpu_s"]
+        for r, t in got["timelines"].items():
+            merged.timelines[int(r)] = PhaseTimes(process_start_s=t["process_start_s"], marks=[(n, w) for n, w in t["marks"]])
         if got["error"] is not None and merged.error is None:
             merged.error, merged.failed_rank, merged.timed_out = got["error"], got["failed_rank"], got["timed_out"]
         if got["holds_rank0"]:

@@ -31,7 +31,7 @@ from bench.models.zoo import MODELS, weights_source
 from bench.network.netns import TCP_HEADER_BYTES, NetnsUnavailable
 from bench.network.spec import parse_network
 from bench.runner.nodes import launch_in_namespaces
-from bench.runner.phases import phase_columns
+from bench.runner.phases import failure_columns, phase_columns
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
 from bench.system import environment, history_key, now_utc
@@ -121,6 +121,8 @@ def failed_row(
         row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
         row.update(failed_rank=result.failed_rank, stderr_tail=result.stderr_tail)
         row["error_class"] = error_class or result.error_class
+        if result.error is not None:  # the launch itself failed: its ranks' journals say where
+            row.update(failure_columns(result))
     return row
 
 
@@ -176,7 +178,10 @@ def run_trial(
     try:
         row = {**base, **aggregate(cfg, ranks), "status": "ok", "error": None}
     except Exception:
-        return failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result, error_class="aggregation"), []
+        failed = failed_row(base, "aggregation failed:\n" + traceback.format_exc(limit=5), result, error_class="aggregation")
+        reasons = {}
+        failed.update(phase_columns(result, ranks[0].timeline if ranks else None, reasons), null_reasons=json.dumps(reasons))
+        return failed, []
     row.update(trial_wall_s=result.wall_s, launcher_cpu_s=result.launcher_cpu_s, log_dir=result.log_dir)
     reasons = json.loads(row["null_reasons"])
     row.update(phase_columns(result, ranks[0].timeline, reasons))

@@ -23,8 +23,7 @@ from bench.trackers import phases
 @record
 def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
     """Entry point spawned by the launcher on each rank (must stay importable by path)."""
-    started = phases.process_start()
-    phases.reset()
+    phases.reset(phases.process_start())
     cfg = TrialConfig.from_dict(payload)
     for module in cfg.plugins:
         importlib.import_module(module)
@@ -45,7 +44,7 @@ def rank_main(payload: dict[str, Any]) -> dict[str, Any]:
             # Skip decisions are deterministic, so every rank reaches the same one.
             result = RankSkipped(rank=env.rank, reason=skip.reason)
         if isinstance(result, RankResult):
-            result.timeline = phases.timeline(started)
+            result.timeline = phases.timeline()
         out = result.to_dict()  # the process boundary: plain data only
         if int(os.environ.get("LOCAL_WORLD_SIZE", env.world_size)) < env.world_size:
             return gather_to_rank0(out, env.rank, env.world_size)

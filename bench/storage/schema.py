@@ -70,6 +70,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("error", STR, "", "skipped: the reason; failed: the root-cause rank's traceback tail"),
         ("error_class", STR, "", "failed: exception, signal, exit, timeout, oom, contract, aggregation, launch or job; null otherwise"),
         ("failed_rank", I64, "rank", "failed: the root-cause rank; null when no single rank failed (timeout, launch, job)"),
+        ("failed_phase", STR, "", "failed: the phase (phase_* columns) the failed rank was in, rank 0's when no single rank failed; from the ranks' timeline journals"),
         ("stderr_tail", STR, "", "failed: last lines of that rank's stderr log; after a timeout every rank's, with its stack dump"),
     ),
     *_cols(

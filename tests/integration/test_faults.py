@@ -7,6 +7,7 @@ processes, listening sockets, the hang's grandchild) can be looked for here.
 
 from __future__ import annotations
 
+import json
 import re
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from bench.distributed.isolation import rank_pids
 from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_results
+from bench.storage.schema import PHASE_COLUMNS
 from tests.suites import one_step_suite
 
 pytestmark = pytest.mark.multirank
@@ -99,6 +101,17 @@ def test_a_fault_is_classified_with_its_rank_and_stderr(swept: dict, strategy: s
     assert (None if pd.isna(row.failed_rank) else int(row.failed_rank)) == rank
     assert in_error in row.error
     assert in_stderr in row.stderr_tail, row.stderr_tail
+
+
+@pytest.mark.parametrize("strategy", list(EXPECTED))
+def test_a_failed_row_says_in_which_phase_it_failed_and_where_its_time_went(swept: dict, strategy: str) -> None:
+    row = swept["df"].set_index("strategy").loc[strategy]
+    assert row.failed_phase == "build"  # every fault fires while the model is prepared
+    spent = [row[c] for c in PHASE_COLUMNS if not pd.isna(row[c])]
+    assert row.phase_rendezvous_s > 0 and row.phase_build_s > 0
+    assert sum(spent) == pytest.approx(row.trial_wall_s, rel=0.02)
+    assert pd.isna(row.phase_window_s)
+    assert json.loads(row.null_reasons)["phase_window_s"] == "the trial failed in build, before its window phase"
 
 
 def test_a_hang_dumps_every_ranks_stack(swept: dict) -> None:

@@ -19,6 +19,7 @@ from bench.contracts import TrialConfig
 from bench.network import netns
 from bench.network.spec import NetworkSpec, parse_network
 from bench.runner.trial import run_trial
+from bench.storage.schema import PHASE_COLUMNS
 
 pytestmark = pytest.mark.multirank
 
@@ -111,8 +112,13 @@ def test_ddp_across_two_namespaces_counts_its_wire_bytes_three_ways(
     link, sockets = row["link_payload_bytes_per_step"], row["wire_bytes_per_step"]
     analytic = row["world_size"] * row["analytic_logical_bytes_per_step_per_rank"]
     assert abs(link / analytic - 1) < 0.03 and abs(row["link_ratio"] - 1) < 0.03
-    assert abs(sockets / analytic - 1) < 0.03 and abs(link / sockets - 1) < 0.01
+    # link / sockets measured 1.0019-1.018 over 12 runs of this trial (README): not within 1%.
+    assert abs(sockets / analytic - 1) < 0.03 and abs(link / sockets - 1) < 0.03
     assert len(made) == 2 and not set(made) & namespaces()
+    # Ranks and runner share one kernel's clock across namespaces: the phases add up.
+    spent = [row[c] for c in PHASE_COLUMNS if row.get(c) is not None]
+    assert len(spent) == len(PHASE_COLUMNS) - 1  # every phase but the unasked profile pass
+    assert 0 < row["phase_spawn_s"] and sum(spent) == pytest.approx(row["trial_wall_s"], rel=0.05)
 
 
 def free_port() -> int:

@@ -12,9 +12,9 @@ import torch
 from torch import nn
 
 from bench.contracts import TrialConfig
+from bench.eval import lm
 from bench.eval.accuracy import embedding_cosine, fidelity, mean_pool, perplexity, read_corpus, sliding_windows
 from bench.eval.corpus import Corpus
-from bench.eval import lm
 from bench.eval.lm import CorpusOptions, CorpusPerplexity
 from bench.workloads import WORKLOADS
 from tests.plain import perplexity_by_hand

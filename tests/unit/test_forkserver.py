@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.distributed import forkserver, isolation
+from bench.trackers import phases
 
 
 def test_the_key_follows_environment_cwd_and_path_but_not_pytest_or_torchelastic_bookkeeping(
@@ -43,6 +44,8 @@ def test_a_launch_env_is_set_in_the_rank_without_restarting_the_server(
         assert wrapped(1) == (2, "on")
     finally:
         os.environ.pop("COMMBENCH_TEST_LAUNCH_ENV", None)
+        os.environ.pop(phases.JOURNAL_ENV, None)  # the wrapper points a rank's journal into its log dir
+    assert (tmp_path / "timeline" / "0").parent.is_dir()
     assert forkserver._fingerprint() == key  # nothing of the launch's env reaches the server's key
 
 
