@@ -83,7 +83,9 @@ def time_table(rows: pd.DataFrame) -> Table | None:
         body.append((Cell(name, left=True), Cell(fmt.num(total), sort=total), Cell(fmt.pct(total / wall), sort=total / wall),
                      Cell(fmt.num(float(values.median())) if len(values) else fmt.DASH)))  # fmt: skip
     measured = float(timed["latency_samples_s"].map(lambda v: float(sum(v)) if v is not None else 0.0).sum())
-    caption = (f"{len(timed)} trials, {fmt.num(wall)} s of trial wall time, of which the measured steps took "
+    failed = int((timed["status"] == "failed").sum()) if "status" in timed else 0
+    trials = f"{len(timed)} trials ({failed} failed, timed up to the failure)" if failed else f"{len(timed)} trials"
+    caption = (f"{trials}, {fmt.num(wall)} s of trial wall time, of which the measured steps took "
                f"{fmt.num(measured)} s ({fmt.pct(measured / wall)}); launch method(s): "
                f"{', '.join(sorted(timed['launch_method'].dropna().astype(str).unique())) or fmt.DASH}")  # fmt: skip
     return Table(columns, tuple(body), caption)
@@ -150,7 +152,8 @@ def problems(data: ReportData) -> Section | None:
         reason = fmt.last_line(r.get("error"))
         if not fmt.missing(r.get("error_class")):  # rows from before the fault columns have none
             rank = "" if fmt.missing(r.get("failed_rank")) else f", rank {int(r['failed_rank'])}"
-            reason = f"[{r['error_class']}{rank}] {reason}"
+            phase = "" if fmt.missing(r.get("failed_phase")) else f", in {r['failed_phase']}"
+            reason = f"[{r['error_class']}{rank}{phase}] {reason}"
         rows.append((*(Cell(fmt.text(v), left=True) for v in names), Cell(reason, left=True, cls="wrap")))
         if r["status"] == "failed" and not fmt.missing(r.get("error")):
             stderr = "" if fmt.missing(r.get("stderr_tail")) else f"\n\nstderr (tail):\n{r['stderr_tail']}"

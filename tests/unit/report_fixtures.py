@@ -156,7 +156,7 @@ def sample_run(rng: np.random.Generator) -> Run:
     train_bytes(base, run, GRAD_BYTES)
     fp16 = trial(run, "fp16_compress", rng=rng, options=sgd, latency_s=0.204, eval_loss=6.0)
     train_bytes(fp16, run, GRAD_BYTES / 2, "float16")
-    trial(run, "powersgd(rank=1)", rng=rng, status="failed",
+    trial(run, "powersgd(rank=1)", rng=rng, status="failed", error_class="exception", failed_rank=1, failed_phase="window",
           error="Traceback (most recent call last):\n  File \"hooks.py\", line 12, in hook\n    tag = '<script>alert(1)</script>'\n"
                 "RuntimeError: rank 1: gloo connection reset")  # fmt: skip
     trial(run, "bf16_compress", rng=rng, status="skipped", error="bf16_compress needs NCCL: gloo cannot all-reduce bfloat16")

@@ -157,6 +157,7 @@ def test_failed_and_skipped_trials_with_their_reasons(sample_report: Path) -> No
     text = sample_report.read_text()
     problems = text[text.index('id="problems"') : text.index('id="history"')]
     assert "gloo connection reset" in problems and "bf16_compress needs NCCL" in problems
+    assert "[exception, rank 1, in window]" in problems  # the class, rank and phase of the failure
     assert "<details>" in problems  # the failure's traceback, collapsed
 
 
