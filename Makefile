@@ -26,7 +26,7 @@ ROUNDS ?= 3
 REVS_SUITE ?= nightly
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead sweep-overhead placement report compare nightly compare-revs clean distclean help
+.PHONY: install bench test microbench overhead sweep-overhead placement kernels report compare nightly compare-revs clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
@@ -36,6 +36,7 @@ help:
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make sweep-overhead benchmark: per-trial fixed overhead of suite SUITE, spawn vs forkserver launch, interleaved"
 	@echo "make placement    benchmark: thread placement (pin=compute|all|none) vs a plain torchrun loop, interleaved; a markdown table"
+	@echo "make kernels      benchmark: CPU kernels of one perplexity window of SmolLM2 per compression strategy and quantized engine"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
 	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); else steps over HISTORY=$(HISTORY)"
 	@echo "make nightly      run suites/$(NIGHTLY_SUITE).toml into $(HISTORY), compare with the last good run, report (exit 1 on a regression)"
@@ -73,6 +74,9 @@ sweep-overhead: $(STAMP)
 
 placement: $(STAMP)
 	$(BIN)/python -m bench.benchmarks.placement --results $(RESULTS)
+
+kernels: $(STAMP)
+	$(BIN)/python -m bench.benchmarks.cpu_kernels
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html
