@@ -26,7 +26,7 @@ ROUNDS ?= 3
 REVS_SUITE ?= nightly
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead sweep-overhead placement kernels report compare nightly compare-revs clean distclean help
+.PHONY: install bench test microbench overhead sweep-overhead placement kernels gpu-check report compare nightly compare-revs clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
@@ -37,6 +37,7 @@ help:
 	@echo "make sweep-overhead benchmark: per-trial fixed overhead of suite SUITE, spawn vs forkserver launch, interleaved"
 	@echo "make placement    benchmark: thread placement (pin=compute|all|none) vs a plain torchrun loop, interleaved; a markdown table"
 	@echo "make kernels      benchmark: CPU kernels of one perplexity window of SmolLM2 per compression strategy and quantized engine"
+	@echo "make gpu-check    on a CUDA machine: the GPU tests (pytest -m gpu) and suite gpu (skipped rows without CUDA)"
 	@echo "make report       HTML report of everything under $(RESULTS)/SUITE"
 	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); else steps over HISTORY=$(HISTORY)"
 	@echo "make nightly      run suites/$(NIGHTLY_SUITE).toml into $(HISTORY), compare with the last good run, report (exit 1 on a regression)"
@@ -77,6 +78,10 @@ placement: $(STAMP)
 
 kernels: $(STAMP)
 	$(BIN)/python -m bench.benchmarks.cpu_kernels
+
+gpu-check: $(STAMP)
+	$(BIN)/pytest -m gpu $(PYTEST_ARGS)
+	$(BIN)/commbench sweep gpu --results $(RESULTS) --reports $(REPORTS)
 
 report: $(STAMP)
 	$(BIN)/commbench report $(RESULTS)/$(SUITE) --out $(REPORTS)/$(SUITE)/index.html

@@ -42,6 +42,19 @@ PRELOAD = [
     "bench.strategies",
     "bench.workloads",
 ]
+
+
+def method_for(device: str, requested: str) -> str:
+    """The start method a trial on `device` can use: CUDA ranks are always spawned.
+
+    The server imported torch and transformers, and a CUDA query during those imports
+    (`cudaGetDeviceCount` marks the process as unsafe to fork) leaves every forked rank
+    unable to start CUDA: "Cannot re-initialize CUDA in forked subprocess" (seen on an
+    H200 with torch 2.11). A CUDA trial pays spawn's start-up instead, and its row says so.
+    """
+    return "spawn" if device.startswith("cuda") else requested
+
+
 # Variables that change in this process without concerning ranks: pytest sets the first
 # around each test phase; torchelastic's agent sets the second in its own (parent) process
 # on the first launch, for its signal handlers. Neither may restart the server.

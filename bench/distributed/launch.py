@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -34,6 +34,10 @@ from bench.contracts import PhaseTimes
 from bench.distributed import forkserver, isolation
 from bench.distributed.env import GATHERED
 from bench.system import boottime
+
+# Seconds between SIGTERM and SIGKILL when the agent stops its workers. torch 2.13 has the field;
+# torch 2.11 (seen on a lent GPU machine) rejects the key and keeps its own default.
+_SHUTDOWN = {"shutdown_timeout": 5} if "shutdown_timeout" in {f.name for f in fields(LaunchConfig)} else {}
 
 MONITOR_INTERVAL_S = 0.2
 # gloo's message when a peer died first: never the root cause when another rank failed.
@@ -257,7 +261,7 @@ def launch(
         monitor_interval=MONITOR_INTERVAL_S,
         start_method=start_method,
         logs_specs=DefaultLogsSpecs(log_dir=str(log_dir), redirects=Std.ALL, tee=Std.NONE),
-        shutdown_timeout=5,
+        **_SHUTDOWN,
     )
     result = LaunchResult(log_dir=str(log_dir), start_method=start_method, started_s=boottime())
     saved = {k: os.environ.get(k) for k in env}

@@ -24,6 +24,7 @@ import numpy as np
 from bench.comm.cost_model import BUS_FACTOR, bus_factor
 from bench.comm.cost_model import wire as wire_model
 from bench.contracts import MEASUREMENT_VERSION, Accuracy, RankResult, RankSkipped, TrialConfig, rank_output_from_dict
+from bench.distributed import forkserver
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.distributed.launch import LaunchResult, Placement, launch
@@ -143,6 +144,7 @@ def run_trial(
     others get (None, []). `packed_with`: the trials running beside this one on other cores
     (`bench.runner.packing`), recorded in the row.
     """
+    launch_method = forkserver.method_for(cfg.device, launch_method)
     base = {**base_row(cfg, run_id, strategy_params), "launch_method": launch_method}
     base.update(packed_columns(cfg, packed_with))
     if cfg.network is not None:

@@ -67,3 +67,10 @@ def test_the_isolation_oracle_sees_a_patch_left_in_its_process(monkeypatch: pyte
     PatchTorch(NoParams()).apply(second)  # type: ignore[arg-type]
     assert (first.metrics["torch_patched_before"], first.metrics["gelu_patched_before"]) == (None, None)
     assert (second.metrics["torch_patched_before"], second.metrics["gelu_patched_before"]) == ("t1", "t1")
+
+
+def test_cuda_trials_are_spawned_whatever_the_default() -> None:
+    """A forked rank of a server that touched CUDA cannot start CUDA (seen on an H200)."""
+    assert forkserver.method_for("cuda", "forkserver") == "spawn"
+    assert forkserver.method_for("cpu", "forkserver") == "forkserver"
+    assert forkserver.method_for("cpu", "spawn") == "spawn"
