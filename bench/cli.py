@@ -255,7 +255,7 @@ def _cmd_compare(args: argparse.Namespace) -> int:
 
 def _cmd_nightly(args: argparse.Namespace) -> int:
     from bench.compare.thresholds import parse_thresholds
-    from bench.tracking.nightly import run_nightly
+    from bench.regressions.nightly import run_nightly
 
     thresholds = parse_thresholds(args.threshold)
     verdict = run_nightly(args.suite, args.history, args.out, thresholds, alpha=args.alpha, accept=args.accept,
@@ -268,8 +268,8 @@ def _cmd_nightly(args: argparse.Namespace) -> int:
 def _cmd_compare_revs(args: argparse.Namespace) -> int:
     from bench.compare.thresholds import parse_thresholds
     from bench.config import to_dict
+    from bench.regressions.revs import compare_revs
     from bench.runner.suite import resolve_path
-    from bench.tracking.revs import compare_revs
 
     thresholds = parse_thresholds(args.threshold)
     outcome = compare_revs(args.a, args.b, resolve_path(args.suite), args.results_dir, rounds=args.rounds,

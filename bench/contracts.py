@@ -41,7 +41,7 @@ _PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
 
 @dataclass(kw_only=True, slots=True, frozen=True)
 class DataConfig:
-    """The synthetic language: a seeded sparse Markov chain (see bench/workloads/data.py)."""
+    """The synthetic language: a seeded sparse Markov chain (see bench/workloads/sources.py)."""
 
     states: int = 256  # tokens the chain emits (ids 0..states-1), at most the model's vocab - 1
     branching: int = 4  # successors per state
@@ -325,10 +325,10 @@ class RankResult:
     profile: Profile | None = None
     train_losses: list[float] | None = None
     generate: Generate | None = None
-    # A step made of named phases timed separately (transfer: encode, broadcast, decode):
-    # phase -> its duration in each measured step, the same on every rank. The step's
+    # A step made of named parts timed separately (transfer: encode, broadcast, decode):
+    # part -> its duration in each measured step, the same on every rank. The step's
     # latency is then their sum.
-    phases_s: dict[str, list[float]] | None = None
+    step_parts_s: dict[str, list[float]] | None = None
     # The rank's own timeline of the trial (import, rendezvous, build, ...): set by the
     # worker around the workload, not by the workload.
     timeline: PhaseTimes | None = None

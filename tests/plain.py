@@ -9,7 +9,7 @@ import torch
 from bench.contracts import TrialConfig
 from bench.models.zoo import MODELS, build_model
 from bench.workloads.common import batches
-from bench.workloads.data import MarkovChain
+from bench.workloads.sources import MarkovChain
 from tests.unit.tiny_models import apply
 
 

@@ -39,7 +39,7 @@ from transformers.pytorch_utils import Conv1D
 
 from bench.contracts import TrialConfig
 from bench.models.zoo import MODELS
-from bench.strategies import Phase, TrialState, parse
+from bench.strategies import Aspect, TrialState, parse
 
 DEFAULT_STRATEGIES = ("baseline", "quant_dynamic_int8", "quant_int8_wo", "quant_intx_wo(bits=4)", "cast_bf16", "cast_fp16")
 
@@ -57,7 +57,7 @@ def compressed(model: nn.Module, cfg: TrialConfig) -> nn.Module:
     """A copy of `model` with `cfg.strategy` applied as the infer workload applies it."""
     state = TrialState(cfg=cfg, env=None, spec=MODELS.get(cfg.model), model=copy.deepcopy(model))  # type: ignore[arg-type]
     comp = parse(cfg.strategy)
-    for phase in (Phase.MODEL, Phase.PRECISION):
+    for phase in (Aspect.MODEL, Aspect.PRECISION):
         comp.apply(phase, state)
     return state.model.eval()
 

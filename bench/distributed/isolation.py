@@ -30,7 +30,7 @@ from typing import Any
 import psutil
 
 from bench.contracts import PhaseTimes
-from bench.trackers import phases
+from bench.meters import phases
 
 PR_SET_PDEATHSIG = 1
 STACK_SIGNAL = signal.SIGUSR1
@@ -62,7 +62,7 @@ def pid_dir(log_dir: Path) -> Path:
 
 
 def timeline_path(log_dir: Path, rank: int) -> Path:
-    """Where global rank `rank` journals its phase marks as it enters them (`bench.trackers.phases`)."""
+    """Where global rank `rank` journals its phase marks as it enters them (`bench.meters.phases`)."""
     return log_dir / "timeline" / str(rank)
 
 

@@ -141,13 +141,3 @@ def pair(spec: NetworkSpec) -> Iterator[Link]:
         for ns in link.namespaces:
             if ns in _live:
                 _delete(ns)
-
-
-def read_counters(iface: str) -> dict[str, int]:
-    """rx/tx bytes and packets of `iface` as this process's network namespace sees it."""
-    base = f"/sys/class/net/{iface}/statistics"
-    out = {}
-    for key in ("rx_bytes", "rx_packets", "tx_bytes", "tx_packets"):
-        with open(f"{base}/{key}") as f:
-            out[key] = int(f.read())
-    return out

@@ -27,13 +27,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from bench.comm.link import LINK_IFACE_ENV
 from bench.contracts import PhaseTimes, TrialConfig
 from bench.distributed.launch import LaunchResult, launch
 from bench.network import netns
 from bench.network.spec import parse_network
 from bench.runner.worker import rank_main
 from bench.system import boottime
-from bench.trackers.window import LINK_IFACE_ENV
 
 RDZV_PORT = 29500  # free by construction: the namespace is new
 _GRACE_S = 15.0  # how long a node may outlive its peer's failure before it is killed

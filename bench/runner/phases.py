@@ -11,7 +11,7 @@ launch returned (process-group teardown, process exit, the agent collecting resu
 Every phase is on one clock and they follow each other, so they add up to `trial_wall_s`.
 
 A failed trial's rank 0 returns nothing, but its marks are journaled as it enters each
-phase (`bench.trackers.phases`): its row gets the phases up to the failure, the phase it
+phase (`bench.meters.phases`): its row gets the phases up to the failure, the phase it
 was in runs until the launch returned (the failure, its detection and the kill), and
 `failed_phase` names the phase the failing rank was in.
 """

@@ -28,6 +28,7 @@ from bench.distributed import forkserver
 from bench.distributed.env import backend_for, threads_for
 from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.distributed.launch import LaunchResult, Placement, launch
+from bench.meters.latency import percentiles
 from bench.models.zoo import MODELS, weights_source
 from bench.network.netns import TCP_HEADER_BYTES, NetnsUnavailable
 from bench.network.spec import parse_network
@@ -36,12 +37,11 @@ from bench.runner.phases import failure_columns, phase_columns
 from bench.runner.worker import rank_main
 from bench.storage.schema import SCHEMA_VERSION
 from bench.system import environment, history_key, now_utc
-from bench.trackers.latency import percentiles
 from bench.workloads import WORKLOADS
 
 EXACT_RSS = "kernel-VmHWM"
-# Columns of the phases a workload times inside its step (RankResult.phases_s).
-PHASE_COLUMNS = {
+# Columns of the parts a workload times inside its step (RankResult.step_parts_s).
+STEP_PART_COLUMNS = {
     "encode": "transfer_encode_p50_s", "broadcast": "transfer_broadcast_p50_s", "decode": "transfer_decode_p50_s",
 }  # fmt: skip
 
@@ -192,13 +192,13 @@ def run_trial(
 
 
 def _stack_latency(outputs: list[RankResult]) -> tuple[list[float], list[float]]:
-    """Per step: the latency (the phases' sum where the step has phases, else the slowest
+    """Per step: the latency (the parts' sum where the step has parts, else the slowest
     rank's step) and the max-min spread of the ranks' own step timers."""
     per_rank = np.array([o.window.step_times_s for o in outputs], dtype=np.float64)
     spread = (per_rank.max(axis=0) - per_rank.min(axis=0)).tolist()
-    phases = outputs[0].phases_s
-    if phases:
-        return np.array(list(phases.values()), dtype=np.float64).sum(axis=0).tolist(), spread
+    parts = outputs[0].step_parts_s
+    if parts:
+        return np.array(list(parts.values()), dtype=np.float64).sum(axis=0).tolist(), spread
     return per_rank.max(axis=0).tolist(), spread
 
 
@@ -258,7 +258,7 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
         "model_params": first.metrics.get("model_params"),
     }
     row.update(_throughput_columns(cfg, first.tokens_per_step, len(outputs), stats["p50"], reasons))
-    row.update(_phase_columns(first.phases_s, reasons))
+    row.update(_step_part_columns(first.step_parts_s, reasons))
     row.update(_memory_columns(outputs, reasons))
     if "model_state_bytes_max" not in row:
         reasons["model_state_bytes_max"] = reasons["model_state_peak_bytes_max"] = (
@@ -280,8 +280,8 @@ def aggregate(cfg: TrialConfig, outputs: list[RankResult]) -> dict[str, Any]:
     else:
         reasons["gen_tokens_per_s"] = "generation applies to causal LMs in the infer workload"
     row.update(dp=first.parallel.dp, tp=first.parallel.tp, pp=first.parallel.pp)
-    phases = {"phases_s": first.phases_s} if first.phases_s else {}  # every step's phases, beside their medians
-    row["metrics"] = json.dumps({**first.metrics, **phases}, default=str)
+    parts = {"step_parts_s": first.step_parts_s} if first.step_parts_s else {}  # every step's parts, beside their medians
+    row["metrics"] = json.dumps({**first.metrics, **parts}, default=str)
     row["null_reasons"] = json.dumps(reasons)
     return row
 
@@ -295,13 +295,13 @@ def _throughput_columns(
     return {"tokens_per_s": tokens_per_step * ranks / p50 if p50 else None}
 
 
-def _phase_columns(phases: dict[str, list[float]] | None, reasons: dict[str, str]) -> dict[str, Any]:
-    """Median of each timed phase of the step (transfer: encode, broadcast, decode)."""
-    if not phases:
-        for col in PHASE_COLUMNS.values():
-            reasons[col] = "the step has no separately timed phases (transfer workload only)"
+def _step_part_columns(parts: dict[str, list[float]] | None, reasons: dict[str, str]) -> dict[str, Any]:
+    """Median of each timed part of the step (transfer: encode, broadcast, decode)."""
+    if not parts:
+        for col in STEP_PART_COLUMNS.values():
+            reasons[col] = "the step has no separately timed parts (transfer workload only)"
         return {}
-    return {PHASE_COLUMNS[name]: float(np.median(series)) for name, series in phases.items()}
+    return {STEP_PART_COLUMNS[name]: float(np.median(series)) for name, series in parts.items()}
 
 
 def _placement_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict[str, Any]:

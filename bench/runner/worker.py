@@ -17,7 +17,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bench.contracts import RankResult, RankSkipped, TrialConfig
 from bench.distributed.env import gather_to_rank0, init_rank, placement, shutdown
 from bench.errors import SkipTrial
-from bench.trackers import phases
+from bench.meters import phases
 
 
 @record

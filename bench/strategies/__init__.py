@@ -4,7 +4,7 @@ Families are found by importing every module of this package, so adding one is a
 """
 
 from bench.registry import Registry, import_submodules
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.compose import Composition
 
 STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
@@ -23,4 +23,4 @@ def effective(comp: Composition, workload: str) -> Composition:
 
 FAMILIES = import_submodules(__name__, __path__)
 
-__all__ = ["FAMILIES", "STRATEGIES", "Composition", "Phase", "Strategy", "TrialState", "effective", "parse"]
+__all__ = ["FAMILIES", "STRATEGIES", "Composition", "Aspect", "Strategy", "TrialState", "effective", "parse"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -31,7 +31,7 @@ class GradAccum(Strategy):
 
     name = "grad_accum"
     summary = "the layout skips the gradient sync on k−1 of every k micro-batches (DDP `no_sync()`): same bytes per optimizer step, k× the tokens"
-    phase = Phase.LOOP
+    aspect = Aspect.LOOP
     Params = AccumParams
     workloads = frozenset({"train"})
 

@@ -1,4 +1,4 @@
-"""The strategy contract: typed params, a phase that fixes when it applies, and the trial state it edits."""
+"""The strategy contract: typed params, an aspect (what it changes) that fixes when it applies, and the trial state it edits."""
 
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ if TYPE_CHECKING:
     from bench.contracts import Parallel, TrialConfig
     from bench.distributed.env import RankEnv
     from bench.models.zoo import ModelSpec
-    from bench.strategies.data import Collation
+    from bench.strategies.collation import Collation
 
 
-class Phase(IntEnum):
-    """When a strategy applies. Compositions run phases in this order.
+class Aspect(IntEnum):
+    """What a strategy changes, which fixes when it applies. Compositions apply aspects in this order.
 
     DATA sets the input pipeline (how a batch is collated and what dtype its ids travel
     in), fixed before any model exists, as torchtitan builds its dataloader before the
@@ -46,7 +46,7 @@ class NoParams:
 
 @dataclass(kw_only=True)
 class TrialState:
-    """What a rank builds for one trial; strategies edit it in their phase.
+    """What a rank builds for one trial; strategies edit it in the order of their aspects.
 
     The workload owns it: it builds `model`, applies the MODEL/PRECISION/LAYOUT/COMM/LOOP
     strategies in order, then runs. Strategies record what they measured about
@@ -145,8 +145,8 @@ class Strategy(ABC):
 
     name: ClassVar[str]
     summary: ClassVar[str]
-    phase: ClassVar[Phase]
-    # Position inside the phase: the written order of a composition must not decrease.
+    aspect: ClassVar[Aspect]
+    # Position inside the aspect: the written order of a composition must not decrease.
     order: ClassVar[int] = 0
     Params: ClassVar[type] = NoParams
     # Workloads the strategy changes; on others its row is `skipped` as not applicable.
@@ -176,7 +176,7 @@ class Strategy(ABC):
         """
 
     def apply(self, state: TrialState) -> None:
-        """Edit `state` in this strategy's phase (called on every rank)."""
+        """Edit `state` when its aspect's turn comes (called on every rank)."""
 
     def finish(self, state: TrialState) -> None:
         """Record what the strategy measured about itself in `state.metrics`, once, after the run.
@@ -220,5 +220,5 @@ def format_value(value: Any) -> str:
     return str(value)
 
 
-def phase_strategies(strategies: tuple[Strategy, ...], phase: Phase) -> Iterator[Strategy]:
-    return (s for s in strategies if s.phase == phase)
+def aspect_strategies(strategies: tuple[Strategy, ...], aspect: Aspect) -> Iterator[Strategy]:
+    return (s for s in strategies if s.aspect == aspect)

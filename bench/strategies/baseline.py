@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy
+from bench.strategies.base import Aspect, Strategy
 
 
 @STRATEGIES.register("baseline")
@@ -12,4 +12,4 @@ class Baseline(Strategy):
 
     name = "baseline"
     summary = "no optimization: fp32 DDP for training, the plain model for inference"
-    phase = Phase.NONE
+    aspect = Aspect.NONE

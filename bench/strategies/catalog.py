@@ -8,10 +8,10 @@ from __future__ import annotations
 import dataclasses
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, format_value
+from bench.strategies.base import Aspect, Strategy, format_value
 
 PACKAGE = "bench.strategies"  # plugins register too; the README lists the built-in strategies
-HEADER = "| strategy (defaults) | phase | workloads | what it does |\n|---|---|---|---|"
+HEADER = "| strategy (defaults) | aspect | workloads | what it does |\n|---|---|---|---|"
 
 
 def signature(cls: type[Strategy]) -> str:
@@ -22,18 +22,18 @@ def signature(cls: type[Strategy]) -> str:
 
 def row(cls: type[Strategy], aliases: list[str]) -> str:
     name = f"`{signature(cls)}`" + (f" (alias {', '.join(f'`{a}`' for a in aliases)})" if aliases else "")
-    phase = "–" if cls.phase == Phase.NONE else cls.phase.name
+    aspect = "–" if cls.aspect == Aspect.NONE else cls.aspect.name
     if cls.implicit:
-        phase += " (implicit)"
+        aspect += " (implicit)"
     workloads = "all" if cls.workloads >= {"train", "infer", "transfer"} else ", ".join(sorted(cls.workloads))
-    return f"| {name} | {phase} | {workloads} | {cls.summary} |"
+    return f"| {name} | {aspect} | {workloads} | {cls.summary} |"
 
 
 def markdown() -> str:
-    """Every built-in strategy, in application order (phase, then order within the phase)."""
+    """Every built-in strategy, in application order (aspect, then order within the aspect)."""
     aliases: dict[str, list[str]] = {}
     for alias, name in STRATEGIES.aliases().items():
         aliases.setdefault(name, []).append(alias)
     builtin = (STRATEGIES.get(n) for n in STRATEGIES.names())
-    classes = sorted((c for c in builtin if c.__module__.startswith(PACKAGE)), key=lambda c: (c.phase, c.order, c.name))
+    classes = sorted((c for c in builtin if c.__module__.startswith(PACKAGE)), key=lambda c: (c.aspect, c.order, c.name))
     return "\n".join([HEADER, *(row(c, sorted(aliases.get(c.name, []))) for c in classes)])

@@ -1,4 +1,4 @@
-"""Parse `a+b(k=v)` strategy compositions, validate them, and apply them phase by phase."""
+"""Parse `a+b(k=v)` strategy compositions, validate them, and apply them aspect by aspect."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from bench.config import build
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 if TYPE_CHECKING:
     from bench.contracts import TrialConfig
@@ -82,9 +82,9 @@ class Composition:
 
     @classmethod
     def of(cls, strategies: list[Strategy]) -> Composition:
-        # `baseline` (no phase) and implicit defaults (e.g. `ddp`) name no technique of their
+        # `baseline` (no aspect) and implicit defaults (e.g. `ddp`) name no technique of their
         # own: `ddp` and `baseline` are one trial. `with_defaults` adds the implicit ones back.
-        real = tuple(s for s in strategies if s.phase != Phase.NONE and not s.implicit)
+        real = tuple(s for s in strategies if s.aspect != Aspect.NONE and not s.implicit)
         validate(real)
         return cls(real)
 
@@ -93,7 +93,7 @@ class Composition:
         groups = {s.exclusive for s in self.strategies if s.exclusive}
         replaced = any(s.replaces_ddp for s in self.strategies)  # DDP is the only implicit layout
         extra = [d for d in defaults if workload in d.workloads and d.exclusive not in groups and not replaced]
-        merged = sorted((*self.strategies, *extra), key=lambda s: (s.phase, s.order))
+        merged = sorted((*self.strategies, *extra), key=lambda s: (s.aspect, s.order))
         validate(tuple(merged))
         return Composition(tuple(merged))
 
@@ -126,9 +126,9 @@ class Composition:
             if cfg.workload in s.workloads:
                 s.check(cfg, [n for n in names if n != s.name])
 
-    def apply(self, phase: Phase, state: TrialState) -> None:
+    def apply(self, aspect: Aspect, state: TrialState) -> None:
         for s in self.strategies:
-            if s.phase == phase:
+            if s.aspect == aspect:
                 s.apply(state)
 
     def has(self, name: str) -> bool:
@@ -140,10 +140,10 @@ def validate(strategies: tuple[Strategy, ...]) -> None:
     seen: dict[str, Strategy] = {}
     groups: dict[str, Strategy] = {}
     for prev, cur in zip(strategies, strategies[1:]):
-        if (cur.phase, cur.order) < (prev.phase, prev.order):
+        if (cur.aspect, cur.order) < (prev.aspect, prev.order):
             raise BenchError(
-                f"strategy order: {cur.name} ({cur.phase.name.lower()}) must come before "
-                f"{prev.name} ({prev.phase.name.lower()}); write them in application order"
+                f"strategy order: {cur.name} ({cur.aspect.name.lower()}) must come before "
+                f"{prev.name} ({prev.aspect.name.lower()}); write them in application order"
             )
     for s in strategies:
         if s.name in seen:

@@ -16,7 +16,7 @@ from torch import nn
 
 from bench.contracts import Parallel, TrialConfig
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
 
 INVISIBLE = (
@@ -35,7 +35,7 @@ class DataParallelLayout(Strategy):
 
     name = "data_parallel"
     summary = "the seed's `nn.DataParallel`: one process replicates the model onto every visible GPU each step and sums gradients on GPU 0; needs world_size 1 and >= 2 GPUs"
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 10
     workloads = frozenset({"train"})
     exclusive = LAYOUT

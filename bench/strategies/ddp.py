@@ -18,7 +18,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from bench.comm.cost_model import ddp_ops
 from bench.models.zoo import grad_bytes, grad_dtype_bytes
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 LAYOUT = "layout"  # the exclusive group of strategies that wrap the model for training
 
@@ -60,7 +60,7 @@ class DDPLayout(Strategy):
 
     name = "ddp"
     summary = "DistributedDataParallel (the default training layout): one all-reduce of every gradient per step"
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 10  # after the strategies that configure it (bucket_cap_mb)
     workloads = frozenset({"train"})
     exclusive = LAYOUT
@@ -89,7 +89,7 @@ class BucketCap(Strategy):
 
     name = "bucket_cap_mb"
     summary = "DDP bucket size in MB (default 25): trades collective count for overlap"
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 0  # configures DDP before the layout wraps the model
     Params = BucketParams
     workloads = frozenset({"train"})

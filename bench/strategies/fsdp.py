@@ -26,7 +26,7 @@ from torch import nn
 from bench.comm.cost_model import fsdp_ops, fsdp_padded_numel
 from bench.contracts import Parallel, TrialConfig
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
 
 MP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -107,7 +107,7 @@ class FSDP(Strategy):
         "FSDP2 `fully_shard` per block then the root: ZeRO-3 (reshard_after_forward=false: ZeRO-2), "
         "CPU offload, bf16/fp16 params with fp32 reduction"
     )
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 20  # after tensor parallel, which builds the 2-D mesh FSDP shards over
     Params = FSDPParams
     workloads = frozenset({"train"})

@@ -1,4 +1,4 @@
-"""The layers MODEL-phase strategies compress (Linear and GPT-2's Conv1D), and Conv1D as an exact nn.Linear."""
+"""The layers MODEL-aspect strategies compress (Linear and GPT-2's Conv1D), and Conv1D as an exact nn.Linear."""
 
 from __future__ import annotations
 

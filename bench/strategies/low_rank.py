@@ -10,7 +10,7 @@ from torch import nn
 
 from bench.models.zoo import count_params
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import DenseLayer, linear_weight, replace_module, target_layers
 
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
@@ -79,7 +79,7 @@ class LowRank(Strategy):
 
     name = "low_rank"
     summary = "truncated-SVD factorisation of every Linear/Conv1D weight (rank by ratio or energy kept)"
-    phase = Phase.MODEL
+    aspect = Aspect.MODEL
     order = 20  # after pruning (which needs the original matrices), before quantization
     workloads = frozenset({"infer", "transfer"})
     Params = LowRankParams

@@ -32,7 +32,7 @@ from bench.contracts import Parallel, TrialConfig
 from bench.errors import BenchError
 from bench.models.zoo import ModelSpec
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
 
 Schedule = Literal["gpipe", "1f1b", "interleaved"]
@@ -195,7 +195,7 @@ class Pipeline(Strategy):
 
     name = "pipeline"
     summary = "torch.distributed.pipelining: layer-wise stages, GPipe/1F1B/interleaved schedules, measured vs analytic bubble"
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 10
     Params = PipelineParams
     workloads = frozenset({"train"})

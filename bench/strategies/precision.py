@@ -5,7 +5,7 @@ autocast runs matmuls in bf16 or fp16 but keeps fp32 parameters, so the gradient
 the all-reduce, stay fp32: the baseline's bytes. `half` makes the parameters and so the
 gradients fp16: half the bytes. Neither needs a cost-model adapter of its own: DDP's
 (`ddp.ddp_analytic_ops`, which a train step's model always comes from) reads the
-gradients' dtype off the model after this phase, and a test checks the measured bytes
+gradients' dtype off the model after this aspect, and a test checks the measured bytes
 of both against it.
 """
 
@@ -18,7 +18,7 @@ import torch
 
 from bench.contracts import TrialConfig
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.system import cpu_flags
 
 POLICY = "precision setting"  # exclusive group: one numeric policy per trial
@@ -60,7 +60,7 @@ class Autocast(Strategy):
 
     name = "autocast"
     summary = "torch.autocast in bf16 (CPU, CUDA) or fp16 (CUDA, with a GradScaler in training): fp32 weights, so DDP's gradient bytes are the baseline's"
-    phase = Phase.PRECISION
+    aspect = Aspect.PRECISION
     Params = AutocastParams
     workloads = frozenset({"train", "infer"})
     exclusive = POLICY
@@ -95,7 +95,7 @@ class Half(Strategy):
 
     name = "half"
     summary = "the seed's `model.half()` for training: fp16 weights and gradients, so DDP all-reduces half the bytes; no loss scaling (AdamW's default eps is 0 in fp16: see below)"
-    phase = Phase.PRECISION
+    aspect = Aspect.PRECISION
     workloads = frozenset({"train"})
     exclusive = POLICY
 

@@ -11,7 +11,7 @@ from torch.nn.utils import prune
 from transformers.pytorch_utils import Conv1D
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import DenseLayer, linear_weight, target_layers
 
 
@@ -64,7 +64,7 @@ def sparsity_metrics(model: nn.Module, layers: dict[str, DenseLayer]) -> dict[st
 class PruneStrategy(Strategy):
     """Base for the pruning family: zero weights in place, keep shapes, report sparsity."""
 
-    phase = Phase.MODEL
+    aspect = Aspect.MODEL
     order = 10  # prune before factorising or quantizing: both would blur the magnitudes
     workloads = frozenset({"infer", "transfer"})
     Params = PruneParams

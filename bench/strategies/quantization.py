@@ -19,7 +19,7 @@ from bench.contracts import TrialConfig
 from bench.errors import SkipTrial
 from bench.models.sizing import dense_bytes
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d, target_layers
 
 Int4Packing = Literal["tile_packed_to_4d", "plain", "preshuffled", "plain_int32"]
@@ -71,7 +71,7 @@ def layer_bytes(model: nn.Module, names: list[str]) -> int:
 class Quantizer(Strategy):
     """Base: convert Conv1D, pick the target Linears, quantize them, record their bytes."""
 
-    phase = Phase.MODEL
+    aspect = Aspect.MODEL
     order = 30  # after pruning and low-rank, which need float matrices
     workloads = frozenset({"infer", "transfer"})
     exclusive = "quantizer"  # a second quantizer would find no float Linear weights left
@@ -247,7 +247,7 @@ class IntxWeightOnly(TorchaoQuantizer):
 class Cast(Strategy):
     """Base for whole-model dtype casts: parameters and floating buffers."""
 
-    phase = Phase.MODEL
+    aspect = Aspect.MODEL
     order = 40  # last: quantizers and SVD expect the original float32
     workloads = frozenset({"infer", "transfer"})
     exclusive = "dtype cast"

@@ -47,7 +47,7 @@ from bench.comm.cost_model import tensor_parallel_ops
 from bench.contracts import Parallel, TrialConfig
 from bench.errors import BenchError
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d
 
 # Module names inside one block -> "colwise" | "rowwise", per model family.
@@ -282,7 +282,7 @@ class TensorParallel(Strategy):
         "per column-wise linear (bwd); sp: sequence-parallel norms, an all-gather + reduce-scatter per all-reduce; "
         "loss_parallel: vocab-parallel tied embedding and head, loss on vocab-sharded logits; with fsdp: 2-D"
     )
-    phase = Phase.LAYOUT
+    aspect = Aspect.LAYOUT
     order = 5  # before fsdp, which shards over the dp half of the mesh TP builds
     Params = TPParams
     workloads = frozenset({"train"})

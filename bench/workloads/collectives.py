@@ -20,8 +20,8 @@ import torch.distributed as dist
 from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
+from bench.meters.window import Window
 from bench.strategies import Composition
-from bench.trackers.window import Window
 from bench.workloads import Workload, register
 
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv"]

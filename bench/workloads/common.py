@@ -12,21 +12,21 @@ from torch import nn
 from bench.contracts import Accuracy, Parallel, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.models.zoo import MODELS, build_model, count_params, grad_bytes
-from bench.strategies import Composition, Phase, TrialState
-from bench.workloads.data import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
+from bench.strategies import Aspect, Composition, TrialState
+from bench.workloads.sources import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
 
 
 def build_state(
-    cfg: TrialConfig, comp: Composition, env: RankEnv, phases: tuple[Phase, ...], model: nn.Module | None = None
+    cfg: TrialConfig, comp: Composition, env: RankEnv, aspects: tuple[Aspect, ...], model: nn.Module | None = None
 ) -> TrialState:
-    """Build the model (or take `model`) on this rank's device and apply the composition's `phases` in order."""
+    """Build the model (or take `model`) on this rank's device and apply the composition's `aspects` in order."""
     spec = MODELS.get(cfg.model)
     model = (model if model is not None else build_model(spec, cfg.seed)).to(env.device)
     state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel=Parallel(dp=env.world_size))
     state.metrics["model_params"] = count_params(model)
     state.metrics["grad_bytes"] = grad_bytes(model)
-    for phase in phases:
-        comp.apply(phase, state)
+    for aspect in aspects:
+        comp.apply(aspect, state)
     return state
 
 

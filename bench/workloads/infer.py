@@ -38,17 +38,17 @@ from bench.contracts import Accuracy, Generate, Parallel, RankResult, TrialConfi
 from bench.distributed.env import RankEnv
 from bench.eval import corpus as corpora
 from bench.eval import lm, reference
+from bench.meters import phases
+from bench.meters.latency import sync
+from bench.meters.window import Window
 from bench.models.zoo import MODELS, ModelSpec, build_model, weights_source
-from bench.strategies import Composition, Phase, TrialState
-from bench.trackers import phases
-from bench.trackers.latency import sync
-from bench.trackers.window import Window
+from bench.strategies import Aspect, Composition, TrialState
 from bench.workloads import Workload, register
 from bench.workloads.common import batches, build_state, evaluate_loss, held_out_accuracy, synthetic_protocol
-from bench.workloads.data import LMBatch, MarkovChain
+from bench.workloads.sources import LMBatch, MarkovChain
 
 GENERATE_REPEATS = 3
-ACCURACY_PHASES = (Phase.MODEL, Phase.PRECISION)  # the strategies infer applies: what can change accuracy
+ACCURACY_ASPECTS = (Aspect.MODEL, Aspect.PRECISION)  # the strategies infer applies: what can change accuracy
 # The accuracy columns each kind of model reports (null with the reason when they cannot be measured).
 _COLUMNS = {"causal": ("perplexity", "reference_perplexity", "kl_mean", "top1_agreement"), "embedding": ("embedding_cosine",)}
 
@@ -157,7 +157,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     phases.mark("eval")  # the reference's outputs: computed, or read from the cache
     entry, reference_metrics = reference_outputs(task, spec, cfg.seed, env.device)
     phases.mark("build")
-    state = build_state(cfg, comp, env, ACCURACY_PHASES, model=model)
+    state = build_state(cfg, comp, env, ACCURACY_ASPECTS, model=model)
     # No other name may hold the uncompressed model: the window's start collects garbage and
     # trims the heap, so its peak is the candidate's alone.
     del model
@@ -200,7 +200,7 @@ def _accuracy(
         return _no_accuracy(state.spec, task), {}
     assert entry is not None  # reference_outputs gives an entry for every task
     ref = reference.load(entry)
-    if not any(s.phase in ACCURACY_PHASES for s in comp.strategies):
+    if not any(s.aspect in ACCURACY_ASPECTS for s in comp.strategies):
         return task.compare(ref, ref), {"accuracy_outputs": "reference (no model or precision strategy: it is the reference)"}
     return lm.score(task, state.model, ref, state.autocast), {"accuracy_outputs": "candidate"}
 

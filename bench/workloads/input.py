@@ -48,12 +48,12 @@ from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.eval.corpus import Corpus, find
-from bench.strategies import Composition, Phase, TrialState, effective
-from bench.strategies.data import HEADER_DTYPE, Collated, Collation, DocStream
-from bench.trackers.window import Window
+from bench.meters.window import Window
+from bench.strategies import Aspect, Composition, TrialState, effective
+from bench.strategies.collation import HEADER_DTYPE, Collated, Collation, DocStream
 from bench.workloads import Workload, register
 from bench.workloads.common import build_state
-from bench.workloads.data import stream_seed
+from bench.workloads.sources import stream_seed
 
 HEADER_BYTES = HEADER_DTYPE.itemsize
 
@@ -198,7 +198,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     if env.world_size < 2:
         raise SkipTrial("input needs at least 2 ranks (rank 0 reads and sends, the others receive)")
     comp = effective(comp, cfg.workload)
-    state = build_state(cfg, comp, env, (Phase.DATA,))  # the model gives the vocabulary; it never runs
+    state = build_state(cfg, comp, env, (Aspect.DATA,))  # the model gives the vocabulary; it never runs
     stream, source = None, ""
     if env.is_main:
         docs, source = open_source(cfg, opts, state.spec.vocab_size)

@@ -19,7 +19,7 @@ from bench.contracts import TrialConfig
 from bench.errors import SkipTrial
 from bench.eval import corpus as corpora
 from bench.eval.accuracy import read_corpus
-from bench.workloads.data import LMBatch, stream_seed
+from bench.workloads.sources import LMBatch, stream_seed
 
 
 @dataclass(frozen=True)

@@ -11,14 +11,14 @@ import torch
 from bench.comm.profile import profile_steps
 from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
+from bench.meters import phases
+from bench.meters.memory import model_state_bytes
+from bench.meters.window import Window
 from bench.models.zoo import MODELS
-from bench.strategies import Composition, Phase, TrialState, effective
-from bench.trackers import phases
-from bench.trackers.memory import model_state_bytes
-from bench.trackers.window import Window
+from bench.strategies import Aspect, Composition, TrialState, effective
 from bench.workloads import Workload, register
 from bench.workloads.common import batches, build_state, evaluate, evaluate_loss, synthetic_protocol
-from bench.workloads.data import LMBatch, MarkovChain
+from bench.workloads.sources import LMBatch, MarkovChain
 from bench.workloads.text import corpus_split
 
 
@@ -52,10 +52,10 @@ def analytic_ops(state: TrialState, comp: Composition) -> dict[str, float] | Non
     rest), so the last COMM strategy with a model wins; otherwise every layout adds its own
     traffic (tensor parallel's activations plus FSDP's parameters on a 2-D mesh).
     """
-    comm = [ops for s in comp.strategies if s.phase == Phase.COMM and (ops := s.analytic_ops(state)) is not None]
+    comm = [ops for s in comp.strategies if s.aspect == Aspect.COMM and (ops := s.analytic_ops(state)) is not None]
     if comm:
         return comm[-1]
-    layouts = [ops for s in comp.strategies if s.phase == Phase.LAYOUT and (ops := s.analytic_ops(state)) is not None]
+    layouts = [ops for s in comp.strategies if s.aspect == Aspect.LAYOUT and (ops := s.analytic_ops(state)) is not None]
     if not layouts:
         return None
     total: dict[str, float] = {}
@@ -110,20 +110,20 @@ def make_optimizer(opts: TrainOptions, lr: float, params: Iterable[torch.nn.Para
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: TrainOptions = WORKLOAD.options(cfg)
     comp = effective(comp, cfg.workload)
-    build_phases = (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP)
+    build_aspects = (Aspect.MODEL, Aspect.PRECISION, Aspect.LAYOUT, Aspect.COMM, Aspect.LOOP)
     total_steps = cfg.warmup_steps + cfg.steps + cfg.profile_steps
     chain: MarkovChain | None = None
     if opts.source == "corpus":
         from bench.models.pretrained import load_pretrained  # transformers' tokenizers only when needed
 
         model, tokenizer, _ = load_pretrained(MODELS.get(cfg.model).pretrained or "")
-        state = build_state(cfg, comp, env, build_phases, model=model)
+        state = build_state(cfg, comp, env, build_aspects, model=model)
         data_rank, data_world = _data_rank(state, env)
         text = corpus_split(cfg, opts.corpus, tokenizer, data_rank, data_world, total_steps * state.micro_steps)
         train, held_out = [b.to(env.device) for b in text.train], text.held_out
         before = _held_out_loss(state, held_out, env.device)
     else:
-        state = build_state(cfg, comp, env, build_phases)
+        state = build_state(cfg, comp, env, build_aspects)
         chain = MarkovChain.from_config(cfg.data)
         data_rank, _ = _data_rank(state, env)
         steps_k = total_steps * state.micro_steps

@@ -13,9 +13,9 @@ down to the inner tensors of quantized weights, goes in its smaller form:
   each packed by the same rule, and is rebuilt with `__tensor_unflatten__`;
 - everything else, and tensors under 64 elements, go as they are.
 A tensor reachable under two names (tied embeddings) is packed once. Each step is three
-phases, timed apart: rank 0 packs the state into one buffer (encode), broadcasts its length
+parts, timed apart: rank 0 packs the state into one buffer (encode), broadcasts its length
 and then the buffer (broadcast: until the last receiver holds it), and the receivers unpack
-it (decode: the slowest receiver). The step's latency is their sum. Phase boundaries are
+it (decode: the slowest receiver). The step's latency is their sum. Part boundaries are
 read from CLOCK_MONOTONIC, which is one clock for every process on a machine (ranks are
 local processes), and exchanged after the window. After the window receivers also check a
 SHA-256 digest of every tensor's bytes against rank 0's, so a lossy transfer fails the trial.
@@ -36,10 +36,10 @@ from bench.contracts import Accuracy, Parallel, RankResult, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.eval.lm import model_sizes
+from bench.meters.window import Window
 from bench.models.sizing import bitmask_nbytes
-from bench.strategies import Composition, Phase
+from bench.strategies import Aspect, Composition
 from bench.strategies.grad_compression.codecs import pack_bits, unpack_bits
-from bench.trackers.window import Window
 from bench.workloads import Workload, register
 from bench.workloads.common import build_state
 
@@ -233,16 +233,16 @@ def verify(local: bytes, env: RankEnv) -> None:
 
 
 def pack(sd: dict[str, Any]) -> torch.Tensor:
-    """The encode phase: the state dict in its transfer form, serialized into one byte tensor."""
+    """The encode part of a step: the state dict in its transfer form, serialized into one byte tensor."""
     return torch.frombuffer(bytearray(serialize(encode_state(sd)[0])), dtype=torch.uint8)
 
 
 def unpack(buffer: torch.Tensor) -> dict[str, Any]:
-    """The decode phase: the received bytes back into a state dict."""
+    """The decode part of a step: the received bytes back into a state dict."""
     return decode_state(torch.load(io.BytesIO(buffer.numpy().tobytes()), weights_only=False))
 
 
-def phases(marks: list[list[tuple[float, float, float, float]]]) -> dict[str, list[float]]:
+def step_parts(marks: list[list[tuple[float, float, float, float]]]) -> dict[str, list[float]]:
     """Per step, from every rank's (start, encoded, received, decoded) clock readings (rank 0 first):
     encode on rank 0, broadcast until the last receiver holds the buffer, the slowest decode."""
     out: dict[str, list[float]] = {"encode": [], "broadcast": [], "decode": []}
@@ -257,7 +257,7 @@ def phases(marks: list[list[tuple[float, float, float, float]]]) -> dict[str, li
 
 def source_state(cfg: TrialConfig, comp: Composition, env: RankEnv) -> tuple[dict[str, Any], dict[str, Any]]:
     """Rank 0: the compressed model's state dict, and its sizes (dense, packed, serialized) and digest."""
-    state = build_state(cfg, comp, env, (Phase.MODEL,))
+    state = build_state(cfg, comp, env, (Aspect.MODEL,))
     sd = state.model.state_dict()
     encoded, counts = encode_state(sd)
     metrics = {**state.metrics, **counts, **model_sizes(state.model), "payload_bytes": len(serialize(encoded))}
@@ -304,7 +304,7 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         metrics=metrics,
         analytic_ops={"broadcast": float(nbytes) + size.element_size()},
         parallel=Parallel(dp=env.world_size),
-        phases_s=phases(every),
+        step_parts_s=step_parts(every),
     )
 
 

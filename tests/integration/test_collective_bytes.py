@@ -12,7 +12,7 @@ from torch.distributed.elastic.multiprocessing.errors import record
 from bench.comm import wire as wire_mod
 from bench.comm.cost_model import wire
 from bench.distributed.env import init_rank, shutdown
-from bench.trackers.window import Window
+from bench.meters.window import Window
 from bench.workloads.collectives import ELEMENT, OPS, elements, make_call
 
 pytestmark = pytest.mark.multirank

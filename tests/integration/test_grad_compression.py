@@ -13,7 +13,7 @@ from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_comm, read_results
 from bench.strategies import STRATEGIES as REGISTRY
-from bench.strategies import Phase, parse
+from bench.strategies import Aspect, parse
 
 pytestmark = pytest.mark.multirank
 
@@ -24,8 +24,8 @@ def registered() -> list[str]:
     Read from the registry, so a new strategy is covered by the bytes-equal-model test
     without anyone remembering to list it.
     """
-    phases = (Phase.LAYOUT, Phase.COMM, Phase.LOOP)
-    return sorted({parse(n).canonical for n in REGISTRY.names() if REGISTRY.get(n).phase in phases})
+    phases = (Aspect.LAYOUT, Aspect.COMM, Aspect.LOOP)
+    return sorted({parse(n).canonical for n in REGISTRY.names() if REGISTRY.get(n).aspect in phases})
 
 
 # Non-default parameters that take other code paths, as data.

@@ -14,8 +14,8 @@ from bench.models.zoo import MODELS
 from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_comm, read_results
-from bench.workloads.data import stream_seed
 from bench.workloads.input import synthetic_documents
+from bench.workloads.sources import stream_seed
 
 pytestmark = pytest.mark.multirank
 

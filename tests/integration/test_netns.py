@@ -56,7 +56,7 @@ def counters(link: netns.Link) -> tuple[int, int]:
     """rx bytes and packets of both veth ends, summed (read inside each namespace)."""
     total = [0, 0]
     for node in range(2):
-        code = f"import json; from bench.network.netns import read_counters; print(json.dumps(read_counters({link.interfaces[node]!r})))"
+        code = f"import json; from bench.comm.link import read_counters; print(json.dumps(read_counters({link.interfaces[node]!r})))"
         got = json.loads(subprocess.run([*link.exec_prefix(node), sys.executable, "-c", code], capture_output=True,
                                         text=True, check=True).stdout)  # fmt: skip
         total[0] += got["rx_bytes"]

@@ -25,7 +25,7 @@ from bench.models.zoo import MODELS, build_model
 from bench.runner import suite as suites
 from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_results
-from bench.strategies import Phase, effective, parse
+from bench.strategies import Aspect, effective, parse
 
 pytestmark = pytest.mark.multirank
 
@@ -100,7 +100,7 @@ def test_sequence_parallel_trades_each_blocks_all_reduces_for_all_gathers_and_re
 def test_sequence_and_loss_parallel_losses_match_the_whole_model(swept: pd.DataFrame) -> None:
     """The first step's loss (before any update; every rank of a tp group reads data rank 0's batch)."""
     from bench.workloads.common import batches
-    from bench.workloads.data import MarkovChain
+    from bench.workloads.sources import MarkovChain
 
     for ws, model, strategy in SP_LP:
         row = _row(swept, ws, model, strategy)
@@ -150,15 +150,15 @@ def test_model_state_follows_zero_arithmetic(swept: pd.DataFrame) -> None:
 def first_loss(payload: tuple[str, str]) -> dict[str, Any]:
     """The partitioned model's loss on one batch, beside the whole model's on the same batch."""
     from bench.workloads.common import batches, build_state
-    from bench.workloads.data import MarkovChain
+    from bench.workloads.sources import MarkovChain
 
     strategy, model = payload
     env = init_rank("cpu", None)
     try:
         cfg = TrialConfig(suite="t", strategy=strategy, model=model, workload="train", world_size=env.world_size,
                           batch_size=4, seq_len=32)  # fmt: skip
-        phases = (Phase.MODEL, Phase.PRECISION, Phase.LAYOUT, Phase.COMM, Phase.LOOP)
-        state = build_state(cfg, effective(parse(strategy), "train"), env, phases)
+        aspects = (Aspect.MODEL, Aspect.PRECISION, Aspect.LAYOUT, Aspect.COMM, Aspect.LOOP)
+        state = build_state(cfg, effective(parse(strategy), "train"), env, aspects)
         batch = batches(cfg, MarkovChain.from_config(cfg.data), True, "train", 0, 1)[0]
         whole = build_model(MODELS.get(model), cfg.seed)
         ref = float(whole(input_ids=batch.input_ids, labels=batch.labels).loss)

@@ -113,7 +113,7 @@ def test_transfer_delivers_rank_0s_exact_state_and_times_its_phases(rows: dict[s
     assert row.transfer_payload_bytes == payload < row.serialized_bytes
     # every rank logs the 8-byte length and the payload, broadcast once per step
     assert list(row.comm_logical_bytes_per_step_per_rank) == [payload + 8.0] * 2
-    phases = metrics["phases_s"]
+    phases = metrics["step_parts_s"]
     sums = [sum(step) for step in zip(phases["encode"], phases["broadcast"], phases["decode"])]
     assert list(row.latency_samples_s) == pytest.approx(sums) and len(sums) == 3
     assert row.transfer_encode_p50_s == statistics.median(phases["encode"]) > 0

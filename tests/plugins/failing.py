@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 if "raise_in_rank" not in STRATEGIES:
 
@@ -11,7 +11,7 @@ if "raise_in_rank" not in STRATEGIES:
     class RaiseInRank(Strategy):
         name = "raise_in_rank"
         summary = "test only: raises on rank 1 while the model is being prepared"
-        phase = Phase.MODEL
+        aspect = Aspect.MODEL
 
         def apply(self, state: TrialState) -> None:
             if state.env.rank == 1:

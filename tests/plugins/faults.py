@@ -1,6 +1,6 @@
 """A test-only strategy that injects one fault into one rank: raise, SIGSEGV, os._exit, a hang in a collective, OOM.
 
-`fault(kind=K, rank=R)` acts on rank R while the model is being prepared (Phase.MODEL), before
+`fault(kind=K, rank=R)` acts on rank R while the model is being prepared (Aspect.MODEL), before
 the layout's first collective (DDP's parameter broadcast), so the other ranks are left waiting in
 that collective, the situation a real crash mid-step produces:
 - `raise`: starts a child process (`sleep`), then raises a RuntimeError;
@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import torch
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 KINDS = ("raise", "sigsegv", "exit", "hang", "oom")
 MESSAGE = "deliberate fault from the fault test strategy"
@@ -77,7 +77,7 @@ if "fault" not in STRATEGIES:
     class Fault(Strategy):
         name = "fault"
         summary = "test only: one rank raises, segfaults, exits, hangs or runs out of memory"
-        phase = Phase.MODEL
+        aspect = Aspect.MODEL
         Params = FaultParams
 
         def apply(self, state: TrialState) -> None:

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 MARK = "_commbench_patched_by"
 
@@ -16,7 +16,7 @@ if "patch_torch" not in STRATEGIES:
     class PatchTorch(Strategy):
         name = "patch_torch"
         summary = "test only: records whether torch is already patched, then patches it (gelu and a module attribute)"
-        phase = Phase.MODEL
+        aspect = Aspect.MODEL
 
         def apply(self, state: TrialState) -> None:
             # What an earlier trial's patch would have left behind, if ranks or the modules

@@ -15,8 +15,8 @@ from bench.comm.accounting import _DTYPE_NAMES, CollectiveRecord, UnknownDtype, 
 from bench.comm.profile import overlap_fraction
 from bench.comm.wire import WireCounter, WireUnavailable, snapshot
 from bench.contracts import Accuracy, MemoryPeaks, Parallel, Profile, RankResult, TrialConfig, WindowResult
+from bench.meters.window import Window
 from bench.runner.trial import _bytes_columns, comm_rows
-from bench.trackers.window import Window
 
 
 @pytest.mark.parametrize(

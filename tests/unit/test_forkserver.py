@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from bench.distributed import forkserver, isolation
-from bench.trackers import phases
+from bench.meters import phases
 
 
 def test_the_key_follows_environment_cwd_and_path_but_not_pytest_or_torchelastic_bookkeeping(

@@ -11,7 +11,7 @@ import torch
 from bench.comm.cost_model import InputLayout, input_broadcast_bytes, packed_pieces, padded_shape
 from bench.errors import BenchError
 from bench.strategies import effective, parse
-from bench.strategies.data import DocStream, Pack, PadDynamic, PadMax
+from bench.strategies.collation import DocStream, Pack, PadDynamic, PadMax
 from bench.workloads.input import corpus_documents, synthetic_documents
 
 PAD = 99

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from bench.contracts import Accuracy, MemoryPeaks, Parallel, RankResult, TrialConfig, WindowResult
+from bench.meters import memory
+from bench.meters.memory import MemoryTracker
 from bench.runner.trial import aggregate
-from bench.trackers import memory
-from bench.trackers.memory import MemoryTracker
 
 MB = 1 << 20
 CPU = torch.device("cpu")
@@ -76,7 +76,7 @@ def _result(rank: int, method: str = "kernel-VmHWM", tokens: int | None = 64, ph
     window = WindowResult(step_times_s=[0.1, 0.3, 0.2], memory=mem, comm_records=[], comm_summary=None, wire=None)
     return RankResult(
         rank=rank, window=window, tokens_per_step=tokens, accuracy=Accuracy(), metrics={}, analytic_ops=None,
-        parallel=Parallel(dp=2), phases_s=phases,
+        parallel=Parallel(dp=2), step_parts_s=phases,
     )  # fmt: skip
 
 

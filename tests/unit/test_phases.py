@@ -9,9 +9,9 @@ import pytest
 
 from bench.contracts import PHASES, PhaseTimes, rank_output_from_dict
 from bench.distributed.launch import LaunchResult
+from bench.meters import phases
 from bench.runner.phases import failure_columns, phase_columns
 from bench.storage.schema import PHASE_COLUMNS, TRIAL_SCHEMA
-from bench.trackers import phases
 from tests.unit.test_memory_and_rows import _result
 
 

@@ -10,9 +10,9 @@ import torch
 
 from bench.contracts import TrialConfig
 from bench.errors import BenchError
+from bench.meters.utilization import CPU_REASON, UtilSampler
 from bench.models.zoo import MODELS, build_model, grad_dtype_bytes
 from bench.strategies import data_parallel, parse, precision
-from bench.trackers.utilization import CPU_REASON, UtilSampler
 
 
 def _cfg(strategy: str, device: str = "cpu", world_size: int = 2, workload: str = "train") -> TrialConfig:

@@ -8,7 +8,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.registry import Registry
-from bench.strategies import Phase, Strategy, parse
+from bench.strategies import Aspect, Strategy, parse
 from bench.strategies.compose import Composition, split_top_level
 
 
@@ -58,23 +58,23 @@ class _Rank:
 
 
 class _Model(Strategy):
-    name, summary, phase, order, Params = "m", "", Phase.MODEL, 10, _Rank
+    name, summary, aspect, order, Params = "m", "", Aspect.MODEL, 10, _Rank
 
 
 class _Quant(Strategy):
-    name, summary, phase, order = "q", "", Phase.MODEL, 30
+    name, summary, aspect, order = "q", "", Aspect.MODEL, 30
 
 
 class _Hook1(Strategy):
-    name, summary, phase, exclusive, Params, needs_ddp = "h1", "", Phase.COMM, "DDP comm hook", _Rank, True
+    name, summary, aspect, exclusive, Params, needs_ddp = "h1", "", Aspect.COMM, "DDP comm hook", _Rank, True
 
 
 class _Hook2(Strategy):
-    name, summary, phase, exclusive = "h2", "", Phase.COMM, "DDP comm hook"
+    name, summary, aspect, exclusive = "h2", "", Aspect.COMM, "DDP comm hook"
 
 
 class _Fsdp(Strategy):
-    name, summary, phase, replaces_ddp = "fsdp", "", Phase.LAYOUT, True
+    name, summary, aspect, replaces_ddp = "fsdp", "", Aspect.LAYOUT, True
 
 
 @pytest.fixture
@@ -135,11 +135,11 @@ def test_ddp_is_the_implicit_training_layout_and_never_named() -> None:
 
 def test_an_explicit_layout_replaces_the_implicit_one(reg: Registry[type[Strategy]]) -> None:
     class _Ddp(Strategy):
-        name, summary, phase, exclusive, implicit = "ddp", "", Phase.LAYOUT, "layout", True
+        name, summary, aspect, exclusive, implicit = "ddp", "", Aspect.LAYOUT, "layout", True
         workloads = frozenset({"train"})
 
     class _Sharded(Strategy):
-        name, summary, phase, exclusive, replaces_ddp = "sharded", "", Phase.LAYOUT, "layout", True
+        name, summary, aspect, exclusive, replaces_ddp = "sharded", "", Aspect.LAYOUT, "layout", True
 
     default = [_Ddp(_Ddp.Params())]
     assert [s.name for s in Composition.parse("m", reg).with_defaults(default, "train").strategies] == ["m", "ddp"]

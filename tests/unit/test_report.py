@@ -18,7 +18,7 @@ from bench.cli import main
 from bench.reports import charts, detail
 from bench.reports.blocks import Table
 from bench.reports.cases import ReportData
-from bench.reports.findings import StrategyFinding, findings
+from bench.reports.headline import StrategyFinding, findings
 from bench.reports.html import SECTION_IDS, build_page, render, write_report
 from bench.reports.plots import pareto_front
 from bench.storage.parquet import read_comm, read_results

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM
 
-from bench.strategies import Phase, TrialState, parse
+from bench.strategies import Aspect, TrialState, parse
 
 
 def tiny_gpt2(seed: int = 0) -> GPT2LMHeadModel:
@@ -36,7 +36,7 @@ def tiny_llama(seed: int = 0) -> LlamaForCausalLM:
 def apply(text: str, model: nn.Module) -> TrialState:
     """Apply composition `text` to `model` as the workloads do (MODEL phase); return the state."""
     state = TrialState(cfg=None, env=None, spec=None, model=model)  # type: ignore[arg-type]
-    parse(text).apply(Phase.MODEL, state)
+    parse(text).apply(Aspect.MODEL, state)
     return state
 
 

@@ -20,7 +20,7 @@ from bench.comm.cost_model import batched_powersgd_step, gathered_payloads, powe
 from bench.errors import SkipTrial
 from bench.models.zoo import grad_bytes, grad_dtype_bytes
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import ddp_analytic_ops
 from bench.strategies.grad_compression import hooks as ch
 from bench.strategies.grad_compression.powersgd import PowerSGDHookState, register_powersgd
@@ -31,7 +31,7 @@ Hook = Callable[[Any, Any], Any]
 class CommHookStrategy(Strategy):
     """Base for strategies that register one DDP comm hook on the wrapped model."""
 
-    phase = Phase.COMM
+    aspect = Aspect.COMM
     workloads = frozenset({"train"})
     exclusive = "DDP comm hook"
     needs_ddp = True

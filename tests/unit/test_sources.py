@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from bench.contracts import DataConfig
-from bench.workloads.data import MarkovChain, make_batch, mask_tokens, stream_seed
+from bench.workloads.sources import MarkovChain, make_batch, mask_tokens, stream_seed
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Benchmark: how much of a train step's gradient is exactly zero, per parameter, on the synthetic source.
 
-    python -m bench.benchmarks.grad_zeros [--model gpt2-tiny] [--states 64] [--branching 4] [--steps 0]
+    python -m bench.investigations.grad_zeros [--model gpt2-tiny] [--states 64] [--branching 4] [--steps 0]
 
 One process, no DDP: build the model as a trial does, take `steps` AdamW steps (lr 3e-3) on
 the train stream, then print, for each parameter with exact zeros in the next batch's
@@ -18,7 +18,7 @@ import torch
 from bench.contracts import DataConfig, TrialConfig
 from bench.models.zoo import MODELS, build_model
 from bench.workloads.common import batches
-from bench.workloads.data import MarkovChain
+from bench.workloads.sources import MarkovChain
 
 
 def zero_shares(model: torch.nn.Module) -> tuple[dict[str, tuple[float, float]], float]:

@@ -1,4 +1,4 @@
-"""The input pipeline (DATA phase): how variable-length documents become a batch, and the dtype its ids travel in.
+"""The input pipeline (DATA aspect): how variable-length documents become a batch, and the dtype its ids travel in.
 
 A batch is `rows` token rows of at most `row_len` slots. Three collations, one per trial
 (exclusive group "collation"):
@@ -29,7 +29,7 @@ import torch
 
 from bench.comm.cost_model import InputLayout, packed_pieces, padded_shape
 from bench.strategies import STRATEGIES
-from bench.strategies.base import Phase, Strategy, TrialState
+from bench.strategies.base import Aspect, Strategy, TrialState
 
 COLLATION = "collation"
 HEADER_DTYPE = torch.int64
@@ -106,7 +106,7 @@ def pack_rows(stream: DocStream, rows: int, row_len: int) -> Collated:
 class Collation(Strategy):
     """A DATA strategy that forms batches; the input workload calls `collate` on the data rank."""
 
-    phase = Phase.DATA
+    aspect = Aspect.DATA
     order = 0  # collate, then choose the wire dtype (ids_int32)
     workloads = frozenset({"input"})
     exclusive = COLLATION
@@ -200,7 +200,7 @@ class IdsInt32(Strategy):
 
     name = "ids_int32"
     summary = "input: token ids, lengths and offsets broadcast as int32 instead of int64 (half the bytes; the header stays int64)"
-    phase = Phase.DATA
+    aspect = Aspect.DATA
     order = 10
     workloads = frozenset({"input"})
 

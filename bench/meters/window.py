@@ -2,52 +2,21 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 import torch
 import torch.distributed as dist
 
 from bench.comm.accounting import CommAccountant, records_to_dicts, summarise
+from bench.comm.link import LinkCounter
 from bench.comm.wire import WireCounter, WireUnavailable
 from bench.contracts import WindowResult
-from bench.network.netns import read_counters
-from bench.trackers import phases
-from bench.trackers.latency import StepTimer, sync
-from bench.trackers.memory import MemoryTracker
-from bench.trackers.utilization import UtilSampler
+from bench.meters import phases
+from bench.meters.latency import StepTimer, sync
+from bench.meters.memory import MemoryTracker
+from bench.meters.utilization import UtilSampler
 
 NCCL_WIRE_REASON = "NCCL moves bytes over NVLink/PCIe/IB, invisible to TCP socket counters"
-# Set by the runner for trials across network namespaces: the interface of this rank's node.
-LINK_IFACE_ENV = "COMMBENCH_LINK_IFACE"
-
-
-class LinkCounter:
-    """The node's link counters over the window (`/sys/class/net/<if>/statistics`).
-
-    Read by the node's first local rank only, so that a node's ranks count its link once.
-    """
-
-    def __init__(self) -> None:
-        self.iface = os.environ.get(LINK_IFACE_ENV)
-        self.reason: str | None = None
-        if not self.iface:
-            self.reason = "not across network namespaces: no link of its own to count"
-        elif os.environ.get("LOCAL_RANK", "0") != "0":
-            self.reason = "counted by the node's local rank 0"
-        self._before: dict[str, int] = {}
-
-    def start(self) -> None:
-        if self.reason is None and self.iface:
-            self._before = read_counters(self.iface)
-
-    def stop(self) -> dict[str, int] | None:
-        if self.reason is not None or not self.iface:
-            return None
-        after = read_counters(self.iface)
-        return {k: after[k] - self._before[k] for k in after}
-
-
 def _fence() -> None:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.barrier()

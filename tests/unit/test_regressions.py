@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from bench.cli import main
+from bench.regressions.nightly import judge_run, last_good_run
 from bench.storage.parquet import read_results
 from bench.system import REPO_ROOT
-from bench.tracking.nightly import judge_run, last_good_run
 from tests.unit.report_fixtures import GRAD_BYTES, nightly_runs, train_bytes, trial
 
 TINY_SUITE = """
@@ -124,7 +124,7 @@ def worktree_count(repo: Path) -> int:
 def test_compare_revs_benchmarks_each_revision_from_its_own_worktree(
     clone: tuple[Path, str, str], tiny_suite: Path, tmp_path: Path
 ) -> None:
-    from bench.tracking.revs import compare_revs
+    from bench.regressions.revs import compare_revs
 
     repo, a, b = clone
     outcome = compare_revs(a, "HEAD", tiny_suite, tmp_path / "revs", rounds=1, repo=repo)
@@ -140,7 +140,7 @@ def test_compare_revs_benchmarks_each_revision_from_its_own_worktree(
 def test_compare_revs_alternates_the_revisions_round_by_round(
     clone: tuple[Path, str, str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from bench.tracking import revs
+    from bench.regressions import revs
 
     repo, a, b = clone
     calls: list[tuple[str, str, bool]] = []
