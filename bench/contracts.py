@@ -31,7 +31,9 @@ PIN_POLICIES: tuple[str, ...] = get_args(PinPolicy)
 #    before, gloo's threads inherited the rank's one core and every collective slowed down.
 #    The sign codec sends exact zeros as 0 by default (a second bit-plane: other bytes and
 #    other training); the masked Bayes floor is computed for any number of states.
-MEASUREMENT_VERSION = 3
+# 4: infer's perplexity defaults to non-overlapping windows (stride = window, the GPTQ protocol)
+#    instead of stride = window // 2: the same tokens read, half the forwards, a higher perplexity.
+MEASUREMENT_VERSION = 4
 # Config fields that do not change what is measured: left out of the case (and the history key).
 # `seed` draws one sample of a case (model init, data stream, codec noise): rows of several
 # seeds are repeats of one case, pooled by the comparator and averaged by the report.

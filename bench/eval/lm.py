@@ -33,16 +33,19 @@ MIN_SENTENCE_WORDS = 8  # corpus lines shorter than this are headings or blank
 class CorpusOptions:
     """How accuracy is measured on text: the infer workload's `options.*`.
 
-    Overlapping windows are the Hugging Face recipe for fixed-length models: each window
-    scores only the tokens no earlier one scored, so every token past the first window is
-    scored with at least `window - stride` tokens of context. With stride == window the
-    first tokens of each window would be scored with almost none, overstating perplexity.
+    The default is the protocol of GPTQ and most quantization papers: non-overlapping
+    windows (stride == window), each token read once, so a window's first tokens are scored
+    with little context and the perplexity is higher than a sliding window's. It costs one
+    forward per `window` tokens. A smaller `stride` gives the Hugging Face sliding-window
+    recipe: each window scores only the tokens no earlier one scored, every token past the
+    first window with at least `window - stride` tokens of context, at window/stride times
+    the forwards. The row's `accuracy_protocol` records which one scored it.
     """
 
     corpus: str | None = None  # a text file; "hub"; unset: WikiText-2 valid, local copy else hub (bench.eval.corpus)
     max_tokens: int = 16384  # corpus tokens scored for perplexity
     window: int = 512  # tokens per perplexity window
-    stride: int | None = None  # tokens between window starts; None: window // 2
+    stride: int | None = None  # tokens between window starts; None: window (non-overlapping)
     fidelity_windows: int = 8  # windows of `window` tokens for KL / top-1 against the reference
     sentences: int = 64  # embedding models: corpus lines embedded for the cosine
 
@@ -60,7 +63,7 @@ class CorpusOptions:
 
     @property
     def window_stride(self) -> tuple[int, int]:
-        return self.window, self.stride if self.stride is not None else max(1, self.window // 2)
+        return self.window, self.stride if self.stride is not None else self.window
 
 
 class AccuracyTask(Protocol):
@@ -121,10 +124,10 @@ def fidelity_between(cand: Outputs, ref: Outputs, count: int) -> dict[str, Any]:
 
 @dataclass(kw_only=True)
 class CorpusPerplexity:
-    """Causal LMs on a corpus: sliding-window perplexity, and KL / top-1 against the reference on its first windows.
+    """Causal LMs on a corpus: windowed perplexity, and KL / top-1 against the reference on its first windows.
 
     A fidelity window that is also a perplexity window (window starts a multiple of the
-    stride: all of them with the default stride) takes its logits from the perplexity pass,
+    stride: all of them with the default, non-overlapping stride) takes its logits from the perplexity pass,
     so it costs no forward of its own.
     """
 
@@ -152,7 +155,7 @@ class CorpusPerplexity:
         window, stride = self.opts.window_stride
         return {
             **self.corpus.protocol(),
-            "metric": "sliding-window perplexity; KL and top-1 agreement against the reference",
+            "metric": f"{'non-overlapping' if stride == window else 'sliding'}-window perplexity; KL and top-1 agreement against the reference",
             "level": "token",
             "tokens_read": int(self.ids.numel()),
             "max_tokens": self.opts.max_tokens,

@@ -141,7 +141,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("entropy_rate", F64, "nats/token", "entropy rate of the synthetic Markov source"),
         ("loss_gap_to_floor", F64, "nats", "eval_loss - bayes_loss"),
         ("loss_curve", LIST_F64, "nats", "train loss per step (mean over ranks), sampled to at most loss_curve_points"),
-        ("perplexity", F64, "ppl", "infer, pretrained causal LMs: sliding-window perplexity on the corpus"),
+        ("perplexity", F64, "ppl", "infer, pretrained causal LMs: windowed perplexity on the corpus (window and stride in accuracy_protocol)"),
         ("perplexity_tokens", I64, "tokens", "tokens scored for that perplexity"),
         ("reference_perplexity", F64, "ppl", "infer, pretrained causal LMs: the uncompressed reference's perplexity, same protocol"),
         ("kl_mean", F64, "nats", "infer: mean KL(reference || model) of next-token distributions vs the uncompressed model"),

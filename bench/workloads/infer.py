@@ -15,7 +15,7 @@ A test holds this: on a cold cache the reference copy is dead when the window op
 Tasks:
 - zoo models (random init, synthetic language): held-out loss and its Bayes floor, plus
   fidelity (mean KL of next-token distributions, top-1 agreement) on the held-out batches;
-- pretrained causal LMs: sliding-window perplexity on a text corpus (`options.*` are
+- pretrained causal LMs: windowed perplexity on a text corpus (`options.*` are
   `bench.eval.lm.CorpusOptions`; the corpus is found by `bench.eval.corpus`) and fidelity
   on its first windows;
 - pretrained sentence-embedding models: cosine of mean-pooled embeddings of corpus lines

@@ -92,10 +92,10 @@ def _infer_options(**options: object) -> CorpusOptions:
     return WORKLOADS.get("infer").options(cfg)
 
 
-def test_infer_windows_overlap_by_half_unless_a_stride_is_set() -> None:
-    assert _infer_options().window_stride == (512, 256)
-    assert _infer_options(window=16).window_stride == (16, 8)
-    assert _infer_options(window=16, stride=16).window_stride == (16, 16)
+def test_infer_windows_do_not_overlap_unless_a_stride_is_set() -> None:
+    assert _infer_options().window_stride == (512, 512)
+    assert _infer_options(window=16).window_stride == (16, 16)
+    assert _infer_options(window=16, stride=8).window_stride == (16, 8)
 
 
 def _task(ids: torch.Tensor, **options: int) -> CorpusPerplexity:
@@ -106,8 +106,8 @@ def _task(ids: torch.Tensor, **options: int) -> CorpusPerplexity:
 
 
 @pytest.mark.parametrize("options, tokens, starts, extra", [
-    ({"window": 16}, 99, list(range(0, 89, 8)), []),  # overlapping: every token but the first
-    ({"window": 16, "stride": 16}, 93, list(range(0, 97, 16)), []),  # disjoint: 7 windows, 7 unscored
+    ({"window": 16, "stride": 8}, 99, list(range(0, 89, 8)), []),  # overlapping: every token but the first
+    ({"window": 16}, 93, list(range(0, 97, 16)), []),  # disjoint (the default): 7 windows, 7 unscored
     ({"window": 16, "stride": 6}, 99, list(range(0, 85, 6)), [16]),  # (16, 32) is no perplexity window
 ])  # fmt: skip
 def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts: list[int], extra: list[int]) -> None:
@@ -124,7 +124,8 @@ def test_corpus_perplexity_windows(options: dict[str, int], tokens: int, starts:
     window, stride = task.opts.window_stride
     assert result.protocol == {
         "corpus": "counting", "corpus_source": "file", "corpus_path": "counting.txt", "corpus_sha256": "0" * 64,
-        "metric": "sliding-window perplexity; KL and top-1 agreement against the reference", "level": "token",
+        "metric": f"{'non-overlapping' if stride == window else 'sliding'}-window perplexity; KL and top-1 agreement against the reference",
+        "level": "token",
         "tokens_read": 100, "max_tokens": 16384, "window": window, "stride": stride, "fidelity_windows": 2,
         "fidelity_positions": 32, "reference": {"model": "fixed"}, "tokens_scored": tokens,
     }  # fmt: skip
