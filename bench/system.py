@@ -66,6 +66,23 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+# CPU flags with native fp16 arithmetic (Sapphire Rapids' AVX512-FP16, Granite Rapids' AMX-FP16).
+NATIVE_FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
+
+
+def slow_fp16_reason(flags: frozenset[str] | None = None) -> str | None:
+    """Why float16 matmuls are slow on this CPU, or None (it has native fp16, or its flags are unknown).
+
+    Without native fp16 oneDNN refuses float16 Linear layers ("mkldnn_linear: fp16 path needs
+    the cpu support avx_ne_convert or avx512_fp16") and torch runs its generic fallback GEMM.
+    """
+    flags = cpu_flags() if flags is None else flags
+    if not flags or flags & NATIVE_FP16_FLAGS:
+        return None
+    return (f"this CPU has no native fp16 arithmetic (no {' or '.join(sorted(NATIVE_FP16_FLAGS))} flag): "
+            "torch runs float16 matmuls in its generic fallback kernel, slower than float32 here")  # fmt: skip
+
+
 def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 

@@ -19,12 +19,10 @@ import torch
 from bench.contracts import TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
-from bench.system import cpu_flags
+from bench.system import NATIVE_FP16_FLAGS, cpu_flags
 
 POLICY = "precision setting"  # exclusive group: one numeric policy per trial
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-# CPU flags with native fp16 arithmetic (Sapphire Rapids' AVX512-FP16, Granite Rapids' AMX-FP16).
-NATIVE_FP16_FLAGS = frozenset({"avx512_fp16", "amx_fp16"})
 
 
 def cpu_fp16_reason(flags: frozenset[str]) -> str | None:

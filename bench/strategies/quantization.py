@@ -21,6 +21,7 @@ from bench.models.sizing import dense_bytes
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d, target_layers
+from bench.system import slow_fp16_reason
 
 Int4Packing = Literal["tile_packed_to_4d", "plain", "preshuffled", "plain_int32"]
 GROUP_SIZES = (32, 64, 128, 256)
@@ -268,6 +269,12 @@ class CastFp16(Cast):
     name = "cast_fp16"
     summary = "cast the whole model to float16 (model.half())"
     dtype = torch.float16
+
+    def apply(self, state: TrialState) -> None:
+        super().apply(state)
+        on_cpu = next(state.model.parameters()).device.type == "cpu"
+        if on_cpu and (reason := slow_fp16_reason()):
+            state.metrics["kernel_note"] = reason
 
 
 @STRATEGIES.register("cast_bf16")

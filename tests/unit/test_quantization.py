@@ -169,3 +169,13 @@ def test_int4_weight_only_on_cuda_packs_two_values_per_byte() -> None:
     assert state.metrics["layer_bytes_after"] == sum(padded(o, i) for o, i, _ in dims.values())
     with torch.no_grad():
         assert torch.isfinite(model(tokens().cuda()).logits).all()
+
+
+def test_fp16_is_called_slow_only_on_a_cpu_without_native_fp16() -> None:
+    from bench.system import slow_fp16_reason
+
+    assert slow_fp16_reason(frozenset({"avx2", "avx512_bf16"})) is not None
+    assert slow_fp16_reason(frozenset({"avx2", "avx512_fp16"})) is None
+    assert slow_fp16_reason(frozenset()) is None  # flags unknown: no claim either way
+    state = apply("cast_fp16", tiny_llama())
+    assert state.metrics.get("kernel_note") == slow_fp16_reason()  # this machine's answer, in the row
