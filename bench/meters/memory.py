@@ -1,6 +1,6 @@
 """Peak memory of one rank over a window: host RSS, torch's CUDA allocator, and NVML.
 
-Meanings (also in the README's schema table):
+Meanings (also in the schema table, docs/schema.md):
 - `rss_peak`: the kernel's resident-set high-water mark (VmHWM) for this rank's process,
   reset at the window start by writing 5 to /proc/self/clear_refs. Exact, not sampled.
   Where that is not possible, a psutil sampler thread reads RSS every 5 ms instead and

@@ -245,7 +245,7 @@ def section(rows: pd.DataFrame) -> Section | None:
 
 
 def markdown(found: list[NetworkCase]) -> str:
-    """The break-even tables as Markdown (the README's findings), step p50 in ms."""
+    """The break-even tables as Markdown (for a findings report), step p50 in ms."""
     out = []
     for case in found:
         links = _links(case)

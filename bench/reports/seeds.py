@@ -8,7 +8,7 @@ the latest ok baseline of the same case and seed): seeds pair the two, so the pa
 is the one that says whether a strategy changes the loss. Unlike latency, a loss does not
 depend on what else ran on the machine, so this pairing may cross runs.
 
-    python -m bench.reports.seeds RESULTS... [--column eval_loss]   # markdown, for the README
+    python -m bench.reports.seeds RESULTS... [--column eval_loss]   # markdown, for a findings report
 """
 
 from __future__ import annotations
@@ -135,7 +135,7 @@ def section(data: ReportData) -> Section | None:
 
 
 def markdown(rows: list[SeedRow]) -> str:
-    """The aggregate as a markdown table (README findings)."""
+    """The aggregate as a markdown table (for a findings report)."""
     lines = [
         "| model | case | strategy | n | eval loss | gap to floor | vs baseline (paired) |",
         "|---|---|---|---|---|---|---|",

@@ -1,6 +1,6 @@
 """One trial: launch its ranks, then turn their `RankResult`s into one result row plus per-collective rows.
 
-Aggregation across ranks (documented in the README):
+Aggregation across ranks (docs/measurement.md):
 - step latency: per step, the max over ranks (the step is done when the slowest rank
   is); the per-step max-min spread is kept beside it. A workload whose step is made of
   phases timed across ranks (transfer: encode, broadcast, decode) reports them, and the

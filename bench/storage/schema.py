@@ -1,4 +1,4 @@
-"""Result columns: name, arrow type, unit and meaning. The README's schema table is generated from here.
+"""Result columns: name, arrow type, unit and meaning. The schema tables of docs/schema.md are generated from here.
 
 Bump SCHEMA_VERSION when a column changes meaning or type; readers refuse newer versions.
 What the numbers in a row measure is versioned apart, by `contracts.MEASUREMENT_VERSION`.
@@ -272,7 +272,7 @@ COMM_SCHEMA = arrow_schema(COMM_COLUMNS)
 
 
 def markdown(columns: list[Column]) -> str:
-    """The schema as a Markdown table (pasted into README.md; a test keeps them in sync)."""
+    """The schema as a Markdown table (pasted into docs/schema.md; a test keeps them in sync)."""
     lines = ["| column | type | unit | meaning |", "|---|---|---|---|"]
     for c in columns:
         lines.append(f"| `{c.name}` | {c.type} | {c.unit} | {c.doc} |")

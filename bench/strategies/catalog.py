@@ -1,6 +1,6 @@
-"""The README's strategies table, generated from the registry (`commbench list strategies --markdown`).
+"""The strategies table of docs/strategies.md, generated from the registry (`commbench list strategies --markdown`).
 
-A test keeps the README's copy current, so the table is never edited by hand.
+A test keeps the page's copy current, so the table is never edited by hand.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import dataclasses
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, format_value
 
-PACKAGE = "bench.strategies"  # plugins register too; the README lists the built-in strategies
+PACKAGE = "bench.strategies"  # plugins register too; the docs list the built-in strategies
 HEADER = "| strategy (defaults) | aspect | workloads | what it does |\n|---|---|---|---|"
 
 

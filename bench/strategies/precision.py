@@ -92,7 +92,7 @@ class Half(Strategy):
     """
 
     name = "half"
-    summary = "the seed's `model.half()` for training: fp16 weights and gradients, so DDP all-reduces half the bytes; no loss scaling (AdamW's default eps is 0 in fp16: see below)"
+    summary = "the seed's `model.half()` for training: fp16 weights and gradients, so DDP all-reduces half the bytes; no loss scaling (AdamW's default eps rounds to 0 in fp16, so training diverges)"
     aspect = Aspect.PRECISION
     workloads = frozenset({"train"})
     exclusive = POLICY

@@ -112,7 +112,7 @@ def test_ddp_across_two_namespaces_counts_its_wire_bytes_three_ways(
     link, sockets = row["link_payload_bytes_per_step"], row["wire_bytes_per_step"]
     analytic = row["world_size"] * row["analytic_logical_bytes_per_step_per_rank"]
     assert abs(link / analytic - 1) < 0.03 and abs(row["link_ratio"] - 1) < 0.03
-    # link / sockets measured 1.0019-1.018 over 12 runs of this trial (README): not within 1%.
+    # link / sockets measured 1.0019-1.018 over 12 runs of this trial (findings/2026-11-30-network-breakeven.md): not within 1%.
     assert abs(sockets / analytic - 1) < 0.03 and abs(link / sockets - 1) < 0.03
     assert len(made) == 2 and not set(made) & namespaces()
     # Ranks and runner share one kernel's clock across namespaces: the phases add up.

@@ -82,7 +82,7 @@ class Bf16Compress(CommHookStrategy):
     """
 
     name = "bf16_compress"
-    summary = "gradients all-reduced in bfloat16: torch's `bf16_compress_hook` on NCCL, the same math under a name DDP allows on gloo (see below)"
+    summary = "gradients all-reduced in bfloat16: torch's `bf16_compress_hook` on NCCL, the same math under a name DDP allows on gloo"
     wire_dtype = "bfloat16"
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
@@ -151,7 +151,7 @@ class PowerSGD(CommHookStrategy):
     """
 
     name = "powersgd"
-    summary = "torch's `powerSGD_hook` / `batched_powerSGD_hook`: rank-r P/Q all-reduces per gradient matrix, made safe on gloo (see below)"
+    summary = "torch's `powerSGD_hook` / `batched_powerSGD_hook`: rank-r P/Q all-reduces per gradient matrix, made safe on gloo (one process group per bucket)"
     Params = PowerSGDParams
     wire_dtype = "float32"
 
@@ -233,7 +233,7 @@ class SignSGD(CodecStrategy):
     """Signs packed 8 per byte (+ a nonzero bit-plane by default) plus a float32 scale (mean |x| when scaled) per bucket (EF-SignSGD)."""
 
     name = "signsgd"
-    summary = "EF-SignSGD: signs packed 8 per byte, a nonzero bit-plane (zeros=zero; exact zeros decode to 0) and one float32 scale per bucket, all-gathered (see the EF finding below)"
+    summary = "EF-SignSGD: signs packed 8 per byte, a nonzero bit-plane (zeros=zero; exact zeros decode to 0) and one float32 scale per bucket, all-gathered"
     Params = ch.Sign
 
 

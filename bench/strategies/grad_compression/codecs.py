@@ -91,9 +91,7 @@ def sign_encode(x: torch.Tensor, scaled: bool = True, zeros: SignZeros = "zero")
     element, still 16x fewer bytes than fp32). zeros="plus" sends one bit and decodes an
     exact zero as +scale: a gradient that is exactly zero on every step (an unused
     embedding row, a position past seq_len) then becomes a constant +scale, which an
-    Adam-type optimizer turns into a full-lr drift of that parameter. Measured in README
-    (EF-SignSGD finding): that drift, not the compressor, was what made signSGD without
-    error feedback look better than fp32 on the sparse-vocabulary source.
+    Adam-type optimizer turns into a full-lr drift of that parameter.
     """
     n = x.numel()
     scale = (x.abs().sum() / n if scaled else torch.ones((), device=x.device)).reshape(1).to(torch.float32)
