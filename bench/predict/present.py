@@ -8,7 +8,11 @@ from __future__ import annotations
 import argparse
 import html
 import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
+
+import pandas as pd
 
 from bench.errors import BenchError
 from bench.predict import advise as adv
@@ -30,7 +34,9 @@ def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[s
     known = {o.link for o in obs}
     for fold in wanted:
         if not fold <= known:
-            raise BenchError(f"--holdout {','.join(sorted(fold - known))}: no network trial on that link (have {', '.join(sorted(known))})")
+            raise BenchError(
+                f"--holdout {','.join(sorted(fold - known))}: no network trial on that link (have {', '.join(sorted(known))})"
+            )
     return {",".join(sorted(f)): holdout.fold(obs, models, f) for f in wanted}
 
 
@@ -46,65 +52,119 @@ def _terms(obs: list[Observed], models: dict[str, LinkModel]) -> list[str]:
     return out
 
 
-def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float]) -> list[str]:
-    """Measured and predicted break-even per strategy (predicted: compute from every link, links scaled by rate)."""
-    eff, alpha = links.efficiency(models, rates), links.median_alpha(list(models.values()))
-    lat = statistics.median(alpha.values()) if alpha else 0.0
-    out = ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing; predicted: [low, high] from the compute range):"]
+@dataclass(frozen=True, slots=True)
+class BreakEvenRow:
+    """One strategy against the baseline of its case: measured and predicted break-even (bit/s), the prediction's interval."""
+
+    case: str
+    strategy: str
+    measured_bps: float | None
+    measured_reason: str | None
+    predicted_bps: float | None
+    predicted_reason: str | None
+    low_bps: float | None
+    high_bps: float | None
+
+    @property
+    def within(self) -> bool | None:
+        if self.predicted_bps is None or self.measured_bps is None:
+            return None
+        return breakeven.within_factor(self.predicted_bps, self.measured_bps)
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """Everything `predict` shows: the links' fits, the observed steps, each fold's outcomes, the break-evens."""
+
+    links: dict[str, LinkModel]
+    observed: list[Observed]
+    folds: dict[str, list[Outcome]]
+    breakevens: list[BreakEvenRow]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [o for f in self.folds.values() for o in f]
+
+
+def model_curve(compute_s: float, o: Observed, eff: dict[str, float], lat: float) -> Callable[[float], float]:
+    """Predicted step (s) of `o`'s calls against link rate (bit/s), each link scaled from the calibration."""
+    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.at_rate(r, lat, eff))
+
+
+def scaling(models: dict[str, LinkModel], rates: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Per-op efficiency (beta over rate) and the median alpha of the calibrated links."""
+    alpha = links.median_alpha(list(models.values()))
+    return links.efficiency(models, rates), (statistics.median(alpha.values()) if alpha else 0.0)
+
+
+def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float]) -> list[BreakEvenRow]:
+    """Measured and predicted break-even per strategy (compute from every link; links scaled by rate)."""
+    eff, lat = scaling(models, rates)
+    out = []
     for case in sorted({o.case for o in obs}):
-        mine = [o for o in obs if o.case == case and o.link in models]
+        every = [o for o in obs if o.case == case]
+        mine = [o for o in every if o.link in models]
         base = [o for o in mine if o.strategy == BASELINE]
         if not base:
             continue
         cb = holdout.compute_of(base, models)
         for strat in sorted({o.strategy for o in mine} - {BASELINE}):
             cand = [o for o in mine if o.strategy == strat]
-            measured, why = breakeven.crossing([(o.rate_bps, o.measured_s) for o in base if o.rate_bps],
-                                               [(o.rate_bps, o.measured_s) for o in cand if o.rate_bps])  # fmt: skip
+            measured, why = breakeven.crossing([(o.rate_bps, o.measured_s) for o in every if o.strategy == BASELINE and o.rate_bps],
+                                               [(o.rate_bps, o.measured_s) for o in every if o.strategy == strat and o.rate_bps])  # fmt: skip
             cc = holdout.compute_of(cand, models)
-            preds = []
-            for c_base, c_cand in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s)):
-                curve = _curve(c_base, base[0], eff, lat), _curve(c_cand, cand[0], eff, lat)
-                preds.append(breakeven.predicted_crossing(*curve))
+            preds = [breakeven.predicted_crossing(model_curve(b, base[0], eff, lat), model_curve(c, cand[0], eff, lat))
+                     for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
             (p, pwhy), (lo, _), (hi, _) = preds
-            m_txt = breakeven.rate_text(measured) if measured else f"- ({why})"
-            p_txt = breakeven.rate_text(p) if p else f"- ({pwhy})"
-            rng = f" [{breakeven.rate_text(lo) if lo else '-'}, {breakeven.rate_text(hi) if hi else '-'}]"
-            verdict = "" if not (p and measured) else ("  within 1.5x" if breakeven.within_factor(p, measured) else "  OFF by more than 1.5x")
-            out.append(f"  {strat:<18} measured {m_txt}; predicted {p_txt}{rng}{verdict}")
+            out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi))
     return out
 
 
-def _curve(compute_s: float, o: Observed, eff: dict[str, float], lat: float):  # type: ignore[no-untyped-def]
-    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.at_rate(r, lat, eff))
-
-
-def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
-    """The `commbench predict` report: per held-out trial measured, predicted, error; MAPE per fold and overall."""
+def validate(paths: list[Path], wanted: list[set[str]] | None) -> Validation:
+    """Calibrate on the collectives rows, hold out links of the train rows, predict them; BenchError without both."""
     trial_rows, comm = rows.load(paths)
+    return validate_rows(trial_rows, comm, wanted)
+
+
+def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None) -> Validation:
     models = rows.link_models(trial_rows)
     obs = rows.observed(trial_rows, comm)
     if not models or not obs:
         raise BenchError("predict needs collectives rows (suite calibration) and train rows (suite network) on the same links")
+    return Validation(models, obs, _folds(obs, models, wanted), _breakevens(obs, models, rows.rates(trial_rows)))
+
+
+def _rate(bps: float | None, reason: str | None = None) -> str:
+    return breakeven.rate_text(bps) if bps else f"- ({reason})" if reason else "-"
+
+
+def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
+    """The `commbench predict` report: per held-out trial measured, predicted, error; MAPE per fold and overall."""
+    v = validate(paths, wanted)
     lines = ["calibration (alpha-beta per collective kind, gloo ring, fitted on the collectives rows of each link):"]
-    for name, link in sorted(models.items()):
+    for name, link in sorted(v.links.items()):
         fits = ", ".join(f"{op} a={ab.alpha_s * 1e6:.0f}us b={ab.beta_Bps * 8 / 1e6:.0f}Mbit/s (max err {ab.max_rel_error:.1%})"
                          for op, ab in link.by_op.items())  # fmt: skip
         lines.append(f"  {name:<8} {fits}")
-    every: list[Outcome] = []
-    for fold, outcomes in _folds(obs, models, wanted).items():
+    for fold, outcomes in v.folds.items():
         lines += ["", f"held out: {fold} (compute from the other links; all values predicted except 'measured')",
-                  f"  {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'comm':>8} {'error':>7}"]  # fmt: skip
+                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'comm':>8} {'error':>7}"]  # fmt: skip
         for o in outcomes:
             p = o.predicted
-            lines.append(f"  {o.trial.strategy:<18} {o.trial.link:<8} {_ms(o.trial.measured_s):>11} {_ms(p.total_s):>12} "
-                         f"{_ms(p.compute_s):>8} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
+            lines.append(f"  {o.trial.case:<40} {o.trial.strategy:<18} {o.trial.link:<8} {_ms(o.trial.measured_s):>11} "
+                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
         lines.append(f"  MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} trials")
-        every += outcomes
+    every = v.outcomes
     worst = max(every, key=lambda o: abs(o.error)) if every else None
     lines += ["", f"summary: MAPE {holdout.mape(every):.1%} over {len(every)} held-out trials"
               + (f"; worst {worst.error:+.1%} ({worst.trial.strategy} on {worst.trial.link})" if worst else "")]  # fmt: skip
-    return "\n".join(lines + _terms(obs, models) + _breakevens(obs, models, rows.rates(trial_rows)))
+    lines += _terms(v.observed, v.links)
+    lines += ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing; predicted [low, high] from the compute range):"]
+    for b in v.breakevens:
+        verdict = {None: "", True: "  within 1.5x", False: "  OFF by more than 1.5x"}[b.within]
+        lines.append(f"  {b.strategy:<18} measured {_rate(b.measured_bps, b.measured_reason)}; predicted "
+                     f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
+    return "\n".join(lines)
 
 
 # --- advise ------------------------------------------------------------------------------------
