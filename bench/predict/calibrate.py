@@ -58,8 +58,8 @@ def fit(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> AlphaBeta:
 
 
 def fit_by_op(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> dict[str, AlphaBeta]:
-    """One `fit` per collective kind among `samples`."""
+    """One `fit` per collective kind among `samples`, leaving out kinds measured at fewer than two sizes."""
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
-    return {op: fit(group, algorithm) for op, group in sorted(by_op.items())}
+    return {op: fit(group, algorithm) for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}

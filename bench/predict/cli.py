@@ -64,12 +64,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     ad.add_argument("--model", required=True, help="a zoo model or a published shape (llama-7b, llama-13b, llama-70b)")
     ad.add_argument("--nodes", type=int, required=True)
     ad.add_argument("--gpus-per-node", type=int, default=1)
-    ad.add_argument("--link", required=True, help="inter-node link per GPU: a rate (100gbit) or 10gbe, 25gbe, 100gbe, ib-hdr, ib-ndr")
+    ad.add_argument(
+        "--link", required=True, help="inter-node link per GPU: a rate (100gbit) or 10gbe, 25gbe, 100gbe, ib-hdr, ib-ndr"
+    )
     ad.add_argument("--latency", help="per-message latency of the link, e.g. 5us (default: the link's published figure)")
     ad.add_argument("--intra-link", default="nvlink4", help="link between GPUs of a node (default nvlink4)")
     ad.add_argument("--mem", required=True, help="memory per device, e.g. 80GB")
     ad.add_argument("--tflops", type=float, default=160.0, help="achieved TFLOP/s per GPU (default 160)")
     ad.add_argument("--tokens", type=int, default=4096, help="tokens per GPU per step (default 4096)")
-    ad.add_argument("--results", type=Path, nargs="*", default=[], help="results rows: measured accuracy cost and validated error")
+    ad.add_argument(
+        "--results", type=Path, nargs="*", default=[], help="results rows: measured accuracy cost and validated error"
+    )
     ad.add_argument("--html", type=Path, help="also write the table as an HTML fragment for the report")
     ad.set_defaults(func=_cmd_advise)

@@ -34,7 +34,9 @@ PUBLISHED: dict[str, Published] = {
     "100gbe": Published(100e9, 5e-6, "IEEE 802.3ba/802.3cd 100GBASE line rate; ~5 us per message (RoCE typical, not a spec)"),
     "ib-hdr": Published(200e9, 0.6e-6, "NVIDIA ConnectX-6 datasheet: HDR InfiniBand 200 Gb/s, sub-0.6 us latency"),
     "ib-ndr": Published(400e9, 0.6e-6, "NVIDIA ConnectX-7 datasheet: NDR InfiniBand 400 Gb/s per port"),
-    "nvlink4": Published(3.6e12, 1e-6, "NVIDIA H100 datasheet: NVLink 4, 900 GB/s per GPU both ways = 450 GB/s (3.6 Tbit/s) each way"),
+    "nvlink4": Published(
+        3.6e12, 1e-6, "NVIDIA H100 datasheet: NVLink 4, 900 GB/s per GPU both ways = 450 GB/s (3.6 Tbit/s) each way"
+    ),
 }
 
 
@@ -75,4 +77,8 @@ def resolve(text: str, latency_s: float | None = None) -> Published:
 
         raise BenchError(f"link {text!r}: give a rate (e.g. 100gbit) or one of {', '.join(PUBLISHED)}")
     lat = latency_s if latency_s is not None else (spec.delay_s or 5e-6)
-    return Published(spec.rate_bps, lat, f"user-given rate {text}" + ("" if latency_s is not None or spec.delay_s else ", latency 5 us assumed"))
+    return Published(
+        spec.rate_bps,
+        lat,
+        f"user-given rate {text}" + ("" if latency_s is not None or spec.delay_s else ", latency 5 us assumed"),
+    )

@@ -44,7 +44,9 @@ def samples(rows: pd.DataFrame) -> dict[str, list[Sample]]:
     for _, r in _ok(rows, "collectives").iterrows():
         m = json.loads(r["metrics"])
         op = "send" if m["op"] == "send_recv" else m["op"]
-        out.setdefault(r["network"], []).append(Sample(op, int(r["world_size"]), float(m["size_bytes"]), float(r["latency_p50_s"])))
+        out.setdefault(r["network"], []).append(
+            Sample(op, int(r["world_size"]), float(m["size_bytes"]), float(r["latency_p50_s"]))
+        )
     return out
 
 
@@ -59,6 +61,8 @@ def link_models(rows: pd.DataFrame) -> dict[str, LinkModel]:
     out = {}
     for link, group in samples(rows).items():
         by_op = fit_by_op(_median_samples(group))
+        if not by_op:
+            continue
         default = by_op.get("all_reduce") or next(iter(by_op.values()))
         out[link] = LinkModel(link, default, by_op, source=f"collectives rows on {link}")
     return out

@@ -12,7 +12,7 @@ import pandas as pd
 from bench.compare.regression import DEFAULT_ALPHA
 from bench.compare.thresholds import Threshold
 from bench.errors import BenchError
-from bench.reports import charts, detail, headline, network, predicted, seeds, summary
+from bench.reports import charts, detail, headline, network, seeds, summary
 from bench.reports.blocks import Omitted, Page, Section
 from bench.reports.cases import ReportData
 from bench.storage.parquet import read_comm, read_results
@@ -50,10 +50,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "no case has two strategies with an accuracy that cost different bytes"),  # fmt: skip
     SectionSpec("scaling", "Scaling with world size", lambda c: charts.scaling_section(c.data),
                 "no strategy ran at two or more world sizes"),  # fmt: skip
-    SectionSpec("network", "Step time against link bandwidth", lambda c: network.section(c.data.rows),
+    SectionSpec("network", "Step time against link bandwidth", lambda c: network.section(c.data.rows, c.data.comm),
                 "no case has a baseline measured on two or more shaped links (network axis)"),  # fmt: skip
-    SectionSpec("network-model", "The calibrated step-time model", lambda c: predicted.section(c.data.rows, c.data.comm),
-                "no calibration (collectives rows) on the links of the network trials"),  # fmt: skip
     SectionSpec("bytes", "Measured vs analytic bytes", lambda c: detail.bytes_section(c.trials, c.data),
                 "no trial moved bytes"),  # fmt: skip
     SectionSpec("collectives", "Per collective (rank 0)", lambda c: detail.collectives_section(c.trials, c.data),

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from bench.config import canonical_json
-from bench.reports import cases, fmt, plots
+from bench.reports import cases, fmt, plots, predicted
 from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
 
 BASELINE = cases.BASELINE
@@ -232,11 +232,12 @@ def reasons(case: NetworkCase) -> Paragraph | None:
     return Paragraph("No measured break-even — " + "; ".join(notes) + ".") if notes else None
 
 
-def section(rows: pd.DataFrame) -> Section | None:
+def section(rows: pd.DataFrame, comm: pd.DataFrame | None = None) -> Section | None:
     found = analyse(rows)
     if not found:
         return None
     blocks = [blk for case in found for blk in present(table(case), reasons(case), figure(case))]
+    blocks += predicted.blocks(rows, comm) if comm is not None else []  # the calibrated model, where rows hold a calibration
     return Section("network", "Step time against link bandwidth", tuple(blocks),
                    intro="Two network namespaces joined by a veth, one node each, the link shaped by tc (bench/network). "
                          "Break-even: the bandwidth below which a strategy's step beats fp32's, interpolated in "

@@ -1,4 +1,4 @@
-"""The network section's model: measured steps beside the calibrated prediction, the held-out error, the break-even.
+"""The network section's calibrated model: measured steps beside the calibrated prediction, the held-out error, the break-even.
 
 Built from `bench.predict` (the alpha-beta step model calibrated on the `collectives` rows of
 each link, validated by leaving each link out). Absent when the rows hold no calibration.
@@ -10,10 +10,10 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.predict import breakeven, holdout
-from bench.predict.present import BASELINE, Validation, model_curve, scaling, validate_rows
+from bench.predict.present import Validation, model_curve, scaling, validate_rows
 from bench.predict.rows import rates
 from bench.reports import fmt, plots
-from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
+from bench.reports.blocks import Block, Cell, Column, Figure, Heading, Paragraph, Table, present
 
 
 def _outcomes_table(v: Validation) -> Table:
@@ -62,16 +62,17 @@ def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
                   "Step time against bandwidth: measured points and the calibrated model (predicted)")  # fmt: skip
 
 
-def section(rows: pd.DataFrame, comm: pd.DataFrame) -> Section | None:
+def blocks(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Block]:
+    """The model's blocks for the network section; none where the rows hold no calibration on the network trials' links."""
     try:
         v = validate_rows(rows, comm, None)
     except BenchError:
-        return None
+        return []
     if not v.outcomes:
-        return None
+        return []
     worst = max(abs(o.error) for o in v.outcomes)
-    summary = Paragraph(f"Held-out error (leave one link out): median {holdout.mape(v.outcomes):.1%}, worst {worst:.1%}, "
-                        f"over {len(v.outcomes)} trials. Baseline: {BASELINE}.")  # fmt: skip
-    return Section("network-model", "The calibrated step-time model", present(summary, _outcomes_table(v), _breakeven_table(v), _figure(v, rows)),
-                   intro="Each step predicted as compute (measured per strategy on the other links) + the alpha-beta time of "
-                         "its collectives, calibrated on the collectives workload on the same link (bench/predict).")  # fmt: skip
+    summary = Paragraph(f"The calibrated model (bench/predict): each step predicted as compute (measured per strategy on the "
+                        f"other links) + the alpha-beta time of its collectives, calibrated on the collectives workload on the "
+                        f"same link. Held-out error, leaving each link out: median {holdout.mape(v.outcomes):.1%}, worst "
+                        f"{worst:.1%}, over {len(v.outcomes)} trials.")  # fmt: skip
+    return list(present(Heading("The calibrated model"), summary, _outcomes_table(v), _breakeven_table(v), _figure(v, rows)))

@@ -114,7 +114,9 @@ def test_model_state_follows_zero_arithmetic() -> None:
     assert model_state_bytes(m, Layout(name="tp", tp=2), 2) < 16 * psi + 4 * p
 
 
-def _observed(compute: dict[str, float], link_models: dict[str, LinkModel], calls: dict[str, tuple[Call, ...]]) -> list[holdout.Observed]:
+def _observed(
+    compute: dict[str, float], link_models: dict[str, LinkModel], calls: dict[str, tuple[Call, ...]]
+) -> list[holdout.Observed]:
     return [holdout.Observed("case", s, name, None, 2, compute[s] + comm_seconds(calls[s], 2, link), calls[s])
             for s in compute for name, link in link_models.items()]  # fmt: skip
 
@@ -127,7 +129,10 @@ def test_a_fold_predicts_held_out_links_exactly_when_the_model_is_true() -> None
     assert {(o.trial.strategy, o.trial.link) for o in outcomes} == {("baseline", "mid"), ("fp16", "mid")}
     assert all(abs(o.error) < 1e-12 for o in outcomes) and holdout.mape(outcomes) < 1e-12
     assert set(holdout.leave_one_out(obs, models)) == {"fast", "mid", "slow"}
-    broken = [holdout.Observed(o.case, o.strategy, o.link, o.rate_bps, o.n, o.measured_s * (1.2 if o.link == "mid" else 1), o.calls) for o in obs]
+    broken = [
+        holdout.Observed(o.case, o.strategy, o.link, o.rate_bps, o.n, o.measured_s * (1.2 if o.link == "mid" else 1), o.calls)
+        for o in obs
+    ]
     assert all(o.error == pytest.approx(1 / 1.2 - 1) for o in holdout.fold(broken, models, {"mid"}))
 
 

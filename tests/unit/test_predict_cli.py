@@ -38,7 +38,9 @@ def test_advise_prints_a_ranked_table_marked_predicted(capsys: pytest.CaptureFix
         ({"--nodes": "0"}, "advise: nodes, gpus per node"),
     ],
 )
-def test_advise_bad_input_is_one_line_and_exit_2(capsys: pytest.CaptureFixture[str], change: dict[str, str], message: str) -> None:
+def test_advise_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], change: dict[str, str], message: str
+) -> None:
     argv = list(ADVISE)
     for flag, value in change.items():
         argv[argv.index(flag) + 1] = value
