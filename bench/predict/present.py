@@ -41,14 +41,14 @@ def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[s
 
 
 def _terms(obs: list[Observed], models: dict[str, LinkModel]) -> list[str]:
-    """Per link, the baseline's communication split into latency and bandwidth terms."""
-    out = ["", "terms of the baseline's step per link (predicted comm: latency sum L*alpha, bytes W/beta):"]
-    for o in sorted((o for o in obs if o.strategy == BASELINE and o.link in models), key=lambda o: -(o.rate_bps or 1e30)):
+    """Per trial, the step's measured time and its predicted communication split into latency (L alpha) and bandwidth (W / beta)."""
+    out = ["", "terms per trial (ms): measured step | predicted latency sum L*alpha | predicted bandwidth sum W/beta | their share of the step"]
+    for o in sorted((o for o in obs if o.link in models), key=lambda o: (o.case, o.strategy, -(o.rate_bps or 1e30))):
         link = models[o.link]
         lat = sum(c.per_step * link.of(c.op).seconds(c.op, 0, o.n, "gloo") for c in o.calls)
-        total = comm_seconds(o.calls, o.n, link)
-        out.append(f"  {o.link:<8} measured {_ms(o.measured_s)} ms; comm {_ms(total)} ms of which latency {lat * 1e6:.0f} us, "
-                   f"bandwidth {_ms(total - lat)} ms; alpha {link.default.alpha_s * 1e6:.0f} us, beta {link.default.beta_Bps * 8 / 1e6:.0f} Mbit/s")  # fmt: skip
+        bw = comm_seconds(o.calls, o.n, link) - lat
+        out.append(f"  {o.case:<32} {o.strategy:<16} {o.link:<8} {_ms(o.measured_s):>8} | {_ms(lat):>6} | {_ms(bw):>7} | "
+                   f"{lat / o.measured_s:>5.1%} {bw / o.measured_s:>6.1%}")  # fmt: skip
     return out
 
 
@@ -62,7 +62,7 @@ class BreakEvenRow:
     measured_reason: str | None
     predicted_bps: float | None
     predicted_reason: str | None
-    low_bps: float | None
+    low_bps: float | None  # the interval's ends; high None: one end has no crossing (unbounded)
     high_bps: float | None
 
     @property
@@ -115,7 +115,8 @@ def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[s
             cc = holdout.compute_of(cand, models)
             preds = [breakeven.predicted_crossing(model_curve(b, base[0], eff, lat), model_curve(c, cand[0], eff, lat))
                      for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
-            (p, pwhy), (lo, _), (hi, _) = preds
+            (p, pwhy), (a, _), (b, _) = preds
+            lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)
             out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi))
     return out
 
@@ -196,7 +197,8 @@ def _accuracy(paths: list[Path]) -> dict[str, str]:
     df = rows.load(paths)[0]
     ok = df[(df["status"] == "ok") & (df["workload"] == "train") & df["eval_loss"].notna()]
     base = ok[ok["strategy"] == BASELINE]["eval_loss"].median()
-    return {str(s): f"{g['eval_loss'].median() - base:+.3f} nats (measured, {len(g)} rows)" for s, g in ok.groupby("strategy")}
+    return {str(s): f"{g['eval_loss'].median() - base:+.3f} nats eval loss (measured on {', '.join(sorted(set(g['model'])))}, "
+                    f"{len(g)} rows)" for s, g in ok.groupby("strategy")}  # fmt: skip
 
 
 def advise_table(shape: ModelShape, name: str, c: adv.Cluster, paths: list[Path]) -> tuple[str, list[adv.Advice], list[str]]:
@@ -221,10 +223,23 @@ def advise_table(shape: ModelShape, name: str, c: adv.Cluster, paths: list[Path]
         "for DDP and FSDP, the formula for TP and PP; activations are not counted",
         f"link figures: {c.link.source}; intra-node: {c.intra.source}",
         f"compute: 6 x params x {c.tokens_per_gpu} tokens / {c.flops / 1e12:.0f} TFLOP/s per GPU (assumed, --tflops)",
-        "validated error: see `commbench predict` on the calibration and network suites (docs/predict.md); "
-        "not validated beyond 4 emulated nodes",
+        _validated(paths),
     ]
     return "\n".join(lines + ["", *("note: " + n for n in notes)]), advice, notes
+
+
+def _validated(paths: list[Path]) -> str:
+    """The held-out error of the model on `paths`' calibration and network rows, or where to get it."""
+    try:
+        v = validate(paths, None) if paths else None
+    except BenchError:
+        v = None
+    if v is None or not v.outcomes:
+        return "validated error: none here (give --results with the calibration and network suites' rows; docs/predict.md)"
+    worst = max(abs(o.error) for o in v.outcomes)
+    return (f"validated error of the step model on {len(v.outcomes)} held-out emulated trials (leave one link out, "
+            f"links {', '.join(sorted(v.links))}): median {holdout.mape(v.outcomes):.1%}, worst {worst:.1%}; "
+            "not validated beyond the emulated links and 4 nodes")
 
 
 def _registered(name: str) -> str:
