@@ -180,8 +180,10 @@ def shape_named(name: str) -> ModelShape:
 def cluster_from_args(args: argparse.Namespace, mem_bytes: float) -> adv.Cluster:
     lat = None
     if args.latency:
-        spec = links.parse_network(f"1gbit+{args.latency}")  # reuse the delay grammar (us, ms, s)
-        lat = spec.delay_s
+        try:
+            lat = links.parse_network(f"1gbit+{args.latency}").delay_s  # the delay grammar of network names (us, ms, s)
+        except BenchError:
+            raise BenchError(f"--latency {args.latency!r}: expected a time such as 5us or 1.5ms") from None
     try:
         return adv.Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, link=links.resolve(args.link, lat),
                            intra=links.resolve(args.intra_link), mem_bytes=mem_bytes, flops=args.tflops * 1e12,

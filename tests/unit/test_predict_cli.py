@@ -8,7 +8,7 @@ import pytest
 
 from bench.cli import main
 
-ADVISE = ["advise", "--model", "llama-7b", "--nodes", "8", "--gpus-per-node", "8", "--link", "100gbit", "--mem", "80GB"]
+ADVISE = ["advise", "--model", "llama-7b", "--nodes", "8", "--gpus-per-node", "8", "--link", "100gbit", "--mem", "80GB", "--latency", "5us"]
 
 
 def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -36,6 +36,7 @@ def test_advise_prints_a_ranked_table_marked_predicted(capsys: pytest.CaptureFix
         ({"--mem": "80 bananas"}, "memory '80 bananas'"),
         ({"--mem": "10MB"}, "no layout fits llama-7b in 0.01 GB"),
         ({"--nodes": "0"}, "advise: nodes, gpus per node"),
+        ({"--latency": "fast"}, "--latency 'fast': expected a time"),
     ],
 )
 def test_advise_bad_input_is_one_line_and_exit_2(
