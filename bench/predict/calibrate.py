@@ -2,10 +2,12 @@
 
 Each sample is one `collectives`-workload trial: op, ranks n, message S and its median call
 time t. Under an algorithm its alpha-beta terms are t = L(op, n) alpha + W(op, n, S) / beta
-(`collectives.terms`), linear in (alpha, 1/beta). The fit minimises the *relative* residual
-(each equation divided by t), so a 16 KB call counts as much as an 8 MB one: both the
-latency and the bandwidth end of the curve are held to the same percentage. Both unknowns
-are kept non-negative: a negative alpha (bytes explain everything) is refitted with alpha = 0.
+(`collectives.terms`), linear in (alpha, 1/beta). Each equation is weighted by 1/sqrt(t), between
+the absolute residual (the large calls alone would set both unknowns) and the relative one
+(which a shaped link's small calls mislead: tc's token bucket lets a 16 KB call through at
+line speed, so at 50 Mbit/s the relative fit put beta at 64 Mbit/s and the steps 25% short;
+weighted so, 45 Mbit/s, as the 8 MB calls run). Both unknowns are kept non-negative: a
+negative alpha (bytes explain everything) is refitted with alpha = 0.
 """
 
 from __future__ import annotations
@@ -46,8 +48,9 @@ def fit(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> AlphaBeta:
     rows = [(terms(s.op, s.msg_bytes, s.n, algorithm), s.seconds) for s in samples]
     if len({t.serial_bytes for t, _ in rows}) < 2:
         raise ValueError("alpha and beta need samples at two or more message sizes")
-    a = np.array([[t.latency_steps / y, t.serial_bytes / y] for t, y in rows])
-    b = np.ones(len(rows))
+    w = [1 / y**0.5 for _, y in rows]
+    a = np.array([[t.latency_steps * k, t.serial_bytes * k] for (t, _), k in zip(rows, w)])
+    b = np.array([y * k for (_, y), k in zip(rows, w)])
     (alpha, inv_beta), *_ = np.linalg.lstsq(a, b, rcond=None)
     if alpha < 0:
         alpha, inv_beta = 0.0, float(a[:, 1] @ b / (a[:, 1] @ a[:, 1]))
