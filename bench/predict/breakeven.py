@@ -45,7 +45,11 @@ def crossing(base: Sequence[tuple[float, float]], cand: Sequence[tuple[float, fl
 
 def predicted_crossing(base: Callable[[float], float], cand: Callable[[float], float]) -> tuple[float | None, str | None]:
     """`crossing` of two predicted step-time curves (rate bit/s -> s) over `GRID`."""
-    return crossing([(r, base(r)) for r in GRID], [(r, cand(r)) for r in GRID])
+    got, why = crossing([(r, base(r)) for r in GRID], [(r, cand(r)) for r in GRID])
+    if why is not None:  # the "links" here are the grid's rates
+        why = why.replace("on every measured link (up to 1e+03 Gbit/s)", "at every rate from 1 Mbit/s to 1 Tbit/s")
+        why = why.replace("on the measured links (down to 1 Mbit/s)", "at any rate from 1 Mbit/s to 1 Tbit/s")
+    return got, why
 
 
 def within_factor(predicted: float, measured: float, factor: float = 1.5) -> bool:

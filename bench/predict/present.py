@@ -163,7 +163,7 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
     lines += ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing; predicted [low, high] from the compute range):"]
     for b in v.breakevens:
         verdict = {None: "", True: "  within 1.5x", False: "  OFF by more than 1.5x"}[b.within]
-        lines.append(f"  {b.strategy:<18} measured {_rate(b.measured_bps, b.measured_reason)}; predicted "
+        lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}; predicted "
                      f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
     return "\n".join(lines)
 
