@@ -1,4 +1,4 @@
-"""Command line: `commbench list | run | sweep | report | compare | nightly | compare-revs` (also `python -m bench`)."""
+"""Command line: `commbench list | run | sweep | report | compare | nightly | compare-revs | predict | advise` (also `python -m bench`)."""
 
 from __future__ import annotations
 
@@ -373,6 +373,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--json", dest="json_out", type=Path, metavar="OUT", help="where to write the comparison (default: in the results)"
     )
     rv.set_defaults(func=_cmd_compare_revs)
+
+    from bench.predict.cli import add_parsers as add_predict_parsers
+
+    add_predict_parsers(sub)  # predict, advise
 
     for sp in (rp, cp, nb, rv):  # verdicts everywhere use the comparator's statistics and thresholds
         sp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",

@@ -8,6 +8,13 @@ limit on both ends' egress, or `netem` (rate and delay) where the spec has a del
 namespaces are deleted on leaving the context, and at interpreter exit if that is missed;
 deleting a namespace deletes the veth end inside it, and nothing else is touched.
 
+`bridged(spec, n)` makes n > 2 nodes: namespaces `cb-<id>-0..n-1` and a hub namespace
+`cb-<id>-hub` holding a Linux bridge `cb<id>br`; node i's veth `cb<id>v<i>` pairs with the
+bridge port `cb<id>p<i>` in the hub, at 10.231.0.(i+1)/24. A shaped spec limits each node's
+egress and each bridge port's egress (the node's receive side) to the rate, as a switch with
+one NIC per node would. The bridge lives in its own namespace: the host's is never touched.
+`nodes(spec, n)` is `pair` for 2 nodes and `bridged` above.
+
 Traffic between the namespaces exists only on the veth, so its counters
 (`/sys/class/net/<if>/statistics`, read from inside the namespace) count it exactly.
 """
@@ -15,6 +22,7 @@ Traffic between the namespaces exists only on the veth, so its counters
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import secrets
 import shutil
@@ -26,6 +34,7 @@ from dataclasses import dataclass
 from bench.network.spec import NetworkSpec
 
 ADDRESSES = ("10.231.0.1", "10.231.0.2")
+MAX_NODES = 16
 PREFIX = 24
 # Ethernet (14) + IPv4 (20) + TCP with the timestamp option (32): the header bytes of every
 # TCP segment on the veth. Checked against a known payload in tests/integration/test_netns.py:
@@ -43,9 +52,9 @@ class NetnsUnavailable(RuntimeError):
 class Link:
     """The namespace pair: node i runs in namespaces[i], behind interfaces[i] at addresses[i]."""
 
-    namespaces: tuple[str, str]
-    interfaces: tuple[str, str]
-    addresses: tuple[str, str]
+    namespaces: tuple[str, ...]
+    interfaces: tuple[str, ...]
+    addresses: tuple[str, ...]
     spec: NetworkSpec
 
     def exec_prefix(self, node: int) -> list[str]:
@@ -141,3 +150,46 @@ def pair(spec: NetworkSpec) -> Iterator[Link]:
         for ns in link.namespaces:
             if ns in _live:
                 _delete(ns)
+
+
+@contextmanager
+def bridged(spec: NetworkSpec, n: int) -> Iterator[Link]:
+    """`n` namespaces on a Linux bridge in a hub namespace (module docstring), yielded as a Link; all deleted after."""
+    if not 2 < n <= MAX_NODES:
+        raise ValueError(f"bridged: 3 to {MAX_NODES} nodes, got {n}")
+    reason = unavailable_reason(spec)
+    if reason:
+        raise NetnsUnavailable(reason)
+    tag = secrets.token_hex(3)
+    hub, bridge = f"cb-{tag}-hub", f"cb{tag}br"
+    link = Link(tuple(f"cb-{tag}-{i}" for i in range(n)), tuple(f"cb{tag}v{i}" for i in range(n)),
+                tuple(f"10.231.0.{i + 1}" for i in range(n)), spec)  # fmt: skip
+    try:
+        for ns in (hub, *link.namespaces):
+            _ip("netns", "add", ns)
+            _live.add(ns)
+        _ip("-n", hub, "link", "add", bridge, "type", "bridge")
+        _ip("-n", hub, "link", "set", bridge, "up")
+        for i, (ns, dev, addr) in enumerate(zip(link.namespaces, link.interfaces, link.addresses)):
+            port = f"cb{tag}p{i}"
+            _ip("link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", hub)
+            _ip("-n", hub, "link", "set", port, "master", bridge)
+            _ip("-n", hub, "link", "set", port, "up")
+            _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+            _ip("-n", ns, "addr", "add", f"{addr}/{PREFIX}", "dev", dev)
+            _ip("-n", ns, "link", "set", "lo", "up")
+            _ip("-n", ns, "link", "set", dev, "up")
+            if spec.shaped:
+                _tc(ns, *qdisc_args(spec, dev))
+                _tc(hub, *qdisc_args(spec, port))
+        yield link
+    finally:
+        for ns in (*link.namespaces, hub):
+            if ns in _live:
+                _delete(ns)
+
+
+def nodes(spec: NetworkSpec, n: int) -> contextlib.AbstractContextManager[Link]:
+    """`pair(spec)` for 2 nodes, `bridged(spec, n)` for more."""
+    return pair(spec) if n == 2 else bridged(spec, n)
+

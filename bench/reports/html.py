@@ -50,7 +50,7 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "no case has two strategies with an accuracy that cost different bytes"),  # fmt: skip
     SectionSpec("scaling", "Scaling with world size", lambda c: charts.scaling_section(c.data),
                 "no strategy ran at two or more world sizes"),  # fmt: skip
-    SectionSpec("network", "Step time against link bandwidth", lambda c: network.section(c.data.rows),
+    SectionSpec("network", "Step time against link bandwidth", lambda c: network.section(c.data.rows, c.data.comm),
                 "no case has a baseline measured on two or more shaped links (network axis)"),  # fmt: skip
     SectionSpec("bytes", "Measured vs analytic bytes", lambda c: detail.bytes_section(c.trials, c.data),
                 "no trial moved bytes"),  # fmt: skip

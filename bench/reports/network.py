@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,8 @@ import numpy as np
 import pandas as pd
 
 from bench.config import canonical_json
-from bench.reports import cases, fmt, plots
+from bench.predict.breakeven import crossing
+from bench.reports import cases, fmt, plots, predicted
 from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
 
 BASELINE = cases.BASELINE
@@ -61,29 +61,6 @@ class NetworkCase:
     title: str
     baseline: Curve
     rows: tuple[BreakEven, ...]
-
-
-def crossing(base: Sequence[tuple[float, float]], cand: Sequence[tuple[float, float]]) -> tuple[float | None, str | None]:
-    """Bandwidth below which `cand` is faster than `base`, from (rate, step) points; (None, reason) without one.
-
-    Only rates measured for both count. The crossing taken is the highest-bandwidth one where
-    the candidate goes from slower (above) to faster (below).
-    """
-    b = dict(base)
-    shared = sorted((r for r, _ in cand if r in b), reverse=True)
-    if len(shared) < 2:
-        return None, "fewer than two links measured for both it and the baseline"
-    c = dict(cand)
-    diff = [(r, c[r] - b[r]) for r in shared]  # > 0: slower than fp32
-    if all(d < 0 for _, d in diff):
-        return None, f"faster than fp32 on every measured link (up to {mbit(shared[0])})"
-    if all(d >= 0 for _, d in diff):
-        return None, f"never faster than fp32 on the measured links (down to {mbit(shared[-1])})"
-    for (r1, d1), (r2, d2) in zip(diff, diff[1:]):
-        if d1 >= 0 > d2:
-            x1, x2 = math.log(r1), math.log(r2)
-            return math.exp(x1 + (x2 - x1) * d1 / (d1 - d2)), None
-    return None, "faster above and slower below: no crossing from slower to faster as the link slows"
 
 
 def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None]:
@@ -232,11 +209,12 @@ def reasons(case: NetworkCase) -> Paragraph | None:
     return Paragraph("No measured break-even — " + "; ".join(notes) + ".") if notes else None
 
 
-def section(rows: pd.DataFrame) -> Section | None:
+def section(rows: pd.DataFrame, comm: pd.DataFrame | None = None) -> Section | None:
     found = analyse(rows)
     if not found:
         return None
     blocks = [blk for case in found for blk in present(table(case), reasons(case), figure(case))]
+    blocks += predicted.blocks(rows, comm) if comm is not None else []  # the calibrated model, where rows hold a calibration
     return Section("network", "Step time against link bandwidth", tuple(blocks),
                    intro="Two network namespaces joined by a veth, one node each, the link shaped by tc (bench/network). "
                          "Break-even: the bandwidth below which a strategy's step beats fp32's, interpolated in "

@@ -1,4 +1,4 @@
-"""Trials across nodes: one launcher per node, here as two network namespaces joined by a veth.
+"""Trials across nodes: one launcher per node, here as network namespaces joined by a veth (2) or a bridge (3+).
 
 `launch_in_namespaces(cfg)` makes the namespace pair of `cfg.network`
 (`bench.network.netns`), then starts one node process per namespace
@@ -51,17 +51,17 @@ def _node_command(link: netns.Link, node: int, cfg: TrialConfig, run_id: str, lo
 
 def launch_in_namespaces(cfg: TrialConfig, log_dir: Path) -> LaunchResult:
     """Run `cfg` with one node per namespace; raises `netns.NetnsUnavailable` where namespaces cannot be made."""
-    if cfg.nnodes != 2:
-        raise ValueError(f"network trials run on a namespace pair: nnodes must be 2, got {cfg.nnodes}")
+    if not 2 <= cfg.nnodes <= netns.MAX_NODES:
+        raise ValueError(f"network trials run on 2 to {netns.MAX_NODES} namespace nodes, got nnodes = {cfg.nnodes}")
     spec = parse_network(cfg.network or "")
     log_dir.mkdir(parents=True, exist_ok=True)
     (log_dir / "payload.json").write_text(json.dumps(cfg.to_dict()))
     run_id = uuid.uuid4().hex[:12]
     t0, started_s = time.perf_counter(), boottime()
     procs: list[subprocess.Popen[bytes]] = []
-    with _terminate_as_exit(), netns.pair(spec) as link:
+    with _terminate_as_exit(), netns.nodes(spec, cfg.nnodes) as link:
         try:
-            for node in range(2):
+            for node in range(cfg.nnodes):
                 env = {**os.environ, LINK_IFACE_ENV: link.interfaces[node], "GLOO_SOCKET_IFNAME": link.interfaces[node]}
                 with open(log_dir / f"node{node}.log", "w") as log:
                     procs.append(subprocess.Popen(_node_command(link, node, cfg, run_id, log_dir), env=env, stdout=log,

@@ -41,6 +41,7 @@ from bench.config import build
 from bench.contracts import TrialConfig
 from bench.errors import BenchError
 from bench.models.zoo import MODELS
+from bench.network.netns import MAX_NODES
 from bench.network.spec import parse_network
 from bench.strategies import STRATEGIES, Composition, parse
 from bench.workloads import WORKLOADS
@@ -238,9 +239,9 @@ def check_feasible(cfg: TrialConfig, where: str) -> None:
             parse_network(cfg.network)
         except BenchError as exc:
             raise BenchError(f"{where}: {exc}") from None
-        if cfg.nnodes != 2 or cfg.device != "cpu":
-            raise BenchError(f"{where}: network {cfg.network!r} emulates the link of a namespace pair: "
-                             f"it needs nnodes = 2 and device = cpu (got nnodes = {cfg.nnodes}, device = {cfg.device})")  # fmt: skip
+        if not 2 <= cfg.nnodes <= MAX_NODES or cfg.device != "cpu":
+            raise BenchError(f"{where}: network {cfg.network!r} emulates the links of 2 to {MAX_NODES} namespace nodes: "
+                             f"it needs nnodes = 2..{MAX_NODES} and device = cpu (got nnodes = {cfg.nnodes}, device = {cfg.device})")  # fmt: skip
     if not WORKLOADS.get(cfg.workload).needs_model:
         return
     spec = MODELS.get(cfg.model)

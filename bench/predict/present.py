@@ -1,0 +1,261 @@
+"""What `predict` and `advise` print: held-out errors, break-evens, the ranked advice, and its HTML fragment.
+
+Reads results through `rows` (pandas); every number it shows comes from the pure modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.predict import advise as adv
+from bench.predict import breakeven, holdout, links, rows
+from bench.predict.holdout import Observed, Outcome
+from bench.predict.shapes import SHAPES, ModelShape
+from bench.predict.step import LinkModel, comm_seconds
+
+BASELINE = "baseline"
+
+
+def _ms(s: float) -> str:
+    return f"{s * 1e3:.1f}"
+
+
+def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[str]] | None) -> dict[str, list[Outcome]]:
+    if wanted is None:
+        return holdout.leave_one_out(obs, models)
+    known = {o.link for o in obs}
+    for fold in wanted:
+        if not fold <= known:
+            raise BenchError(
+                f"--holdout {','.join(sorted(fold - known))}: no network trial on that link (have {', '.join(sorted(known))})"
+            )
+    return {",".join(sorted(f)): holdout.fold(obs, models, f) for f in wanted}
+
+
+def _terms(obs: list[Observed], models: dict[str, LinkModel]) -> list[str]:
+    """Per trial, the step's measured time and its predicted communication split into latency (L alpha) and bandwidth (W / beta)."""
+    out = ["", "terms per trial (ms): measured step | predicted latency sum L*alpha | predicted bandwidth sum W/beta | their share of the step"]
+    for o in sorted((o for o in obs if o.link in models), key=lambda o: (o.case, o.strategy, -(o.rate_bps or 1e30))):
+        link = models[o.link]
+        lat = sum(c.per_step * link.of(c.op).seconds(c.op, 0, o.n, "gloo") for c in o.calls)
+        bw = comm_seconds(o.calls, o.n, link) - lat
+        out.append(f"  {o.case:<32} {o.strategy:<16} {o.link:<8} {_ms(o.measured_s):>8} | {_ms(lat):>6} | {_ms(bw):>7} | "
+                   f"{lat / o.measured_s:>5.1%} {bw / o.measured_s:>6.1%}")  # fmt: skip
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class BreakEvenRow:
+    """One strategy against the baseline of its case: measured and predicted break-even (bit/s), the prediction's interval."""
+
+    case: str
+    strategy: str
+    measured_bps: float | None
+    measured_reason: str | None
+    predicted_bps: float | None
+    predicted_reason: str | None
+    low_bps: float | None  # the interval's ends; high None: one end has no crossing (unbounded)
+    high_bps: float | None
+
+    @property
+    def within(self) -> bool | None:
+        if self.predicted_bps is None or self.measured_bps is None:
+            return None
+        return breakeven.within_factor(self.predicted_bps, self.measured_bps)
+
+
+@dataclass(frozen=True, slots=True)
+class Validation:
+    """Everything `predict` shows: the links' fits, the observed steps, each fold's outcomes, the break-evens."""
+
+    links: dict[str, LinkModel]
+    observed: list[Observed]
+    folds: dict[str, list[Outcome]]
+    breakevens: list[BreakEvenRow]
+
+    @property
+    def outcomes(self) -> list[Outcome]:
+        return [o for f in self.folds.values() for o in f]
+
+
+def model_curve(compute_s: float, o: Observed, eff: dict[str, float], lat: float) -> Callable[[float], float]:
+    """Predicted step (s) of `o`'s calls against link rate (bit/s), each link scaled from the calibration."""
+    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.at_rate(r, lat, eff))
+
+
+def scaling(models: dict[str, LinkModel], rates: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Per-op efficiency (beta over rate) and the median alpha of the calibrated links."""
+    alpha = links.median_alpha(list(models.values()))
+    return links.efficiency(models, rates), (statistics.median(alpha.values()) if alpha else 0.0)
+
+
+def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float]) -> list[BreakEvenRow]:
+    """Measured and predicted break-even per strategy (compute from every link; links scaled by rate)."""
+    eff, lat = scaling(models, rates)
+    out = []
+    for case in sorted({o.case for o in obs}):
+        every = [o for o in obs if o.case == case]
+        mine = [o for o in every if o.link in models]
+        base = [o for o in mine if o.strategy == BASELINE]
+        if not base:
+            continue
+        cb = holdout.compute_of(base, models)
+        for strat in sorted({o.strategy for o in mine} - {BASELINE}):
+            cand = [o for o in mine if o.strategy == strat]
+            measured, why = breakeven.crossing([(o.rate_bps, o.measured_s) for o in every if o.strategy == BASELINE and o.rate_bps],
+                                               [(o.rate_bps, o.measured_s) for o in every if o.strategy == strat and o.rate_bps])  # fmt: skip
+            cc = holdout.compute_of(cand, models)
+            preds = [breakeven.predicted_crossing(model_curve(b, base[0], eff, lat), model_curve(c, cand[0], eff, lat))
+                     for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
+            (p, pwhy), (a, _), (b, _) = preds
+            lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)
+            out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi))
+    return out
+
+
+def validate(paths: list[Path], wanted: list[set[str]] | None) -> Validation:
+    """Calibrate on the collectives rows, hold out links of the train rows, predict them; BenchError without both."""
+    trial_rows, comm = rows.load(paths)
+    return validate_rows(trial_rows, comm, wanted)
+
+
+def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None) -> Validation:
+    models = rows.link_models(trial_rows)
+    obs = rows.observed(trial_rows, comm)
+    if not models or not obs:
+        raise BenchError("predict needs collectives rows (suite calibration) and train rows (suite network) on the same links")
+    return Validation(models, obs, _folds(obs, models, wanted), _breakevens(obs, models, rows.rates(trial_rows)))
+
+
+def _rate(bps: float | None, reason: str | None = None) -> str:
+    return breakeven.rate_text(bps) if bps else f"- ({reason})" if reason else "-"
+
+
+def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
+    """The `commbench predict` report: per held-out trial measured, predicted, error; MAPE per fold and overall."""
+    v = validate(paths, wanted)
+    lines = ["calibration (alpha-beta per collective kind, gloo ring, fitted on the collectives rows of each link):"]
+    for name, link in sorted(v.links.items()):
+        fits = ", ".join(f"{op} a={ab.alpha_s * 1e6:.0f}us b={ab.beta_Bps * 8 / 1e6:.0f}Mbit/s (max err {ab.max_rel_error:.1%})"
+                         for op, ab in link.by_op.items())  # fmt: skip
+        lines.append(f"  {name:<8} {fits}")
+    for fold, outcomes in v.folds.items():
+        lines += ["", f"held out: {fold} (compute from the other links; all values predicted except 'measured')",
+                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'comm':>8} {'error':>7}"]  # fmt: skip
+        for o in outcomes:
+            p = o.predicted
+            lines.append(f"  {o.trial.case:<40} {o.trial.strategy:<18} {o.trial.link:<8} {_ms(o.trial.measured_s):>11} "
+                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
+        lines.append(f"  MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} trials")
+    every = v.outcomes
+    worst = max(every, key=lambda o: abs(o.error)) if every else None
+    lines += ["", f"summary: MAPE {holdout.mape(every):.1%} over {len(every)} held-out trials"
+              + (f"; worst {worst.error:+.1%} ({worst.trial.strategy} on {worst.trial.link})" if worst else "")]  # fmt: skip
+    lines += _terms(v.observed, v.links)
+    lines += ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing; predicted [low, high] from the compute range):"]
+    for b in v.breakevens:
+        verdict = {None: "", True: "  within 1.5x", False: "  OFF by more than 1.5x"}[b.within]
+        lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}; predicted "
+                     f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- advise ------------------------------------------------------------------------------------
+
+
+def shape_named(name: str) -> ModelShape:
+    if name not in SHAPES:
+        raise BenchError(f"unknown model {name!r}; known: {', '.join(SHAPES)}")
+    return SHAPES[name]
+
+
+def cluster_from_args(args: argparse.Namespace, mem_bytes: float) -> adv.Cluster:
+    lat = None
+    if args.latency:
+        try:
+            lat = links.parse_network(f"1gbit+{args.latency}").delay_s  # the delay grammar of network names (us, ms, s)
+        except BenchError:
+            raise BenchError(f"--latency {args.latency!r}: expected a time such as 5us or 1.5ms") from None
+    try:
+        return adv.Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, link=links.resolve(args.link, lat),
+                           intra=links.resolve(args.intra_link), mem_bytes=mem_bytes, flops=args.tflops * 1e12,
+                           tokens_per_gpu=args.tokens)  # fmt: skip
+    except ValueError as exc:
+        raise BenchError(f"advise: {exc}") from None
+
+
+def _accuracy(paths: list[Path]) -> dict[str, str]:
+    """Strategy -> measured eval-loss change against the baseline (median over cases), from `paths`' train rows."""
+    if not paths:
+        return {}
+    df = rows.load(paths)[0]
+    ok = df[(df["status"] == "ok") & (df["workload"] == "train") & df["eval_loss"].notna()]
+    base = ok[ok["strategy"] == BASELINE]["eval_loss"].median()
+    return {str(s): f"{g['eval_loss'].median() - base:+.3f} nats eval loss (measured on {', '.join(sorted(set(g['model'])))}, "
+                    f"{len(g)} rows)" for s, g in ok.groupby("strategy")}  # fmt: skip
+
+
+def advise_table(shape: ModelShape, name: str, c: adv.Cluster, paths: list[Path]) -> tuple[str, list[adv.Advice], list[str]]:
+    """The ranked table as text, the advice, and the notes on where each number came from."""
+    advice = adv.advise(shape, c)
+    if not any(a.fits for a in advice):
+        smallest = min(a.state_bytes for a in advice)
+        raise BenchError(f"no layout fits {name} in {c.mem_bytes / 1e9:.3g} GB per device (smallest model state: "
+                         f"{smallest / 1e9:.3g} GB per GPU)")  # fmt: skip
+    acc = _accuracy(paths)
+    head = (f"{name} ({shape.params / 1e9:.3g} B params; {shape.source}) on {c.nodes} nodes x {c.gpus_per_node} GPUs, "
+            f"link {c.link.rate_bps / 1e9:.3g} Gbit/s, {c.link.latency_s * 1e6:.3g} us; intra {c.intra.rate_bps / 1e9:.3g} Gbit/s; "
+            f"{c.mem_bytes / 1e9:.3g} GB per device")  # fmt: skip
+    lines = [head, f"{'#':>2} {'technique':<34} {'layout':<30} {'state GB/GPU':>12} {'fits':>4} {'compute ms':>10} "
+             f"{'comm ms':>9} {'step ms':>9}  accuracy cost"]  # fmt: skip
+    for i, a in enumerate(advice, 1):
+        lines.append(f"{i:>2} {a.technique.name:<34} {a.technique.layout.name:<30} {a.state_bytes / 1e9:>12.2f} "
+                     f"{'yes' if a.fits else 'NO':>4} {_ms(a.compute_s):>10} {_ms(a.comm_s):>9} {_ms(a.step_s):>9}  "
+                     f"{acc.get(_registered(a.technique.name), 'not measured')}")  # fmt: skip
+    notes = [
+        "every time is predicted (alpha-beta, no overlap: comm is an upper bound on exposed time); model state is exact "
+        "for DDP and FSDP, the formula for TP and PP; activations are not counted",
+        f"link figures: {c.link.source}; intra-node: {c.intra.source}",
+        f"compute: 6 x params x {c.tokens_per_gpu} tokens / {c.flops / 1e12:.0f} TFLOP/s per GPU (assumed, --tflops)",
+        _validated(paths),
+    ]
+    return "\n".join(lines + ["", *("note: " + n for n in notes)]), advice, notes
+
+
+def _validated(paths: list[Path]) -> str:
+    """The held-out error of the model on `paths`' calibration and network rows, or where to get it."""
+    try:
+        v = validate(paths, None) if paths else None
+    except BenchError:
+        v = None
+    if v is None or not v.outcomes:
+        return "validated error: none here (give --results with the calibration and network suites' rows; docs/predict.md)"
+    worst = max(abs(o.error) for o in v.outcomes)
+    return (f"validated error of the step model on {len(v.outcomes)} held-out emulated trials (leave one link out, "
+            f"links {', '.join(sorted(v.links))}): median {holdout.mape(v.outcomes):.1%}, worst {worst:.1%}; "
+            "not validated beyond the emulated links and 4 nodes")
+
+
+def _registered(name: str) -> str:
+    return name.split("(")[0] if name.startswith(("powersgd", "topk")) else name
+
+
+def html_fragment(name: str, c: adv.Cluster, advice: list[adv.Advice], notes: list[str]) -> str:
+    """The advice as an HTML `<section>` for the report; every number marked predicted."""
+    rows_html = "".join(
+        f"<tr><td>{i}</td><td>{html.escape(a.technique.name)}</td><td>{html.escape(a.technique.layout.name)}</td>"
+        f"<td>{a.state_bytes / 1e9:.2f}</td><td>{'yes' if a.fits else 'no'}</td><td>{_ms(a.compute_s)} (predicted)</td>"
+        f"<td>{_ms(a.comm_s)} (predicted)</td><td>{_ms(a.step_s)} (predicted)</td></tr>"
+        for i, a in enumerate(advice, 1)
+    )
+    head = "<tr><th>#</th><th>technique</th><th>layout</th><th>model state GB/GPU</th><th>fits</th><th>compute ms</th><th>comm ms</th><th>step ms</th></tr>"
+    return (f'<section id="advise"><h2>Advice: {html.escape(name)} on {c.nodes} x {c.gpus_per_node}</h2>'
+            f"<table>{head}{rows_html}</table><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul></section>\n")  # fmt: skip

@@ -1,0 +1,94 @@
+"""The predictor's adapter to stored results: parquet rows in, the pure modules' numbers out (pandas, no torch).
+
+- `samples(rows)`: each ok `collectives`-workload row on a link as a calibration `Sample`
+  (its median call time; `send_recv` is a send of S).
+- `observed(rows, comm)`: each ok `train` row on a link as an `Observed` step, its calls
+  per step from the comm table (rank 0: calls and message bytes per op over the window).
+- `link_models(rows)`: alpha-beta per collective kind on each link, fitted from `samples`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.predict.calibrate import Sample, fit_by_op
+from bench.predict.holdout import Observed
+from bench.predict.step import Call, LinkModel
+from bench.storage.parquet import read_comm, read_results
+
+_CASE = ("model", "workload", "world_size", "nnodes", "batch_size", "seq_len", "steps")
+
+
+def load(paths: list[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Trial rows and comm rows under `paths`; BenchError when there are none."""
+    rows = read_results(paths)
+    if rows.empty:
+        raise BenchError(f"no results under {', '.join(map(str, paths))}")
+    return rows, read_comm(paths)
+
+
+def _ok(rows: pd.DataFrame, workload: str) -> pd.DataFrame:
+    if "network" not in rows:
+        return rows.iloc[0:0]
+    keep = (rows["status"] == "ok") & (rows["workload"] == workload) & rows["network"].notna() & rows["latency_p50_s"].notna()
+    return rows[keep]
+
+
+def samples(rows: pd.DataFrame) -> dict[str, list[Sample]]:
+    """Link name -> the timed collectives measured on it."""
+    out: dict[str, list[Sample]] = {}
+    for _, r in _ok(rows, "collectives").iterrows():
+        m = json.loads(r["metrics"])
+        op = "send" if m["op"] == "send_recv" else m["op"]
+        out.setdefault(r["network"], []).append(
+            Sample(op, int(r["world_size"]), float(m["size_bytes"]), float(r["latency_p50_s"]))
+        )
+    return out
+
+
+def rates(rows: pd.DataFrame) -> dict[str, float]:
+    """Link name -> its tc rate (bit/s), for shaped links."""
+    shaped = rows[rows.get("network_rate_bps", pd.Series(dtype=float)).notna()] if "network" in rows else rows.iloc[0:0]
+    return {str(n): float(r) for n, r in zip(shaped["network"], shaped["network_rate_bps"])}
+
+
+def link_models(rows: pd.DataFrame) -> dict[str, LinkModel]:
+    """Link name -> alpha-beta per collective kind, from the collectives rows measured on it (median over runs)."""
+    out = {}
+    for link, group in samples(rows).items():
+        by_op = fit_by_op(_median_samples(group))
+        if not by_op:
+            continue
+        default = by_op.get("all_reduce") or next(iter(by_op.values()))
+        out[link] = LinkModel(link, default, by_op, source=f"collectives rows on {link}")
+    return out
+
+
+def _median_samples(group: list[Sample]) -> list[Sample]:
+    keyed: dict[tuple[str, int, float], list[float]] = {}
+    for s in group:
+        keyed.setdefault((s.op, s.n, s.msg_bytes), []).append(s.seconds)
+    return [Sample(op, n, b, float(pd.Series(v).median())) for (op, n, b), v in sorted(keyed.items())]
+
+
+def _calls(comm: pd.DataFrame, run_id: str, trial_id: str, steps: int) -> tuple[Call, ...]:
+    mine = comm[(comm["run_id"] == run_id) & (comm["trial_id"] == trial_id) & (comm["rank"] == 0)]
+    return tuple(Call(str(c["op"]), float(c["msg_bytes"]) / int(c["calls"]), int(c["calls"]) / steps)
+                 for _, c in mine.iterrows() if int(c["calls"]))  # fmt: skip
+
+
+def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
+    """Every ok train step on a link, median over runs, with its calls per step."""
+    ok = _ok(rows, "train")
+    out = []
+    for (case, strategy, link), g in ok.groupby([ok[list(_CASE)].astype(str).agg("|".join, axis=1), "strategy", "network"]):
+        first = g.iloc[0]
+        calls = _calls(comm, first["run_id"], first["trial_id"], int(first["steps"]))
+        rate = first["network_rate_bps"]
+        out.append(Observed(str(case), str(strategy), str(link), None if pd.isna(rate) else float(rate),
+                            int(first["world_size"]), float(g["latency_p50_s"].median()), calls))  # fmt: skip
+    return out

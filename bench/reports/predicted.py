@@ -1,0 +1,78 @@
+"""The network section's calibrated model: measured steps beside the calibrated prediction, the held-out error, the break-even.
+
+Built from `bench.predict` (the alpha-beta step model calibrated on the `collectives` rows of
+each link, validated by leaving each link out). Absent when the rows hold no calibration.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from bench.errors import BenchError
+from bench.predict import breakeven, holdout
+from bench.predict.present import Validation, model_curve, scaling, validate_rows
+from bench.predict.rows import rates
+from bench.reports import fmt, plots
+from bench.reports.blocks import Block, Cell, Column, Figure, Heading, Paragraph, Table, present
+
+
+def _outcomes_table(v: Validation) -> Table:
+    columns = (Column("case", left=True), Column("strategy", left=True), Column("held-out link", left=True),
+               Column("measured step", "p50, ms"), Column("predicted step", "ms: compute from the other links + alpha-beta comm"),
+               Column("predicted comm", "ms"), Column("error", "(predicted - measured) / measured"))  # fmt: skip
+    body = tuple(
+        (Cell(o.trial.case, left=True), Cell(o.trial.strategy, left=True), Cell(o.trial.link, left=True),
+         Cell(fmt.ms(o.trial.measured_s)), Cell(fmt.ms(o.predicted.total_s) + " (predicted)"),
+         Cell(fmt.ms(o.predicted.comm_s)), Cell(f"{o.error:+.1%}", sort=abs(o.error)))  # fmt: skip
+        for o in v.outcomes
+    )
+    return Table(columns, body, caption="Every trial predicted with its own link held out of the compute fit")
+
+
+def _breakeven_table(v: Validation) -> Table:
+    columns = (Column("strategy", left=True), Column("break-even (measured)"), Column("break-even (predicted)"),
+               Column("interval (predicted)", "from the spread of each strategy's compute over its links"),
+               Column("within 1.5x"))  # fmt: skip
+    body = tuple(
+        (Cell(b.strategy, left=True), Cell(breakeven.rate_text(b.measured_bps) if b.measured_bps else fmt.DASH, title=b.measured_reason or ""),
+         Cell(breakeven.rate_text(b.predicted_bps) + " (predicted)" if b.predicted_bps else fmt.DASH, title=b.predicted_reason or ""),
+         Cell(f"{breakeven.rate_text(b.low_bps) if b.low_bps else fmt.DASH} - {breakeven.rate_text(b.high_bps) if b.high_bps else fmt.DASH}"),
+         Cell({None: fmt.DASH, True: "yes", False: "no"}[b.within]))  # fmt: skip
+        for b in v.breakevens
+    )
+    return Table(columns, body, caption="Break-even bandwidth against fp32, measured and predicted")
+
+
+def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
+    eff, lat = scaling(v.links, rates(rows))
+    lines = []
+    for strat in sorted({o.strategy for o in v.observed}):
+        mine = [o for o in v.observed if o.strategy == strat and o.rate_bps and o.link in v.links]
+        if not mine:
+            continue
+        c = holdout.compute_of(mine, v.links)
+        grid = [r for r in breakeven.GRID if min(o.rate_bps for o in mine) / 2 <= r <= max(o.rate_bps for o in mine) * 2]  # type: ignore[type-var]
+        curve = model_curve(c.seconds, mine[0], eff, lat)
+        lines.append(plots.Line(f"{strat} (model)", [r / 1e6 for r in grid], [curve(r) for r in grid]))
+        lines.append(plots.Line(f"{strat} (measured)", [o.rate_bps / 1e6 for o in mine], [o.measured_s for o in mine]))  # type: ignore[operator]
+    if not lines:
+        return None
+    panel = plots.LinePanel("measured and predicted step", "step p50 (s)", lines, log_y=True, log_x=True)
+    return Figure(plots.lines([panel], "link bandwidth (Mbit/s, tc tbf)"), "measured points and the model's curves",
+                  "Step time against bandwidth: measured points and the calibrated model (predicted)")  # fmt: skip
+
+
+def blocks(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Block]:
+    """The model's blocks for the network section; none where the rows hold no calibration on the network trials' links."""
+    try:
+        v = validate_rows(rows, comm, None)
+    except BenchError:
+        return []
+    if not v.outcomes:
+        return []
+    worst = max(abs(o.error) for o in v.outcomes)
+    summary = Paragraph(f"The calibrated model (bench/predict): each step predicted as compute (measured per strategy on the "
+                        f"other links) + the alpha-beta time of its collectives, calibrated on the collectives workload on the "
+                        f"same link. Held-out error, leaving each link out: median {holdout.mape(v.outcomes):.1%}, worst "
+                        f"{worst:.1%}, over {len(v.outcomes)} trials.")  # fmt: skip
+    return list(present(Heading("The calibrated model"), summary, _outcomes_table(v), _breakeven_table(v), _figure(v, rows)))

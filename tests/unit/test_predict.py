@@ -1,0 +1,183 @@
+"""The predictor (bench/predict): textbook alpha-beta costs, calibration, step and memory models, hold-out, advice."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bench.predict import advise as adv
+from bench.predict import breakeven, holdout, links
+from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op
+from bench.predict.collectives import seconds, terms
+from bench.predict.memory import Layout, model_state_bytes
+from bench.predict.shapes import PUBLISHED, ZOO, parameter_shapes
+from bench.predict.step import Call, LinkModel, comm_seconds, predict
+
+REPO = Path(__file__).resolve().parents[2]
+A, B = 20e-6, 1e9  # alpha 20 us, beta 1 GB/s
+
+
+# (op, algorithm, n, S, textbook time): Thakur, Rabenseifner & Gropp 2005; gloo as bench/comm/cost_model.GLOO_NOTES.
+TEXTBOOK = [
+    ("all_reduce", "ring", 8, 1e6, 2 * 7 * A + 2 * 7 / 8 * 1e6 / B),
+    ("all_gather", "ring", 8, 1e6, 7 * A + 7 / 8 * 1e6 / B),
+    ("reduce_scatter", "ring", 8, 1e6, 7 * A + 7 / 8 * 1e6 / B),
+    ("all_to_all", "ring", 8, 1e6, 7 * A + 7 / 8 * 1e6 / B),
+    ("broadcast", "ring", 8, 1e6, 7 * A + 1e6 / B),
+    ("all_reduce", "tree", 8, 1e6, 2 * 3 * A + 2 * 7 / 8 * 1e6 / B),
+    ("all_gather", "tree", 8, 1e6, 3 * A + 7 / 8 * 1e6 / B),
+    ("broadcast", "tree", 8, 1e6, 3 * (A + 1e6 / B)),
+    ("all_to_all", "tree", 8, 1e6, 3 * A + 3 / 2 * 1e6 / B),
+    ("send", "ring", 8, 1e6, A + 1e6 / B),
+    ("reduce_scatter", "gloo", 4, 1e6, 2 * 3 * A + 2 * 3 / 4 * 1e6 / B),
+    ("broadcast", "gloo", 4, 1e6, 3 * (A + 1e6 / B)),
+    ("all_reduce", "ring", 1, 1e6, 0.0),
+]
+
+
+@pytest.mark.parametrize(("op", "algorithm", "n", "size", "expected"), TEXTBOOK)
+def test_each_collective_costs_its_textbook_formula(op: str, algorithm: str, n: int, size: float, expected: float) -> None:
+    assert seconds(op, size, n, A, B, algorithm) == pytest.approx(expected, rel=1e-12)  # type: ignore[arg-type]
+
+
+def test_an_unknown_collective_or_algorithm_is_refused() -> None:
+    with pytest.raises(ValueError, match="no alpha-beta model"):
+        terms("gossip", 1, 2)
+    with pytest.raises(ValueError, match="unknown algorithm"):
+        terms("all_reduce", 1, 2, "hypercube")  # type: ignore[arg-type]
+
+
+def _synthetic(alpha: float, beta: float, noise: float = 0.0) -> list[Sample]:
+    out = []
+    for i, (op, size) in enumerate((op, s) for op in ("all_reduce", "all_gather") for s in (16e3, 256e3, 2e6, 8e6)):
+        jitter = 1 + noise * (1 if i % 2 else -1)
+        out.append(Sample(op, 2, size, seconds(op, size, 2, alpha, beta, "gloo") * jitter))
+    return out
+
+
+def test_a_synthetic_calibration_recovers_alpha_and_beta() -> None:
+    got = fit(_synthetic(150e-6, 12.5e6))
+    assert got.alpha_s == pytest.approx(150e-6, rel=1e-9) and got.beta_Bps == pytest.approx(12.5e6, rel=1e-9)
+    assert got.max_rel_error < 1e-9
+    noisy = fit(_synthetic(150e-6, 12.5e6, noise=0.01))
+    assert noisy.alpha_s == pytest.approx(150e-6, rel=0.2) and noisy.beta_Bps == pytest.approx(12.5e6, rel=0.02)  # alpha is ~1% of the big calls
+    assert set(fit_by_op(_synthetic(1e-4, 1e8))) == {"all_reduce", "all_gather"}
+
+
+def test_calibration_needs_two_sizes_and_keeps_alpha_non_negative() -> None:
+    with pytest.raises(ValueError, match="two or more message sizes"):
+        fit([Sample("all_reduce", 2, 1e6, 0.01), Sample("all_reduce", 2, 1e6, 0.011)])
+    negative = [Sample("all_reduce", 2, s, s / 1e8 - 5e-5) for s in (1e4, 1e6, 1e7)]  # the line crosses below 0: alpha < 0
+    got = fit(negative)
+    assert got.alpha_s == 0.0 and got.beta_Bps > 0
+
+
+def test_the_step_is_compute_plus_calls_plus_codec_minus_overlap_capped_at_comm() -> None:
+    link = LinkModel("l", AlphaBeta(A, B, 0, 0.0))
+    calls = (Call("all_reduce", 4e6, 2.0), Call("all_gather", 1e6, 1.0))
+    comm = 2 * seconds("all_reduce", 4e6, 4, A, B, "gloo") + seconds("all_gather", 1e6, 4, A, B, "gloo")
+    got = predict(compute_s=0.1, calls=calls, n=4, link=link, codec_s=0.01, overlap_s=0.002)
+    assert got.comm_s == pytest.approx(comm) and got.total_s == pytest.approx(0.1 + comm + 0.01 - 0.002)
+    assert predict(compute_s=0.1, calls=calls, n=4, link=link, overlap_s=10.0).total_s == pytest.approx(0.1)
+
+
+def test_every_zoo_shape_is_the_built_models_parameters() -> None:
+    torch = pytest.importorskip("torch")
+    from bench.models.zoo import _CLASSES, MODELS
+
+    for name, shape in ZOO.items():
+        spec = MODELS.get(name)
+        with torch.device("meta"):
+            model = _CLASSES[(spec.family, spec.objective)](spec.config)
+        assert [tuple(p.shape) for p in model.parameters()] == parameter_shapes(shape), name
+
+
+def test_published_llama_7b_has_its_published_parameter_count() -> None:
+    assert PUBLISHED["llama-7b"].params == 6_738_415_616  # Llama-2-7b: 6.74 B
+
+
+def test_model_state_follows_zero_arithmetic() -> None:
+    """The formulas tests/integration/test_partition.py checks against measured rows: DDP 16 Psi + 4 P, ZeRO-3 16 Psi'/N + 4 P."""
+    from bench.comm.cost_model import fsdp_padded_numel
+
+    m = ZOO["gpt2-tiny"]
+    shapes = parameter_shapes(m)
+    psi, p = m.params, len(shapes)
+    assert model_state_bytes(m, Layout(name="ddp"), 4) == 16 * psi + 4 * p
+    padded = sum(fsdp_padded_numel(s, 3) for s in shapes)
+    assert model_state_bytes(m, Layout(name="z3", zero=3), 3) == 16 * padded // 3 + 4 * p
+    z1, z2 = (model_state_bytes(m, Layout(name="z", zero=z), 4) for z in (1, 2))
+    assert 16 * psi + 4 * p > z1 > z2 > model_state_bytes(m, Layout(name="z3", zero=3), 4)
+    assert model_state_bytes(m, Layout(name="tp", tp=2), 2) < 16 * psi + 4 * p
+
+
+def _observed(
+    compute: dict[str, float], link_models: dict[str, LinkModel], calls: dict[str, tuple[Call, ...]]
+) -> list[holdout.Observed]:
+    return [holdout.Observed("case", s, name, None, 2, compute[s] + comm_seconds(calls[s], 2, link), calls[s])
+            for s in compute for name, link in link_models.items()]  # fmt: skip
+
+
+def test_a_fold_predicts_held_out_links_exactly_when_the_model_is_true() -> None:
+    models = {n: LinkModel(n, AlphaBeta(1e-4, r / 8, 0, 0.0)) for n, r in (("fast", 1e9), ("mid", 2e8), ("slow", 5e7))}
+    calls = {"baseline": (Call("all_reduce", 6e6, 1.0),), "fp16": (Call("all_reduce", 3e6, 1.0),)}
+    obs = _observed({"baseline": 0.1, "fp16": 0.12}, models, calls)
+    outcomes = holdout.fold(obs, models, {"mid"})
+    assert {(o.trial.strategy, o.trial.link) for o in outcomes} == {("baseline", "mid"), ("fp16", "mid")}
+    assert all(abs(o.error) < 1e-12 for o in outcomes) and holdout.mape(outcomes) < 1e-12
+    assert set(holdout.leave_one_out(obs, models)) == {"fast", "mid", "slow"}
+    broken = [
+        holdout.Observed(o.case, o.strategy, o.link, o.rate_bps, o.n, o.measured_s * (1.2 if o.link == "mid" else 1), o.calls)
+        for o in obs
+    ]
+    assert all(o.error == pytest.approx(1 / 1.2 - 1) for o in holdout.fold(broken, models, {"mid"}))
+
+
+def test_the_predicted_break_even_is_the_closed_form_crossing() -> None:
+    """t = c + 8 W / (eff r): crossing at 8 (W_b - W_s) / (eff (c_s - c_b))."""
+    eff = {"all_reduce": 0.9}
+    base, cand = (Call("all_reduce", 6e6, 1.0),), (Call("all_reduce", 1e6, 1.0),)
+
+    def curve(c: float, calls: tuple[Call, ...]):  # type: ignore[no-untyped-def]
+        return lambda r: c + comm_seconds(calls, 2, links.at_rate(r, 0.0, eff))
+
+    got, why = breakeven.predicted_crossing(curve(0.1, base), curve(0.15, cand))
+    expected = 8 * (6e6 - 1e6) / (0.9 * 0.05)  # ring at n = 2: W = S
+    assert why is None and got == pytest.approx(expected, rel=0.01)
+    assert breakeven.within_factor(got, expected * 1.4) and not breakeven.within_factor(got, expected * 1.6)
+    assert breakeven.predicted_crossing(curve(0.1, base), curve(0.05, cand))[0] is None  # faster everywhere
+
+
+def test_advise_rules_out_what_does_not_fit_and_ranks_the_rest_by_step() -> None:
+    c = adv.Cluster(nodes=8, gpus_per_node=8, link=links.resolve("100gbit"), intra=links.resolve("nvlink4"), mem_bytes=80e9)
+    advice = adv.advise(PUBLISHED["llama-7b"], c)
+    fits = [a for a in advice if a.fits]
+    assert {a.technique.layout.name for a in advice if not a.fits} == {"DDP"}  # 16 B x 6.7 B params > 80 GB
+    assert [a.step_s for a in fits] == sorted(a.step_s for a in fits) and advice[: len(fits)] == fits
+    fsdp = next(a for a in advice if a.technique.name == "fsdp")
+    assert fsdp.state_bytes == model_state_bytes(PUBLISHED["llama-7b"], Layout(name="z3", zero=3), 64)
+    ddp = next(a for a in advice if a.technique.name == "baseline")
+    assert ddp.comm_s == pytest.approx(min(seconds("all_reduce", 4 * PUBLISHED["llama-7b"].params, 64, 5e-6, 100e9 / 8, alg)
+                                           for alg in ("ring", "tree")))  # fmt: skip
+
+
+def test_links_parse_published_names_and_rates_and_refuse_others() -> None:
+    from bench.errors import BenchError
+
+    assert links.resolve("ib-ndr").rate_bps == 400e9 and links.resolve("100gbit").rate_bps == 100e9
+    with pytest.raises(BenchError):
+        links.resolve("warp")
+    with pytest.raises(BenchError):
+        links.resolve("veth")
+
+
+def test_the_predictor_imports_no_torch() -> None:
+    modules = sorted(p.stem for p in (REPO / "bench" / "predict").glob("*.py") if p.stem != "__init__")
+    code = "import sys\n" + "".join(f"import bench.predict.{m}\n" for m in modules) + "print('torch' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=60,
+                          env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

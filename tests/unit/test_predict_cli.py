@@ -1,0 +1,60 @@
+"""`commbench advise` and `commbench predict` on the command line: a ranked table without launching, and one error line on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.cli import main
+
+ADVISE = ["advise", "--model", "llama-7b", "--nodes", "8", "--gpus-per-node", "8", "--link", "100gbit", "--mem", "80GB", "--latency", "5us"]
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_advise_prints_a_ranked_table_marked_predicted(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, out, err = _run(capsys, *ADVISE, "--html", str(tmp_path / "advise.html"))
+    assert code == 0, err
+    lines = out.splitlines()
+    ranked = [ln for ln in lines if ln[:2].strip().isdigit()]
+    assert len(ranked) == 9 and ranked[0].split()[0] == "1"
+    assert all(" NO " in ln for ln in ranked if ln.split()[2] == "DDP")  # 108 GB of model state per GPU > 80 GB
+    assert "predicted" in out and "not measured" in out
+    assert "(predicted)" in (tmp_path / "advise.html").read_text()
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"--model": "gpt5"}, "unknown model 'gpt5'; known: "),
+        ({"--link": "warp9"}, "network 'warp9': expected"),
+        ({"--mem": "80 bananas"}, "memory '80 bananas'"),
+        ({"--mem": "10MB"}, "no layout fits llama-7b in 0.01 GB"),
+        ({"--nodes": "0"}, "advise: nodes, gpus per node"),
+        ({"--latency": "fast"}, "--latency 'fast': expected a time"),
+    ],
+)
+def test_advise_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], change: dict[str, str], message: str
+) -> None:
+    argv = list(ADVISE)
+    for flag, value in change.items():
+        argv[argv.index(flag) + 1] = value
+    code, out, err = _run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("commbench: error: ") and message in err, err
+
+
+def test_predict_without_results_is_one_error_line(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "predict", str(tmp_path))
+    assert code == 2 and err.startswith("commbench: error: ") and err.count("\n") == 1, err
+
+
+def test_predict_refuses_a_holdout_of_another_axis(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "predict", str(tmp_path), "--holdout", "model=gpt2")
+    assert code == 2 and "only network=LINK" in err, err

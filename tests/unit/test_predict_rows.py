@@ -1,0 +1,56 @@
+"""The predictor's adapter to rows: synthetic calibration and network rows drawn from a known model are predicted exactly."""
+
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import pytest
+
+from bench.predict.collectives import seconds
+from bench.predict.present import validate_rows
+
+LINKS = {"fast": (1e9, 200e-6), "mid": (2e8, 300e-6), "slow": (5e7, 400e-6)}  # rate bit/s, alpha s
+EFF = 0.95  # beta = EFF x rate / 8
+COMPUTE = {"baseline": 0.10, "fp16_compress": 0.11}
+GRAD = 6e6  # bytes all-reduced per step by the baseline, in 2 calls
+
+
+def _rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+    trials, comm = [], []
+    common = {"status": "ok", "world_size": 2, "nnodes": 2, "batch_size": 8, "seq_len": 64, "steps": 8, "run_id": "r"}
+    for link, (rate, alpha) in LINKS.items():
+        beta = EFF * rate / 8
+        for op in ("all_reduce", "all_gather"):
+            for size in (16384, 262144, 2097152, 8388608):
+                trials.append({**common, "workload": "collectives", "model": None, "strategy": "baseline", "network": link,
+                               "network_rate_bps": rate, "trial_id": f"c-{link}-{op}-{size}",
+                               "metrics": json.dumps({"op": op, "size_bytes": size}),
+                               "latency_p50_s": seconds(op, size, 2, alpha, beta, "gloo")})  # fmt: skip
+        for strategy, compute in COMPUTE.items():
+            per_call = GRAD / 2 / (2 if strategy == "fp16_compress" else 1)
+            tid = f"t-{link}-{strategy}"
+            trials.append({**common, "workload": "train", "model": "gpt2-tiny", "strategy": strategy, "network": link,
+                           "network_rate_bps": rate, "trial_id": tid, "metrics": "{}",
+                           "latency_p50_s": compute + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo")})  # fmt: skip
+            for rank in (0, 1):
+                comm.append({"run_id": "r", "trial_id": tid, "rank": rank, "op": "all_reduce", "calls": 16, "msg_bytes": int(16 * per_call)})
+    return pd.DataFrame(trials), pd.DataFrame(comm)
+
+
+def test_rows_drawn_from_the_model_are_predicted_exactly_on_every_held_out_link() -> None:
+    v = validate_rows(*_rows(), None)
+    for link, (rate, alpha) in LINKS.items():
+        ab = v.links[link].by_op["all_reduce"]
+        assert ab.alpha_s == pytest.approx(alpha, rel=1e-6) and ab.beta_Bps == pytest.approx(EFF * rate / 8, rel=1e-6)
+    assert set(v.folds) == set(LINKS) and len(v.outcomes) == len(LINKS) * len(COMPUTE)
+    assert all(abs(o.error) < 1e-9 for o in v.outcomes)
+    (row,) = v.breakevens  # fp16 saves 3 MB a step and costs 10 ms more compute: t = c + 8 W / (EFF r) + latency
+    assert row.strategy == "fp16_compress" and row.predicted_bps == pytest.approx(8 * 3e6 / (EFF * 0.01), rel=0.05)
+
+
+def test_a_holdout_link_that_was_never_measured_is_an_error() -> None:
+    from bench.errors import BenchError
+
+    with pytest.raises(BenchError, match="no network trial on that link"):
+        validate_rows(*_rows(), [{"10gbit"}])
