@@ -59,10 +59,6 @@ def group_shapes(model: nn.Module, blocks: nn.ModuleList) -> list[list[tuple[int
 
 
 Shapes = list[list[tuple[int, ...]]]
-METRICS = (
-    Metric("fsdp_group_shapes", list, doc="shapes of each FSDP group's parameters (blocks, then the root): the cost model's input"),
-    Metric("unsharded_param_bytes", int, "B", doc="unsharded params FSDP2 keeps from forward to backward on this rank"),
-)
 
 
 def apply_fsdp(
@@ -122,7 +118,10 @@ class FSDP(Strategy):
     workloads = frozenset({"train"})
     exclusive = LAYOUT
     replaces_ddp = True
-    metrics = METRICS
+    metrics = (
+        Metric("fsdp_group_shapes", list, doc="shapes of each FSDP group's parameters (blocks, then the root): the cost model's input"),
+        Metric("unsharded_param_bytes", int, "B", doc="unsharded params FSDP2 keeps from forward to backward on this rank"),
+    )
     group_shapes: Shapes  # set by `apply`, read by the cost model
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
@@ -134,7 +133,9 @@ class FSDP(Strategy):
 
     def apply(self, state: TrialState) -> None:
         p = self.params
-        self.group_shapes = apply_fsdp(state, reshard_after_forward=p.reshard_after_forward, offload=p.offload, mp=p.mp, mesh=state.dp_mesh)
+        self.group_shapes = apply_fsdp(
+            state, reshard_after_forward=p.reshard_after_forward, offload=p.offload, mp=p.mp, mesh=state.dp_mesh
+        )
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         assert state.parallel is not None
