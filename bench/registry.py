@@ -17,11 +17,13 @@ class Registry(Generic[T]):
 
     Registering a name twice is a programming error and raises; looking up an unknown
     name raises a `BenchError` that lists every known name, so a typo in a suite file
-    tells the user what they could have written.
+    tells the user what they could have written. `check`, if given, vets each object as it
+    registers (e.g. a strategy's declared metrics against the schema) and raises on a bad one.
     """
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, *, check: Callable[[str, T], None] | None = None) -> None:
         self.kind = kind
+        self._check = check
         self._items: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
 
@@ -38,6 +40,8 @@ class Registry(Generic[T]):
         for key in (name, *aliases):
             if key in self._items or key in self._aliases:
                 raise ValueError(f"{self.kind} {key!r} is already registered")
+        if self._check is not None:
+            self._check(name, obj)
         self._items[name] = obj
         for alias in aliases:
             self._aliases[alias] = name

@@ -11,74 +11,92 @@ import pandas as pd
 from bench.reports import fmt
 from bench.reports.blocks import Heading, Items, Paragraph, Section, Spec, Table, present, table
 from bench.reports.cases import ReportData
+from bench.storage.schema import COMM_COLUMNS, TRIAL_COLUMNS, Column
+
+_TRIAL = {c.name: c for c in TRIAL_COLUMNS}
+_COMM = {c.name: c for c in COMM_COLUMNS}
+
+
+def _spec(c: Column, title: str, head: str | None, left: bool, keep_empty: bool) -> Spec:
+    return Spec(c.name, head or c.heading, getattr(fmt, c.fmt), title, left=left, keep_empty=keep_empty)
+
+
+def column(name: str, title: str = "", *, head: str | None = None, left: bool = False, keep_empty: bool = False) -> Spec:
+    """A result column as the schema labels and formats it (`head` where a table says it otherwise)."""
+    return _spec(_TRIAL[name], title, head, left, keep_empty)
+
+
+def comm_column(name: str, title: str = "", *, head: str | None = None, left: bool = False, keep_empty: bool = False) -> Spec:
+    """A per-collective column as the schema labels and formats it."""
+    return _spec(_COMM[name], title, head, left, keep_empty)
 
 # The columns that name a row in every table of this module.
 IDENT = (
-    Spec("strategy", "strategy", left=True, keep_empty=True),
-    Spec("model", "model", left=True, keep_empty=True),
+    column("strategy", left=True, keep_empty=True),
+    column("model", left=True, keep_empty=True),
     Spec("variant", "case", title="config fields that differ between the rows of this model x workload", left=True),
-    Spec("run_id", "run", left=True),
+    column("run_id", left=True),
 )
 ALL = "all"  # marks a column as present in every group below
 
 # Each workload's trials in these groups of columns, one table each, so that no table is wider than the page.
 GROUPS: dict[str, tuple[Spec, ...]] = {
     "Latency and throughput": (
-        Spec("status", "status", left=True, keep_empty=True),
-        Spec("latency_p50_s", "p50 ms", fmt.ms, "median step time; a step's time is the max over ranks"),
-        Spec("latency_p90_s", "p90 ms", fmt.ms),
-        Spec("latency_p99_s", "p99 ms", fmt.ms),
+        column("status", left=True, keep_empty=True),
+        column("latency_p50_s", "median step time; a step's time is the max over ranks"),
+        column("latency_p90_s"),
+        column("latency_p99_s"),
         Spec("latency_p50_s_ratio", "p50 vs base", fmt.ratio, "same case, same run"),
         Spec("tokens_shown", "tokens/s", fmt.count, "all ranks' tokens per step / median step time"),
-        Spec("gen_tokens_per_s", "generate tok/s", fmt.count),
-        Spec("timing_note", "timing", title="oversubscribed: ranks x threads per rank exceed the cores", left=True),
+        column("gen_tokens_per_s"),
+        Spec("timing_note", "timing", title="oversubscribed (ranks x threads per rank exceed the cores), or why the kernels are slow here", left=True),
     ),
     "Memory": (
-        Spec("mem_rss_peak_bytes_max", "peak RSS MB (max rank)", fmt.mb, "kernel VmHWM over the measured window"),
+        column("mem_rss_peak_bytes_max", "kernel VmHWM over the measured window"),
         Spec("mem_rss_peak_bytes_max_ratio", "vs base", fmt.ratio),
-        Spec("mem_rss_peak_bytes_sum", "peak RSS MB (all ranks)", fmt.mb),
-        Spec("mem_cuda_max_allocated_bytes_max", "CUDA allocated MB", fmt.mb),
-        Spec("mem_cuda_max_reserved_bytes_max", "CUDA reserved MB", fmt.mb),
-        Spec("mem_nvml_process_bytes_max", "NVML process MB", fmt.mb),
-        Spec("model_state_bytes_max", "model state MB (max rank)", fmt.mb, "params + grads + optimizer states held at the optimizer step"),
-        Spec("model_state_peak_bytes_max", "model state peak MB", fmt.mb, "plus the unsharded params kept from forward to backward"),
+        column("mem_rss_peak_bytes_sum"),
+        column("mem_cuda_max_allocated_bytes_max"),
+        column("mem_cuda_max_reserved_bytes_max"),
+        column("mem_nvml_process_bytes_max"),
+        column("model_state_bytes_max", "params + grads + optimizer states held at the optimizer step"),
+        column("model_state_peak_bytes_max", "plus the unsharded params kept from forward to backward"),
     ),
     "Layout": (
-        Spec("dp", "dp", fmt.count, "data-parallel degree"),
-        Spec("tp", "tp", fmt.count, "tensor-parallel degree"),
-        Spec("pp", "pp", fmt.count, "pipeline-parallel degree"),
+        column("dp", "data-parallel degree"),
+        column("tp", "tensor-parallel degree"),
+        column("pp", "pipeline-parallel degree"),
         Spec("bubble_measured", "bubble (measured)", fmt.pct, "pipeline: each stage's idle share of its step, median"),
         Spec("bubble_analytic", "bubble (analytic)", fmt.pct, "(p-1)/(v m + p - 1)"),
     ),
     "Communication": (
-        Spec("comm_logical_bytes_per_step", "logical MB/step (all ranks)", fmt.mb, "nccl-tests message size S, summed over ranks"),
+        column("comm_logical_bytes_per_step", "nccl-tests message size S, summed over ranks"),
         Spec("comm_logical_bytes_per_step_ratio", "vs base", fmt.ratio),
-        Spec("wire_bytes_per_step", "wire MB/step", fmt.mb, "TCP payload bytes received by all ranks' backend sockets"),
+        column("wire_bytes_per_step", "TCP payload bytes received by all ranks' backend sockets"),
         Spec("wire_bytes_per_step_ratio", "vs base", fmt.ratio),
-        Spec("comm_calls_per_step", "calls/step", fmt.num),
-        Spec("comm_time_s_per_step", "comm ms/step", fmt.ms, "profiler pass: time with a collective in flight"),
-        Spec("comm_overlap_fraction", "hidden by compute", fmt.pct),
-        Spec("algbw_Bps", "algbw MB/s", fmt.mb),
-        Spec("busbw_Bps", "busbw MB/s", fmt.mb),
+        column("comm_calls_per_step"),
+        column("comm_time_s_per_step", "profiler pass: time with a collective in flight"),
+        column("comm_overlap_fraction"),
+        column("algbw_Bps"),
+        column("busbw_Bps"),
     ),
     "Accuracy": (
-        Spec("final_train_loss", "final train loss", fmt.num),
-        Spec("eval_loss", "eval loss", fmt.num, "nats, held-out batches"),
+        column("final_train_loss"),
+        column("eval_loss", "nats, held-out batches"),
         Spec("eval_loss_delta", "Δ vs base", fmt.delta),
-        Spec("loss_gap_to_floor", "gap to floor", fmt.num, "eval loss minus the Bayes-optimal loss"),
-        Spec("perplexity", "perplexity", fmt.num),
+        column("loss_gap_to_floor", "eval loss minus the Bayes-optimal loss"),
+        column("perplexity"),
         Spec("perplexity_delta", "Δ vs base", fmt.delta),
-        Spec("kl_mean", "KL (nats)", fmt.num),
-        Spec("top1_agreement", "top-1 agreement", fmt.num),
-        Spec("embedding_cosine", "embedding cosine", fmt.num),
+        column("kl_mean"),
+        column("top1_agreement"),
+        column("embedding_cosine"),
     ),
     "Model size": (
-        Spec("model_params", "parameters", fmt.count),
-        Spec("model_bytes", "model MB (dense)", fmt.mb),
-        Spec("model_sparse_bytes", "model MB (sparse)", fmt.mb, "each tensor dense or bitmask + non-zeros, whichever is smaller"),
-        Spec("sparsity", "sparsity", fmt.pct),
-        Spec("transfer_payload_bytes", "payload MB", fmt.mb),
-        Spec("serialized_bytes", "torch.save MB", fmt.mb),
+        column("model_params"),
+        column("model_bytes"),
+        column("model_sparse_bytes", "each tensor dense or bitmask + non-zeros, whichever is smaller"),
+        column("sparsity"),
+        column("transfer_payload_bytes"),
+        column("serialized_bytes"),
     ),
 }
 RATIO_COLUMNS = ("latency_p50_s", "mem_rss_peak_bytes_max", "comm_logical_bytes_per_step", "wire_bytes_per_step")
@@ -97,7 +115,9 @@ def prepared(data: ReportData) -> pd.DataFrame:
     tokens = pd.to_numeric(df.get("tokens_per_step"), errors="coerce")
     df["tokens_shown"] = pd.to_numeric(df.get("tokens_per_s"), errors="coerce").where(tokens > 0)
     over = df["oversubscribed"] if "oversubscribed" in df else pd.Series(False, index=df.index)
-    df["timing_note"] = ["oversubscribed" if v is True else "" for v in over]
+    kernel = df["kernel_note"] if "kernel_note" in df else pd.Series(None, index=df.index)
+    df["timing_note"] = ["; ".join(n for n in ("oversubscribed" if o is True else "", k if isinstance(k, str) else "") if n)
+                         for o, k in zip(over, kernel, strict=True)]  # fmt: skip
     for key, col in (("pipeline_bubble_measured", "bubble_measured"), ("pipeline_bubble_analytic", "bubble_analytic")):
         df[col] = [_metric(m, key) for m in df.get("metrics", pd.Series(None, index=df.index))]
     return df
@@ -142,22 +162,22 @@ def _ident_count(t: Table, ident: tuple[Spec, ...]) -> int:
 
 
 BYTES = (
-    Spec("analytic_logical_bytes_per_step_per_rank", "analytic MB/step/rank", fmt.mb, "cost model: message bytes per rank per step"),
+    column("analytic_logical_bytes_per_step_per_rank", "cost model: message bytes per rank per step"),
     Spec("logical_rank0", "logical MB/step (rank 0)", fmt.mb, "recorded message bytes of rank 0"),
-    Spec("comm_logical_bytes_per_step", "logical MB/step (all ranks)", fmt.mb),
-    Spec("modelled_wire_bytes_per_step", "modelled wire MB/step", fmt.mb, "cost model applied to the recorded collectives"),
-    Spec("wire_bytes_per_step", "measured wire MB/step", fmt.mb),
-    Spec("wire_ratio", "measured / modelled wire", fmt.ratio),
+    column("comm_logical_bytes_per_step"),
+    column("modelled_wire_bytes_per_step", "cost model applied to the recorded collectives"),
+    column("wire_bytes_per_step", head="measured wire MB/step"),
+    column("wire_ratio"),
 )
 OPS = (
-    Spec("op", "op (as run)", left=True, keep_empty=True),
-    Spec("dtype", "dtype", left=True),
+    comm_column("op", left=True, keep_empty=True),
+    comm_column("dtype", left=True),
     Spec("calls_per_step", "calls/step", fmt.num),
-    Spec("msg_bytes_per_step", "logical MB/step", fmt.mb),
+    comm_column("msg_bytes_per_step"),
     Spec("analytic_op_bytes", "analytic MB/step", fmt.mb, "cost model for this op, on the row that carried its bytes"),
-    Spec("time_s_per_call", "ms/call", fmt.ms),
-    Spec("algbw_Bps", "algbw MB/s", fmt.mb),
-    Spec("busbw_Bps", "busbw MB/s", fmt.mb),
+    comm_column("time_s_per_call"),
+    comm_column("algbw_Bps"),
+    comm_column("busbw_Bps"),
 )
 
 

@@ -18,15 +18,27 @@ SCHEMA_VERSION = 3
 
 @dataclass(frozen=True, slots=True)
 class Column:
+    """One result column; `label` and `fmt` (a formatter of `bench.reports.fmt`) are how a report shows it."""
+
     name: str
     type: pa.DataType
     unit: str
     doc: str
     group: str
+    label: str = ""  # a table heading; empty: the column's name
+    fmt: str = "text"
+
+    @property
+    def heading(self) -> str:
+        return self.label or self.name
 
 
-def _cols(group: str, *specs: tuple[str, pa.DataType, str, str]) -> list[Column]:
-    return [Column(n, t, u, d, group) for n, t, u, d in specs]
+Spec = tuple[str, pa.DataType, str, str] | tuple[str, pa.DataType, str, str, str, str]
+
+
+def _cols(group: str, *specs: Spec) -> list[Column]:
+    """Columns from (name, type, unit, doc) or (name, type, unit, doc, label, fmt)."""
+    return [Column(*spec[:4], group, *spec[4:]) for spec in specs]  # type: ignore[misc]
 
 
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
@@ -38,13 +50,13 @@ TRIAL_COLUMNS: list[Column] = [
         "identity",
         ("schema_version", I64, "", "version of this schema"),
         ("measurement_version", I64, "", "version of the measurement code that wrote the row; a sweep reruns rows of older versions"),
-        ("run_id", STR, "", "one sweep invocation"),
+        ("run_id", STR, "", "one sweep invocation", "run", "text"),
         ("trial_id", STR, "", "hash of the resolved trial config (stable across runs)"),
         ("suite", STR, "", "suite name"),
         ("strategy", STR, "", "canonical composition, e.g. `fp16_compress` or `prune(amount=0.5)+quant_int8`"),
         ("strategy_params", STR, "JSON", "every strategy's full params, defaults included"),
         ("model", STR, "", "model zoo name"),
-        ("model_params", I64, "count", "distinct parameters of the model before strategies"),
+        ("model_params", I64, "count", "distinct parameters of the model before strategies", "parameters", "count"),
         ("weights_source", STR, "", "where the model's weights came from and what they are (e.g. a dequantized 4-bit GGUF)"),
         ("workload", STR, "", "a registered workload (`commbench list workloads`)"),
         ("device", STR, "", "cpu | cuda"),
@@ -54,9 +66,9 @@ TRIAL_COLUMNS: list[Column] = [
         ("network", STR, "", "emulated link between namespace nodes (`veth`, `1gbit`, `100mbit+5ms`); null on one node or a real cluster"),
         ("network_rate_bps", F64, "bit/s", "the link's tc rate limit; null: unshaped"),
         ("network_delay_s", F64, "s", "the link's one-way netem delay; null: none"),
-        ("dp", I64, "ranks", "data-parallel degree"),
-        ("tp", I64, "ranks", "tensor-parallel degree"),
-        ("pp", I64, "ranks", "pipeline-parallel degree"),
+        ("dp", I64, "ranks", "data-parallel degree", "dp", "count"),
+        ("tp", I64, "ranks", "tensor-parallel degree", "tp", "count"),
+        ("pp", I64, "ranks", "pipeline-parallel degree", "pp", "count"),
         ("batch_size", I64, "sequences", "per-rank (micro-)batch size"),
         ("seq_len", I64, "tokens", "sequence length"),
         ("steps", I64, "steps", "measured steps (after warmup)"),
@@ -75,33 +87,33 @@ TRIAL_COLUMNS: list[Column] = [
     ),
     *_cols(
         "latency",
-        ("latency_p50_s", F64, "s", "median step time; a step's time is the max over ranks"),
-        ("latency_p90_s", F64, "s", "90th percentile step time"),
-        ("latency_p99_s", F64, "s", "99th percentile step time"),
+        ("latency_p50_s", F64, "s", "median step time; a step's time is the max over ranks", "p50 ms", "ms"),
+        ("latency_p90_s", F64, "s", "90th percentile step time", "p90 ms", "ms"),
+        ("latency_p99_s", F64, "s", "99th percentile step time", "p99 ms", "ms"),
         ("latency_mean_s", F64, "s", "mean step time"),
         ("latency_std_s", F64, "s", "standard deviation of step time"),
         ("latency_samples_s", LIST_F64, "s", "every measured step: max over ranks"),
         ("latency_spread_s", LIST_F64, "s", "every measured step: max minus min over ranks"),
         ("tokens_per_s", F64, "tokens/s", "all ranks' tokens per step / median step time; null for workloads without tokens"),
-        ("gen_tokens_per_s", F64, "tokens/s", "infer, causal LMs: greedy generate throughput summed over ranks"),
+        ("gen_tokens_per_s", F64, "tokens/s", "infer, causal LMs: greedy generate throughput summed over ranks", "generate tok/s", "count"),
         ("transfer_encode_p50_s", F64, "s", "transfer: median time rank 0 takes to pack the state (inside the step)"),
         ("transfer_broadcast_p50_s", F64, "s", "transfer: median time from rank 0's packed buffer to the last receiver holding it"),
         ("transfer_decode_p50_s", F64, "s", "transfer: median time of the slowest receiver's unpacking; a step is encode + broadcast + decode"),
     ),
     *_cols(
         "memory",
-        ("mem_rss_peak_bytes_max", I64, "B", "max over ranks of the RSS high-water mark in the window (see mem_rss_peak_method)"),
-        ("mem_rss_peak_bytes_sum", I64, "B", "sum over ranks of the same"),
+        ("mem_rss_peak_bytes_max", I64, "B", "max over ranks of the RSS high-water mark in the window (see mem_rss_peak_method)", "peak RSS MB (max rank)", "mb"),
+        ("mem_rss_peak_bytes_sum", I64, "B", "sum over ranks of the same", "peak RSS MB (all ranks)", "mb"),
         ("mem_rss_peak_bytes_per_rank", LIST_I64, "B", "per rank"),
         ("mem_rss_peak_method", STR, "", "kernel-VmHWM (exact) or psutil-sampled-5ms (a lower bound, noted in null_reasons)"),
-        ("mem_cuda_max_allocated_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_allocated (tensors)"),
+        ("mem_cuda_max_allocated_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_allocated (tensors)", "CUDA allocated MB", "mb"),
         ("mem_cuda_max_allocated_bytes_sum", I64, "B", "sum over ranks of the same"),
-        ("mem_cuda_max_reserved_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_reserved (allocator pool)"),
-        ("mem_nvml_process_bytes_max", I64, "B", "max over ranks of NVML's memory for the rank's process (incl. context)"),
+        ("mem_cuda_max_reserved_bytes_max", I64, "B", "max over ranks of torch.cuda.max_memory_reserved (allocator pool)", "CUDA reserved MB", "mb"),
+        ("mem_nvml_process_bytes_max", I64, "B", "max over ranks of NVML's memory for the rank's process (incl. context)", "NVML process MB", "mb"),
         ("mem_nvml_device_used_bytes_max", I64, "B", "NVML used memory of the whole device (all processes), max over ranks"),
         ("model_state_bytes_per_rank", LIST_I64, "B", "train: params + grads + optimizer states each rank holds at the optimizer step (local shards, exact)"),
-        ("model_state_bytes_max", I64, "B", "max over ranks of the same: the ZeRO paper's (4+4+8)Psi/N_d for fp32 AdamW under ZeRO-3"),
-        ("model_state_peak_bytes_max", I64, "B", "max over ranks of model state plus the unsharded params the layout keeps from forward to backward (FSDP2: the root; ZeRO-2: every group)"),
+        ("model_state_bytes_max", I64, "B", "max over ranks of the same: the ZeRO paper's (4+4+8)Psi/N_d for fp32 AdamW under ZeRO-3", "model state MB (max rank)", "mb"),
+        ("model_state_peak_bytes_max", I64, "B", "max over ranks of model state plus the unsharded params the layout keeps from forward to backward (FSDP2: the root; ZeRO-2: every group)", "model state peak MB", "mb"),
     ),
     *_cols(
         "device",
@@ -110,52 +122,52 @@ TRIAL_COLUMNS: list[Column] = [
     ),
     *_cols(
         "bytes",
-        ("comm_logical_bytes_per_step", F64, "B/step", "sum over ranks of collective message bytes (nccl-tests S) per step"),
+        ("comm_logical_bytes_per_step", F64, "B/step", "sum over ranks of collective message bytes (nccl-tests S) per step", "logical MB/step (all ranks)", "mb"),
         ("comm_logical_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
-        ("comm_calls_per_step", F64, "calls/step", "collectives per step on rank 0"),
-        ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step (rank 0's)"),
+        ("comm_calls_per_step", F64, "calls/step", "collectives per step on rank 0", "calls/step", "num"),
+        ("analytic_logical_bytes_per_step_per_rank", F64, "B/step", "cost model: message bytes per rank per step (rank 0's)", "analytic MB/step/rank", "mb"),
         ("analytic_logical_bytes_per_step_by_rank", LIST_F64, "B/step", "cost model per rank, where ranks differ (pipeline stages)"),
         ("analytic_ops", STR, "JSON", "cost model per op, as asked for: op -> message bytes per rank per step"),
-        ("wire_bytes_per_step", F64, "B/step", "TCP payload bytes received by all ranks' backend sockets per step"),
+        ("wire_bytes_per_step", F64, "B/step", "TCP payload bytes received by all ranks' backend sockets per step", "wire MB/step", "mb"),
         ("wire_bytes_per_step_per_rank", LIST_F64, "B/step", "per rank"),
-        ("modelled_wire_bytes_per_step", F64, "B/step", "cost model applied to the recorded collectives (backend's algorithm)"),
-        ("wire_ratio", F64, "ratio", "wire_bytes_per_step / modelled_wire_bytes_per_step"),
+        ("modelled_wire_bytes_per_step", F64, "B/step", "cost model applied to the recorded collectives (backend's algorithm)", "modelled wire MB/step", "mb"),
+        ("wire_ratio", F64, "ratio", "wire_bytes_per_step / modelled_wire_bytes_per_step", "measured / modelled wire", "ratio"),
         ("link_bytes_per_step", F64, "B/step", "bytes received on the nodes' veth interfaces (kernel counters, all headers included), summed over nodes"),
         ("link_packets_per_step", F64, "packets/step", "packets received on the nodes' veth interfaces, summed over nodes"),
         ("link_payload_bytes_per_step", F64, "B/step", "link_bytes_per_step minus 66 B of Ethernet/IPv4/TCP headers per packet: the TCP payload"),
         ("link_ratio", F64, "ratio", "link_payload_bytes_per_step / modelled_wire_bytes_per_step"),
-        ("comm_time_s_per_step", F64, "s/step", "profiler pass: time with a collective in flight, max over ranks"),
-        ("comm_overlap_fraction", F64, "ratio", "profiler pass: share of that time the main thread was computing, mean over ranks"),
-        ("algbw_Bps", F64, "B/s", "collectives workload: message bytes S / median call time"),
-        ("busbw_Bps", F64, "B/s", "collectives workload: algbw x the op's nccl-tests bus factor"),
+        ("comm_time_s_per_step", F64, "s/step", "profiler pass: time with a collective in flight, max over ranks", "comm ms/step", "ms"),
+        ("comm_overlap_fraction", F64, "ratio", "profiler pass: share of that time the main thread was computing, mean over ranks", "hidden by compute", "pct"),
+        ("algbw_Bps", F64, "B/s", "collectives workload: message bytes S / median call time", "algbw MB/s", "mb"),
+        ("busbw_Bps", F64, "B/s", "collectives workload: algbw x the op's nccl-tests bus factor", "busbw MB/s", "mb"),
         ("input_bytes_per_step", F64, "B/step", "input workload: bytes the data rank broadcast per step (flight recorder, nccl-tests S): ids, lengths/offsets, header"),
         ("input_tokens_per_step", F64, "tokens/step", "input workload: document tokens per batch (slots minus padding), mean over the measured steps"),
         ("padded_token_fraction", F64, "ratio", "input workload: share of the id slots sent that are padding, over the measured steps"),
     ),
     *_cols(
         "accuracy",
-        ("final_train_loss", F64, "nats", "train: mean over ranks of the last step's loss"),
-        ("eval_loss", F64, "nats", "train: loss on held-out batches after the run (synthetic source, or the corpus's held-out tokens)"),
+        ("final_train_loss", F64, "nats", "train: mean over ranks of the last step's loss", "final train loss", "num"),
+        ("eval_loss", F64, "nats", "train: loss on held-out batches after the run (synthetic source, or the corpus's held-out tokens)", "eval loss", "num"),
         ("eval_loss_before", F64, "nats", "train with options.source = corpus: the same held-out loss before the first step"),
         ("bayes_loss", F64, "nats", "the Bayes-optimal loss on the same held-out batches (the floor)"),
         ("entropy_rate", F64, "nats/token", "entropy rate of the synthetic Markov source"),
-        ("loss_gap_to_floor", F64, "nats", "eval_loss - bayes_loss"),
+        ("loss_gap_to_floor", F64, "nats", "eval_loss - bayes_loss", "gap to floor", "num"),
         ("loss_curve", LIST_F64, "nats", "train loss per step (mean over ranks), sampled to at most loss_curve_points"),
-        ("perplexity", F64, "ppl", "infer, pretrained causal LMs: windowed perplexity on the corpus (window and stride in accuracy_protocol)"),
+        ("perplexity", F64, "ppl", "infer, pretrained causal LMs: windowed perplexity on the corpus (window and stride in accuracy_protocol)", "perplexity", "num"),
         ("perplexity_tokens", I64, "tokens", "tokens scored for that perplexity"),
         ("reference_perplexity", F64, "ppl", "infer, pretrained causal LMs: the uncompressed reference's perplexity, same protocol"),
-        ("kl_mean", F64, "nats", "infer: mean KL(reference || model) of next-token distributions vs the uncompressed model"),
-        ("top1_agreement", F64, "ratio", "infer: share of positions whose argmax matches the uncompressed model's"),
-        ("embedding_cosine", F64, "ratio", "infer, embedding models: mean cosine of sentence embeddings to the uncompressed model's"),
+        ("kl_mean", F64, "nats", "infer: mean KL(reference || model) of next-token distributions vs the uncompressed model", "KL (nats)", "num"),
+        ("top1_agreement", F64, "ratio", "infer: share of positions whose argmax matches the uncompressed model's", "top-1 agreement", "num"),
+        ("embedding_cosine", F64, "ratio", "infer, embedding models: mean cosine of sentence embeddings to the uncompressed model's", "embedding cosine", "num"),
         ("accuracy_protocol", STR, "JSON", "how accuracy was measured: corpus, its SHA-256, tokens, window, stride, level, reference"),
     ),
     *_cols(
         "size",
-        ("model_bytes", I64, "B", "dense storage of the model after its strategies (quantized weights at their real size)"),
-        ("model_sparse_bytes", I64, "B", "the same with each tensor as a bitmask + non-zeros where that is smaller"),
-        ("sparsity", F64, "ratio", "share of zeros in the pruned weights (pruning strategies)"),
-        ("transfer_payload_bytes", I64, "B", "transfer: bytes of the packed state rank 0 broadcasts"),
-        ("serialized_bytes", I64, "B", "transfer: torch.save of the plain state dict, for comparison"),
+        ("model_bytes", I64, "B", "dense storage of the model after its strategies (quantized weights at their real size)", "model MB (dense)", "mb"),
+        ("model_sparse_bytes", I64, "B", "the same with each tensor as a bitmask + non-zeros where that is smaller", "model MB (sparse)", "mb"),
+        ("sparsity", F64, "ratio", "share of zeros in the pruned weights (pruning strategies)", "sparsity", "pct"),
+        ("transfer_payload_bytes", I64, "B", "transfer: bytes of the packed state rank 0 broadcasts", "payload MB", "mb"),
+        ("serialized_bytes", I64, "B", "transfer: torch.save of the plain state dict, for comparison", "torch.save MB", "mb"),
     ),
     *_cols(
         "details",
@@ -191,6 +203,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("cpu_cores", I64, "cores", "cores available to the process"),
         ("threads_per_rank", I64, "threads", "torch intra-op threads per rank"),
         ("oversubscribed", BOOL, "", "world_size x threads_per_rank > cpu_cores: timings measure the OS scheduler too"),
+        ("kernel_note", STR, "", "why this trial's kernels are slow on this machine, where known (e.g. cast_fp16 on a CPU without native fp16)"),
         ("pin_policy", STR, "", "CPU thread placement (`pin`): `compute` pins the rank's thread after init_process_group (backend threads free), `all` before it (backend threads share its cores), `none` pins nothing"),
         ("pinned_cores", STR, "JSON", "per rank, the cores its compute thread was pinned to (null for an unpinned rank; the column is null, with a reason, when no rank was)"),
         ("thread_cores", STR, "JSON", "per rank, thread name -> the cores it may run on, read after the window (`compute` is the rank's own thread; gloo's are `gloo_tcp_loop`, `pt_gloo_runloop`)"),
@@ -248,17 +261,17 @@ COMM_COLUMNS: list[Column] = _cols(
     ("run_id", STR, "", "run"),
     ("trial_id", STR, "", "trial (joins the trials table)"),
     ("rank", I64, "", "issuing rank"),
-    ("op", STR, "", "collective as the backend ran it (all_reduce, all_gather, reduce_scatter, broadcast, send, ...)"),
+    ("op", STR, "", "collective as the backend ran it (all_reduce, all_gather, reduce_scatter, broadcast, send, ...)", "op (as run)", "text"),
     ("backend_op", STR, "", "as recorded, e.g. gloo:all_reduce"),
     ("dtype", STR, "", "element type on the wire"),
     ("group_size", I64, "ranks", "size of the process group"),
     ("calls", I64, "calls", "collectives in the measured window"),
     ("numel", I64, "elements", "input elements, summed over calls"),
     ("msg_bytes", I64, "B", "message bytes (nccl-tests S), summed over calls"),
-    ("msg_bytes_per_step", F64, "B/step", "msg_bytes / steps"),
-    ("time_s_per_call", F64, "s", "profiler pass: mean duration of one call of this op on this rank (gloo only)"),
-    ("algbw_Bps", F64, "B/s", "msg bytes per call / time_s_per_call"),
-    ("busbw_Bps", F64, "B/s", "algbw x bus factor (2(n-1)/n all_reduce, (n-1)/n all_gather/reduce_scatter/all_to_all, 1 otherwise)"),
+    ("msg_bytes_per_step", F64, "B/step", "msg_bytes / steps", "logical MB/step", "mb"),
+    ("time_s_per_call", F64, "s", "profiler pass: mean duration of one call of this op on this rank (gloo only)", "ms/call", "ms"),
+    ("algbw_Bps", F64, "B/s", "msg bytes per call / time_s_per_call", "algbw MB/s", "mb"),
+    ("busbw_Bps", F64, "B/s", "algbw x bus factor (2(n-1)/n all_reduce, (n-1)/n all_gather/reduce_scatter/all_to_all, 1 otherwise)", "busbw MB/s", "mb"),
 )
 
 

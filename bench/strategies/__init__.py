@@ -6,8 +6,15 @@ Families are found by importing every module of this package, so adding one is a
 from bench.registry import Registry, import_submodules
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.compose import Composition
+from bench.strategies.metrics import Metric, check_declared
 
-STRATEGIES: Registry[type[Strategy]] = Registry("strategy")
+
+def check_strategy(name: str, cls: type[Strategy]) -> None:
+    """A strategy's declared metrics must fill real columns, of their type and unit."""
+    check_declared(f"strategy {name}", cls.metrics)
+
+
+STRATEGIES: Registry[type[Strategy]] = Registry("strategy", check=check_strategy)
 
 
 def parse(text: str) -> Composition:
@@ -23,4 +30,4 @@ def effective(comp: Composition, workload: str) -> Composition:
 
 FAMILIES = import_submodules(__name__, __path__)
 
-__all__ = ["FAMILIES", "STRATEGIES", "Composition", "Aspect", "Strategy", "TrialState", "effective", "parse"]
+__all__ = ["FAMILIES", "STRATEGIES", "Composition", "Aspect", "Metric", "Strategy", "TrialState", "check_strategy", "effective", "parse"]

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
+from bench.strategies.metrics import Metric
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -34,6 +35,7 @@ class GradAccum(Strategy):
     aspect = Aspect.LOOP
     Params = AccumParams
     workloads = frozenset({"train"})
+    metrics = (Metric("micro_steps", int, "micro-batches", doc="micro-batches per optimizer step"),)
 
     def apply(self, state: TrialState) -> None:
         state.micro_steps = self.params.k

@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import torch
 from torch import nn
 
+from bench.strategies.metrics import Metric, Metrics
+
 if TYPE_CHECKING:
     from bench.contracts import Parallel, TrialConfig
     from bench.distributed.env import RankEnv
@@ -50,7 +52,8 @@ class TrialState:
 
     The workload owns it: it builds `model`, applies the MODEL/PRECISION/LAYOUT/COMM/LOOP
     strategies in order, then runs. Strategies record what they measured about
-    themselves (achieved sparsity, compression stats) in `metrics`.
+    themselves (achieved sparsity, compression stats) in `metrics`, under the names they
+    declare (`Strategy.metrics`); their scratch state stays on the strategy instance.
     """
 
     cfg: TrialConfig
@@ -89,7 +92,7 @@ class TrialState:
     comm_hook: str | None = None
     comm_hook_state: Any = None
     parallel: Parallel | None = None  # the layout's real degrees; None: data parallel over the world
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
 
     @property
     def ddp_buffer_bytes(self) -> int:
@@ -160,6 +163,9 @@ class Strategy(ABC):
     # The default of its `exclusive` group: a composition without another member of the group
     # gets it (`Composition.with_defaults`), and it never shows in a canonical name.
     implicit: ClassVar[bool] = False
+    # What `apply` and `finish` may write into `state.metrics` (checked on write, and against
+    # the schema when the class registers).
+    metrics: ClassVar[tuple[Metric, ...]] = ()
 
     def __init__(self, params: Any) -> None:
         self.params = params
@@ -179,7 +185,7 @@ class Strategy(ABC):
         """Edit `state` when its aspect's turn comes (called on every rank)."""
 
     def finish(self, state: TrialState) -> None:
-        """Record what the strategy measured about itself in `state.metrics`, once, after the run.
+        """Record what the strategy measured about itself in `state.metrics` (declared in `metrics`), once, after the run.
 
         Called outside every timed step, so reading hook statistics costs the steps nothing.
         """

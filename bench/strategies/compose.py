@@ -127,9 +127,17 @@ class Composition:
                 s.check(cfg, [n for n in names if n != s.name])
 
     def apply(self, aspect: Aspect, state: TrialState) -> None:
+        """Apply the strategies of `aspect`, each writing only the metrics it declares."""
         for s in self.strategies:
             if s.aspect == aspect:
-                s.apply(state)
+                with state.metrics.written_by(s.name, s.metrics):
+                    s.apply(state)
+
+    def finish(self, state: TrialState) -> None:
+        """Let every strategy record what it measured about itself, after the run (its declared metrics only)."""
+        for s in self.strategies:
+            with state.metrics.written_by(s.name, s.metrics):
+                s.finish(state)
 
     def has(self, name: str) -> bool:
         return any(s.name == name for s in self.strategies)

@@ -18,6 +18,7 @@ from bench.contracts import Parallel, TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
+from bench.strategies.metrics import Metric
 
 INVISIBLE = (
     "nn.DataParallel moves tensors between GPUs with copies inside one process (replicate, scatter, gather, "
@@ -40,6 +41,7 @@ class DataParallelLayout(Strategy):
     workloads = frozenset({"train"})
     exclusive = LAYOUT
     replaces_ddp = True
+    metrics = (Metric("data_parallel_gpus", int, "GPUs", doc="GPUs nn.DataParallel replicates over"),)
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
         if cfg.world_size != 1:

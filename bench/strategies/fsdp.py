@@ -28,6 +28,7 @@ from bench.contracts import Parallel, TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
+from bench.strategies.metrics import Metric
 
 MP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -57,10 +58,13 @@ def group_shapes(model: nn.Module, blocks: nn.ModuleList) -> list[list[tuple[int
     return [[local_shape(p) for p in group] for group in param_groups(model, blocks)]
 
 
+Shapes = list[list[tuple[int, ...]]]
+
+
 def apply_fsdp(
     state: TrialState, *, reshard_after_forward: bool, offload: bool, mp: str, mesh: Any = None
-) -> None:
-    """Shard every block, then the root, over `mesh` (default: all ranks)."""
+) -> Shapes:
+    """Shard every block, then the root, over `mesh` (default: all ranks); return each group's parameter shapes."""
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
@@ -96,6 +100,7 @@ def apply_fsdp(
             state.model.set_requires_gradient_sync(True)  # type: ignore[operator]
 
     state.skip_sync = skip_sync
+    return shapes
 
 
 @STRATEGIES.register("fsdp")
@@ -113,6 +118,11 @@ class FSDP(Strategy):
     workloads = frozenset({"train"})
     exclusive = LAYOUT
     replaces_ddp = True
+    metrics = (
+        Metric("fsdp_group_shapes", list, doc="shapes of each FSDP group's parameters (blocks, then the root): the cost model's input"),
+        Metric("unsharded_param_bytes", int, "B", doc="unsharded params FSDP2 keeps from forward to backward on this rank"),
+    )
+    group_shapes: Shapes  # set by `apply`, read by the cost model
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
         if self.params.offload and cfg.device != "cuda":
@@ -123,13 +133,15 @@ class FSDP(Strategy):
 
     def apply(self, state: TrialState) -> None:
         p = self.params
-        apply_fsdp(state, reshard_after_forward=p.reshard_after_forward, offload=p.offload, mp=p.mp, mesh=state.dp_mesh)
+        self.group_shapes = apply_fsdp(
+            state, reshard_after_forward=p.reshard_after_forward, offload=p.offload, mp=p.mp, mesh=state.dp_mesh
+        )
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
         assert state.parallel is not None
         gather_bytes = 4 if self.params.mp == "none" else 2
         return fsdp_ops(
-            state.metrics["fsdp_group_shapes"],
+            self.group_shapes,
             state.parallel.dp,
             reshard_after_forward=self.params.reshard_after_forward,
             gather_dtype_bytes=gather_bytes,

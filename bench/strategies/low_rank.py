@@ -12,6 +12,7 @@ from bench.models.zoo import count_params
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import DenseLayer, linear_weight, replace_module, target_layers
+from bench.strategies.metrics import Metric
 
 SVD = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
@@ -83,6 +84,14 @@ class LowRank(Strategy):
     order = 20  # after pruning (which needs the original matrices), before quantization
     workloads = frozenset({"infer", "transfer"})
     Params = LowRankParams
+    metrics = (
+        Metric("params_before", int, "count", doc="distinct parameters before factorising"),
+        Metric("params_after", int, "count", doc="and after"),
+        Metric("layers_factorized", int, "layers", doc="layers replaced by two factors"),
+        Metric("layers_unchanged", int, "layers", doc="candidate layers whose factors would not save weights"),
+        Metric("rank_mean", float, "", doc="mean rank kept over the factorised layers"),
+        Metric("energy_kept_min", float, "ratio", doc="least share of sum(S^2) a factorised layer kept"),
+    )
 
     @torch.no_grad()
     def apply(self, state: TrialState) -> None:

@@ -34,6 +34,7 @@ from bench.models.zoo import ModelSpec
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import LAYOUT
+from bench.strategies.metrics import Metric
 
 Schedule = Literal["gpipe", "1f1b", "interleaved"]
 
@@ -126,8 +127,15 @@ class ChunkTimer:
         return wrapper
 
 
-def apply_pipeline(state: TrialState, params: PipelineParams) -> None:
-    """Build this rank's stage(s), the schedule, and the step and eval functions the train loop calls."""
+Steps = list[tuple[float, float]]  # (busy, wall) per step
+
+
+def apply_pipeline(state: TrialState, params: PipelineParams) -> tuple[dict[str, Any], Steps]:
+    """Build this rank's stage(s), the schedule, and the step and eval functions the train loop calls.
+
+    Returns the cost model's shapes (`cost_model.pipeline_ops`) and the list each train step
+    appends its (busy, wall) seconds to.
+    """
     from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe, ScheduleInterleaved1F1B
 
     env, spec, model = state.env, state.spec, state.model
@@ -152,11 +160,11 @@ def apply_pipeline(state: TrialState, params: PipelineParams) -> None:
     state.parallel = Parallel(dp=1, pp=p)
     state.data_rank = 0  # the first stage's inputs and the last stage's labels come from one batch
     state.metrics.update(pipeline_stages=n_stages, pipeline_microbatches=params.microbatches)
-    state.metrics["pipeline_activation"] = {
+    activation = state.metrics["pipeline_activation"] = {
         "batch": state.cfg.batch_size, "seq": state.cfg.seq_len, "hidden": int(spec.config.hidden_size),
         "vocab": int(spec.config.vocab_size), "stages": n_stages, "ranks": p, "rank": env.rank,
     }  # fmt: skip
-    steps: list[tuple[float, float]] = []  # (busy, wall) per step
+    steps: Steps = []
 
     def run(ids: torch.Tensor, labels: torch.Tensor, *, train: bool) -> torch.Tensor | None:
         losses: list[torch.Tensor] = []
@@ -186,7 +194,7 @@ def apply_pipeline(state: TrialState, params: PipelineParams) -> None:
         return None if loss is None else float(loss)
 
     state.train_batch, state.eval_batch = train_batch, eval_batch
-    state.metrics["_pipeline_steps"] = steps  # read by finish(); removed there
+    return activation, steps
 
 
 @STRATEGIES.register("pipeline")
@@ -201,6 +209,16 @@ class Pipeline(Strategy):
     workloads = frozenset({"train"})
     exclusive = LAYOUT
     replaces_ddp = True
+    metrics = (
+        Metric("pipeline_stages", int, "stages", doc="stages over all ranks"),
+        Metric("pipeline_microbatches", int, "micro-batches", doc="micro-batches per step"),
+        Metric("pipeline_activation", dict, doc="the shapes of the cost model (`cost_model.pipeline_ops`)"),
+        Metric("pipeline_bubble_measured", float, "ratio", doc="this stage's idle share of its step, median over steps"),
+        Metric("pipeline_bubble_analytic", float, "ratio", doc="(p - 1) / (v m + p - 1)"),
+    )
+    # Set by `apply`: the cost model's shapes, and each step's (busy, wall) seconds for `finish`.
+    activation: dict[str, Any]
+    steps: Steps
 
     def check(self, cfg: TrialConfig, others: list[str]) -> None:
         from bench.models.zoo import MODELS
@@ -218,14 +236,13 @@ class Pipeline(Strategy):
             raise BenchError(f"pipeline: the interleaved schedule needs microbatches divisible by the {cfg.world_size} ranks")
 
     def apply(self, state: TrialState) -> None:
-        apply_pipeline(state, self.params)
+        self.activation, self.steps = apply_pipeline(state, self.params)
 
     def finish(self, state: TrialState) -> None:
-        steps: list[tuple[float, float]] = state.metrics.pop("_pipeline_steps", [])
-        measured = [1.0 - busy / wall for busy, wall in steps if wall > 0]
+        measured = [1.0 - busy / wall for busy, wall in self.steps if wall > 0]
         p, m, v = state.env.world_size, self.params.microbatches, self.params.stages_per_rank()
         state.metrics["pipeline_bubble_measured"] = sorted(measured)[len(measured) // 2] if measured else None
         state.metrics["pipeline_bubble_analytic"] = (p - 1) / (v * m + p - 1)
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
-        return pipeline_ops(**state.metrics["pipeline_activation"])
+        return pipeline_ops(**self.activation)

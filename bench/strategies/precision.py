@@ -19,6 +19,7 @@ import torch
 from bench.contracts import TrialConfig
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
+from bench.strategies.metrics import Metric
 from bench.system import NATIVE_FP16_FLAGS, cpu_flags
 
 POLICY = "precision setting"  # exclusive group: one numeric policy per trial
@@ -62,6 +63,7 @@ class Autocast(Strategy):
     Params = AutocastParams
     workloads = frozenset({"train", "infer"})
     exclusive = POLICY
+    metrics = (Metric("grad_scale", float, doc="fp16 training: the GradScaler's last scale"),)
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
         if self.params.dtype == "fp16" and cfg.device == "cpu":
@@ -96,6 +98,7 @@ class Half(Strategy):
     aspect = Aspect.PRECISION
     workloads = frozenset({"train"})
     exclusive = POLICY
+    metrics = (Metric("nonfinite_params", int, "tensors", doc="parameter tensors holding a NaN or inf at the end"),)
 
     def apply(self, state: TrialState) -> None:
         state.model.half()

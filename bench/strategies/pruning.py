@@ -13,6 +13,7 @@ from transformers.pytorch_utils import Conv1D
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import DenseLayer, linear_weight, target_layers
+from bench.strategies.metrics import Metric
 
 
 def check_amount(amount: float) -> None:
@@ -68,6 +69,12 @@ class PruneStrategy(Strategy):
     order = 10  # prune before factorising or quantizing: both would blur the magnitudes
     workloads = frozenset({"infer", "transfer"})
     Params = PruneParams
+    metrics: tuple[Metric, ...] = (
+        Metric("pruned_layers", int, "layers", doc="layers pruned"),
+        Metric("pruned_weights", int, "count", doc="weights in those layers"),
+        Metric("sparsity_pruned", float, "ratio", column="sparsity", doc="share of zeros in the pruned weights"),
+        Metric("sparsity_overall", float, "ratio", doc="share of zeros in all parameters (tied ones once)"),
+    )
 
     def prune(self, layers: dict[str, DenseLayer]) -> None:
         raise NotImplementedError
@@ -102,6 +109,11 @@ class PruneGlobal(PruneStrategy):
 
     name = "prune_global"
     summary = "global L1 unstructured pruning across all Linear/Conv1D weights"
+    metrics = (
+        *PruneStrategy.metrics,
+        Metric("sparsity_layer_min", float, "ratio", doc="least share of zeros in one pruned layer"),
+        Metric("sparsity_layer_max", float, "ratio", doc="greatest share of zeros in one pruned layer"),
+    )
 
     def prune(self, layers: dict[str, DenseLayer]) -> None:
         params = [(m, "weight") for m in layers.values()]
@@ -129,6 +141,7 @@ class PruneStructured(PruneStrategy):
     name = "prune_structured"
     summary = "Ln structured pruning of whole output channels (rows) of every Linear/Conv1D weight"
     Params = StructuredParams
+    metrics = (*PruneStrategy.metrics, Metric("channels_pruned", int, "channels", doc="all-zero channels along `dim`"))
 
     def prune(self, layers: dict[str, DenseLayer]) -> None:
         for m in layers.values():

@@ -21,6 +21,7 @@ from bench.models.sizing import dense_bytes
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d, target_layers
+from bench.strategies.metrics import Metric
 from bench.system import slow_fp16_reason
 
 Int4Packing = Literal["tile_packed_to_4d", "plain", "preshuffled", "plain_int32"]
@@ -64,6 +65,9 @@ class IntxParams:
             raise ValueError(f"group_size must be >= 1, got {self.group_size}")
 
 
+DTYPE = Metric("dtype", str, doc="the model's floating dtype after the strategy")
+
+
 def layer_bytes(model: nn.Module, names: list[str]) -> int:
     """Storage bytes (see `dense_bytes`) of the submodules `names`."""
     return sum(dense_bytes(model.get_submodule(n)) for n in names)
@@ -77,6 +81,12 @@ class Quantizer(Strategy):
     workloads = frozenset({"infer", "transfer"})
     exclusive = "quantizer"  # a second quantizer would find no float Linear weights left
     Params = QuantParams
+    metrics: tuple[Metric, ...] = (
+        Metric("quantized_layers", int, "layers", doc="target layers that were quantized"),
+        Metric("target_layers", int, "layers", doc="layers the quantizer was given"),
+        Metric("layer_bytes_before", int, "B", doc="storage of the target layers before"),
+        Metric("layer_bytes_after", int, "B", doc="and after quantizing"),
+    )
 
     def quantize(self, state: TrialState, names: list[str]) -> None:
         raise NotImplementedError
@@ -201,6 +211,7 @@ class Int4WeightOnly(TorchaoQuantizer):
     name = "quant_int4_wo"
     summary = "torchao int4 weight-only quantization (group-wise; CUDA only with torchao 0.18)"
     Params = Int4Params
+    metrics = (*Quantizer.metrics, DTYPE)
 
     def skip_reason(self, cfg: TrialConfig) -> str | None:
         if cfg.device == "cuda":
@@ -253,6 +264,7 @@ class Cast(Strategy):
     workloads = frozenset({"infer", "transfer"})
     exclusive = "dtype cast"
     dtype: torch.dtype
+    metrics = (DTYPE,)
 
     def apply(self, state: TrialState) -> None:
         if any(isinstance(m, torch.ao.nn.quantized.dynamic.Linear) for m in state.model.modules()):
@@ -269,6 +281,7 @@ class CastFp16(Cast):
     name = "cast_fp16"
     summary = "cast the whole model to float16 (model.half())"
     dtype = torch.float16
+    metrics = (DTYPE, Metric("kernel_note", str, column="kernel_note", doc="why float16 compute is slow on this CPU"))
 
     def apply(self, state: TrialState) -> None:
         super().apply(state)

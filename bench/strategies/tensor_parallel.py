@@ -49,6 +49,7 @@ from bench.errors import BenchError
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.layers import convert_conv1d
+from bench.strategies.metrics import Metric
 
 # Module names inside one block -> "colwise" | "rowwise", per model family.
 PLANS: dict[str, dict[str, str]] = {
@@ -203,8 +204,11 @@ def tie_head(model: nn.Module, e: Edges) -> None:
     head.weight = embed.weight
 
 
-def apply_tensor_parallel(state: TrialState, p: TPParams, *, data_parallel: bool) -> None:
-    """Parallelise every block over a tp mesh (2-D (dp, tp) when `data_parallel`, for FSDP to shard over dp)."""
+def apply_tensor_parallel(state: TrialState, p: TPParams, *, data_parallel: bool) -> dict[str, Any]:
+    """Parallelise every block over a tp mesh (2-D (dp, tp) when `data_parallel`, for FSDP to shard over dp).
+
+    Returns the shapes and counts the cost model needs (`cost_model.tensor_parallel_ops`).
+    """
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.tensor.parallel import loss_parallel, parallelize_module
 
@@ -238,12 +242,13 @@ def apply_tensor_parallel(state: TrialState, p: TPParams, *, data_parallel: bool
     state.wrapped, state.wrapper = state.model, "tensor_parallel"
     kinds = list(PLANS[spec.family].values())
     cfg = spec.config
-    state.metrics["tp_activation"] = {
+    activation = state.metrics["tp_activation"] = {
         "batch": state.cfg.batch_size, "seq": state.cfg.seq_len, "hidden": int(cfg.hidden_size),
         "layers": len(blocks), "colwise": kinds.count("colwise"), "rowwise": kinds.count("rowwise"),
         "sp": p.sp, "loss_parallel": p.loss_parallel,
         "norm_params": norm_params(state.model, EDGES[spec.family], blocks[0]) if p.sp else (0, 0),
     }  # fmt: skip
+    return activation
 
 
 def local_loss(module: nn.Module, args: Any, output: Any) -> None:
@@ -287,6 +292,8 @@ class TensorParallel(Strategy):
     Params = TPParams
     workloads = frozenset({"train"})
     replaces_ddp = True
+    metrics = (Metric("tp_activation", dict, doc="the shapes and counts of the cost model (`cost_model.tensor_parallel_ops`)"),)
+    activation: dict[str, Any]  # set by `apply`, read by the cost model
 
     def check(self, cfg: TrialConfig, others: list[str]) -> None:
         from bench.models.zoo import MODELS
@@ -317,10 +324,9 @@ class TensorParallel(Strategy):
 
     def apply(self, state: TrialState) -> None:
         tp = degree(self.params.tp, state.env.world_size)
-        apply_tensor_parallel(state, self.params, data_parallel=tp < state.env.world_size)
+        self.activation = apply_tensor_parallel(state, self.params, data_parallel=tp < state.env.world_size)
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:
-        act: dict[str, Any] = state.metrics["tp_activation"]
         return tensor_parallel_ops(
-            **act, micro_steps=state.micro_steps, reduce_scatter_as_all_reduce=state.env.backend == "gloo"
+            **self.activation, micro_steps=state.micro_steps, reduce_scatter_as_all_reduce=state.env.backend == "gloo"
         )

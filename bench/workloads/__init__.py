@@ -16,6 +16,7 @@ from bench.config import build
 from bench.contracts import RankResult, TrialConfig
 from bench.errors import BenchError
 from bench.registry import Registry, import_submodules
+from bench.strategies.metrics import Metric, check_declared
 
 if TYPE_CHECKING:
     from bench.distributed.env import RankEnv
@@ -36,6 +37,8 @@ class Workload:
     run: Callable[[TrialConfig, Composition, RankEnv], RankResult]
     options_type: type = NoOptions
     needs_model: bool = True
+    # What its `RankResult.metrics` may hold besides the strategies' own (checked by the parent).
+    metrics: tuple[Metric, ...] = ()
 
     def options(self, cfg: TrialConfig, where: str = "") -> Any:
         """`cfg.options` as this workload's typed options; an unknown key or bad value is a BenchError naming it."""
@@ -50,7 +53,12 @@ class Workload:
         return build(self.options_type, cfg.options, f"{prefix}options")
 
 
-WORKLOADS: Registry[Workload] = Registry("workload")
+def check_workload(name: str, workload: Workload) -> None:
+    """A workload's declared metrics must fill real columns, of their type and unit."""
+    check_declared(f"workload {name}", workload.metrics)
+
+
+WORKLOADS: Registry[Workload] = Registry("workload", check=check_workload)
 
 
 def register(workload: Workload) -> Workload:

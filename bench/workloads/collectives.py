@@ -22,6 +22,7 @@ from bench.distributed.env import RankEnv
 from bench.errors import SkipTrial
 from bench.meters.window import Window
 from bench.strategies import Composition
+from bench.strategies.metrics import Metric
 from bench.workloads import Workload, register
 
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv"]
@@ -106,5 +107,10 @@ WORKLOAD = register(
         run=run,
         options_type=CollectivesOptions,
         needs_model=False,
+        metrics=(
+            Metric("op", str, doc="the collective run each step"),
+            Metric("size_bytes", int, "B", doc="its message size S (sets algbw and busbw)"),
+            Metric("elements", int, "count", doc="its elements"),
+        ),
     )
 )

@@ -12,8 +12,21 @@ from torch import nn
 from bench.contracts import Accuracy, Parallel, TrialConfig
 from bench.distributed.env import RankEnv
 from bench.models.zoo import MODELS, build_model, count_params, grad_bytes
-from bench.strategies import Aspect, Composition, TrialState
+from bench.strategies import Aspect, Composition, Metric, TrialState
+from bench.strategies.metrics import Metrics
+from bench.workloads import WORKLOADS
 from bench.workloads.sources import LMBatch, MarkovChain, bayes_loss, make_batch, stream_seed
+
+# What `build_state` records for every model workload (each lists these among its own metrics).
+MODEL_METRICS = (
+    Metric("model_params", int, "count", column="model_params", doc="distinct parameters of the model before strategies"),
+    Metric("grad_bytes", int, "B", doc="bytes of the model's trainable parameters' gradients"),
+)
+# The model's storage after its strategies (`lm.model_sizes`, `sizing`): infer and transfer.
+SIZE_METRICS = (
+    Metric("model_bytes", int, "B", column="model_bytes", doc="dense storage of the model after its strategies"),
+    Metric("model_sparse_bytes", int, "B", column="model_sparse_bytes", doc="the same, each tensor as bitmask + non-zeros where smaller"),
+)
 
 
 def build_state(
@@ -22,7 +35,8 @@ def build_state(
     """Build the model (or take `model`) on this rank's device and apply the composition's `aspects` in order."""
     spec = MODELS.get(cfg.model)
     model = (model if model is not None else build_model(spec, cfg.seed)).to(env.device)
-    state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel=Parallel(dp=env.world_size))
+    metrics = Metrics(WORKLOADS.get(cfg.workload).metrics, owner=f"the {cfg.workload} workload")
+    state = TrialState(cfg=cfg, env=env, spec=spec, model=model, parallel=Parallel(dp=env.world_size), metrics=metrics)
     state.metrics["model_params"] = count_params(model)
     state.metrics["grad_bytes"] = grad_bytes(model)
     for aspect in aspects:

@@ -43,8 +43,17 @@ from bench.meters.latency import sync
 from bench.meters.window import Window
 from bench.models.zoo import MODELS, ModelSpec, build_model, weights_source
 from bench.strategies import Aspect, Composition, TrialState
+from bench.strategies.metrics import Metric
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate_loss, held_out_accuracy, synthetic_protocol
+from bench.workloads.common import (
+    MODEL_METRICS,
+    SIZE_METRICS,
+    batches,
+    build_state,
+    evaluate_loss,
+    held_out_accuracy,
+    synthetic_protocol,
+)
 from bench.workloads.sources import LMBatch, MarkovChain
 
 GENERATE_REPEATS = 3
@@ -261,5 +270,13 @@ WORKLOAD = register(
         summary="forward latency at batch x seq, plus greedy generate tokens/s for causal LMs",
         run=run,
         options_type=lm.CorpusOptions,
+        metrics=(
+            *MODEL_METRICS,
+            *SIZE_METRICS,
+            Metric("reference_cache", str, doc="whether the reference's outputs were computed or read from the cache"),
+            Metric("reference_key", str, doc="the cache key of the reference's outputs"),
+            Metric("reference_s", float, "s", doc="seconds spent computing or verifying them"),
+            Metric("accuracy_outputs", str, doc="whose outputs were scored: the candidate's, or the reference's own"),
+        ),
     )
 )

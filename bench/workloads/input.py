@@ -51,8 +51,9 @@ from bench.eval.corpus import Corpus, find
 from bench.meters.window import Window
 from bench.strategies import Aspect, Composition, TrialState, effective
 from bench.strategies.collation import HEADER_DTYPE, Collated, Collation, DocStream
+from bench.strategies.metrics import Metric
 from bench.workloads import Workload, register
-from bench.workloads.common import build_state
+from bench.workloads.common import MODEL_METRICS, build_state
 from bench.workloads.sources import stream_seed
 
 HEADER_BYTES = HEADER_DTYPE.itemsize
@@ -193,6 +194,10 @@ def measured(feed: Feed, stream: DocStream, cfg: TrialConfig, window_bytes: floa
     return metrics, modelled
 
 
+# Why an input column is null on the input workload (elsewhere: not measured there).
+UNTRACKED = "byte accounting disabled (track_comm=false)"
+
+
 def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: InputOptions = WORKLOAD.options(cfg)
     if env.world_size < 2:
@@ -229,5 +234,20 @@ WORKLOAD = register(
         summary="rank 0 reads, collates (pad_max, pad_dynamic, pack) and broadcasts each batch: input bytes, padding share",
         run=run,
         options_type=InputOptions,
+        metrics=(
+            *MODEL_METRICS,
+            # In this order: the order of their null reasons in a row.
+            Metric("input_bytes_per_step", float, "B/step", column="input_bytes_per_step",
+                   doc="bytes the data rank broadcast per step", null_reason=UNTRACKED),
+            Metric("input_tokens_per_step", float, "tokens/step", column="input_tokens_per_step",
+                   doc="document tokens per batch", null_reason=UNTRACKED),
+            Metric("padded_token_fraction", float, "ratio", column="padded_token_fraction",
+                   doc="share of the id slots sent that are padding", null_reason=UNTRACKED),
+            Metric("truncated_tokens_per_step", float, "tokens/step", doc="document tokens cut off by the row length"),
+            Metric("h2d_bytes_per_step", float, "B/step", doc="CUDA: host-to-device bytes of the batches"),
+            Metric("collation", str, doc="the collation that made the batches"),
+            Metric("id_dtype", str, doc="the dtype of the ids on the wire"),
+            Metric("input_source", str, doc="where the documents came from, and why"),
+        ),  # fmt: skip
     )
 )

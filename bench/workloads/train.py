@@ -16,8 +16,9 @@ from bench.meters.memory import model_state_bytes
 from bench.meters.window import Window
 from bench.models.zoo import MODELS
 from bench.strategies import Aspect, Composition, TrialState, effective
+from bench.strategies.metrics import Metric
 from bench.workloads import Workload, register
-from bench.workloads.common import batches, build_state, evaluate, evaluate_loss, synthetic_protocol
+from bench.workloads.common import MODEL_METRICS, batches, build_state, evaluate, evaluate_loss, synthetic_protocol
 from bench.workloads.sources import LMBatch, MarkovChain
 from bench.workloads.text import corpus_split
 
@@ -157,14 +158,13 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
         phases.mark("profile")
     profile = profile_steps(step, cfg.profile_steps, env.device)
     ops = analytic_ops(state, comp)
-    for s in comp.strategies:
-        s.finish(state)
+    comp.finish(state)
     return RankResult(
         rank=env.rank,
         window=window,
         tokens_per_step=cfg.batch_size * cfg.seq_len * k,
         accuracy=accuracy,
-        metrics=state.metrics,
+        metrics=dict(state.metrics),
         analytic_ops=ops,
         parallel=state.parallel or Parallel(dp=env.world_size),
         profile=profile,
@@ -199,5 +199,11 @@ WORKLOAD = register(
         summary="forward/backward/optimizer steps under DDP (or the strategy's layout)",
         run=run,
         options_type=TrainOptions,
+        metrics=(
+            *MODEL_METRICS,
+            Metric("all_reduce_dtypes", list, doc="floating dtypes the recorded all_reduces carried"),
+            Metric("model_state_bytes", int, "B", doc="params + grads + optimizer states this rank holds at the optimizer step"),
+            Metric("model_state_peak_bytes", int, "B", doc="the same plus the unsharded params kept from forward to backward"),
+        ),
     )
 )

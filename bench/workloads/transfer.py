@@ -40,8 +40,9 @@ from bench.meters.window import Window
 from bench.models.sizing import bitmask_nbytes
 from bench.strategies import Aspect, Composition
 from bench.strategies.grad_compression.codecs import pack_bits, unpack_bits
+from bench.strategies.metrics import Metric
 from bench.workloads import Workload, register
-from bench.workloads.common import build_state
+from bench.workloads.common import MODEL_METRICS, SIZE_METRICS, build_state
 
 MIN_SPARSE_NUMEL = 64  # below this the entry's pickle framing outweighs any bits saved
 _PER_TENSOR = (torch.per_tensor_affine, torch.per_tensor_symmetric)
@@ -313,5 +314,15 @@ WORKLOAD = register(
         name="transfer",
         summary="rank 0 broadcasts the (compressed) model state; bytes vs its serialized size",
         run=run,
+        metrics=(
+            *MODEL_METRICS,
+            *SIZE_METRICS,
+            Metric("sparse_tensors", int, "tensors", doc="tensors sent as bitmask + non-zeros"),
+            Metric("dense_tensors", int, "tensors", doc="tensors sent dense"),
+            Metric("payload_tensor_bytes", int, "B", doc="bytes of every tensor in the payload (the rest is pickle framing)"),
+            Metric("payload_bytes", int, "B", column="transfer_payload_bytes", doc="bytes of the packed state rank 0 broadcasts"),
+            Metric("serialized_dense_bytes", int, "B", column="serialized_bytes", doc="torch.save of the plain state dict"),
+            Metric("state_sha256", str, doc="digest of the state every receiver must reproduce"),
+        ),
     )
 )

@@ -16,7 +16,7 @@ from bench.comm.profile import overlap_fraction
 from bench.comm.wire import WireCounter, WireUnavailable, snapshot
 from bench.contracts import Accuracy, MemoryPeaks, Parallel, Profile, RankResult, TrialConfig, WindowResult
 from bench.meters.window import Window
-from bench.runner.trial import _bytes_columns, comm_rows
+from bench.runner.rows import _bytes_columns, comm_rows
 
 
 @pytest.mark.parametrize(

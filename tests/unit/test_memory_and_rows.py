@@ -11,7 +11,7 @@ import torch
 from bench.contracts import Accuracy, MemoryPeaks, Parallel, RankResult, TrialConfig, WindowResult
 from bench.meters import memory
 from bench.meters.memory import MemoryTracker
-from bench.runner.trial import aggregate
+from bench.runner.rows import aggregate
 
 MB = 1 << 20
 CPU = torch.device("cpu")

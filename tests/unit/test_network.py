@@ -170,7 +170,7 @@ def test_break_even_from_stored_rows(tmp_path: Path) -> None:
 
 
 def test_link_columns_subtract_headers_per_packet() -> None:
-    from bench.runner.trial import _link_columns
+    from bench.runner.rows import _link_columns
 
     class W:
         def __init__(self, link: dict[str, int] | None) -> None:

@@ -187,7 +187,7 @@ def test_bf16_cast_hook_matches_torchs_hook_and_divides_before_the_sum(monkeypat
 
 def test_gpu_utilisation_columns_average_each_rank_then_the_ranks_or_give_the_reason() -> None:
     from bench.contracts import GpuUtil, WindowResult
-    from bench.runner.trial import _gpu_util_columns
+    from bench.runner.rows import _gpu_util_columns
 
     def rank(util: GpuUtil | None) -> Any:
         window = WindowResult(step_times_s=[], memory=None, comm_records=[], comm_summary=None, wire=None, gpu_util=util)  # type: ignore[arg-type]

@@ -300,3 +300,14 @@ def test_report_renders_in_headless_chromium(sample_report: Path, tmp_path: Path
     ink = (pixels < 0.9).any(axis=2)  # not white: text, table rules, figures
     assert ink.mean() > 0.02, "the page looks blank"
     assert len(np.unique((pixels * 255).astype(np.uint8).reshape(-1, 3), axis=0)) > 50  # text and colours, not one fill
+
+
+def test_every_schema_format_is_a_formatter_and_real_columns_take_the_schemas_label() -> None:
+    from bench.reports import fmt
+    from bench.storage.schema import COMM_COLUMNS, TRIAL_COLUMNS
+
+    assert all(callable(getattr(fmt, c.fmt, None)) for c in (*TRIAL_COLUMNS, *COMM_COLUMNS))
+    labels = {c.name: c.heading for c in TRIAL_COLUMNS}
+    specs = [s for group in detail.GROUPS.values() for s in group]
+    assert [s.head for s in specs if s.column == "latency_p50_s"] == [labels["latency_p50_s"]] == ["p50 ms"]
+    assert all(s.head == labels[s.column] for s in specs if s.column in labels)

@@ -24,6 +24,7 @@ from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import ddp_analytic_ops
 from bench.strategies.grad_compression import hooks as ch
 from bench.strategies.grad_compression.powersgd import PowerSGDHookState, register_powersgd
+from bench.strategies.metrics import Metric
 
 Hook = Callable[[Any, Any], Any]
 
@@ -84,6 +85,7 @@ class Bf16Compress(CommHookStrategy):
     name = "bf16_compress"
     summary = "gradients all-reduced in bfloat16: torch's `bf16_compress_hook` on NCCL, the same math under a name DDP allows on gloo"
     wire_dtype = "bfloat16"
+    metrics = (Metric("bf16_hook", str, doc="the hook that ran: torch's on NCCL, commbench's cast hook on gloo"),)
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         hook = default_hooks.bf16_compress_hook if state.env.backend == "nccl" else ch.bf16_cast_hook
@@ -154,6 +156,12 @@ class PowerSGD(CommHookStrategy):
     summary = "torch's `powerSGD_hook` / `batched_powerSGD_hook`: rank-r P/Q all-reduces per gradient matrix, made safe on gloo (one process group per bucket)"
     Params = PowerSGDParams
     wire_dtype = "float32"
+    metrics = (
+        Metric("powersgd_iter", int, "iterations", doc="rank 0's PowerSGD iteration count at the end"),
+        Metric("powersgd_compression_rate", float, "ratio", doc="elements before / after compression (compression_stats)"),
+        Metric("powersgd_numel_before", int, "elements", doc="elements the compressed tensors had"),
+        Metric("powersgd_numel_after", int, "elements", doc="elements their P and Q have"),
+    )
 
     def apply(self, state: TrialState) -> None:  # registers through register_powersgd, not make_hook
         if state.wrapper != "ddp":
@@ -206,6 +214,8 @@ class CodecStrategy(CommHookStrategy):
     The codec dataclass (`ch.TopK`, `ch.Sign`, `ch.QSGD`) is the strategy's Params: its
     fields are the strategy's parameters and it validates them.
     """
+
+    metrics = (Metric("hook_payload_bytes_sent", int, "B", doc="this rank's packed payloads, summed over calls"),)
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         return ch.CompressionState(codec=self.params, seed=state.cfg.seed), ch.compression_hook
