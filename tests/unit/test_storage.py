@@ -66,10 +66,12 @@ def test_missing_path_is_an_error(tmp_path: Path) -> None:
         parquet.read_results([tmp_path / "nope"])
 
 
-def test_readme_documents_every_column() -> None:
-    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    assert markdown(TRIAL_COLUMNS) in readme, "README schema table is stale: python -m bench.storage.schema"
-    assert markdown(COMM_COLUMNS) in readme
+def test_docs_document_every_column() -> None:
+    # The schema table moves from README.md to docs/schema.md; either holds the current one.
+    root = Path(__file__).resolve().parents[2]
+    docs = [(root / name).read_text() for name in ("README.md", "docs/schema.md") if (root / name).exists()]
+    assert any(markdown(TRIAL_COLUMNS) in d for d in docs), "schema table is stale: python -m bench.storage.schema > docs/schema.md"
+    assert any(markdown(COMM_COLUMNS) in d for d in docs)
 
 
 def test_readme_strategies_table_is_current() -> None:
