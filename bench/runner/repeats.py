@@ -7,7 +7,8 @@ its statistical unit: between sweeps, a trial's step p50 moves mostly from launc
 - `Repeats` decides after each launch whether to launch again: `repeats = N` launches N times;
   `repeats = "auto"` launches until the CI over launches of the step p50 is within
   ±`repeat_target` of it (`stop = "target"`), or until `repeat_max` launches (`"max launches"`)
-  or `repeat_max_s` seconds of this trial's launches (`"max seconds"`), whichever comes first.
+  or `repeat_max_s` seconds of this trial's launches (`"max seconds"`, once it has the 3 launches
+  a CI needs), whichever comes first.
 - `combine` makes the trial's row: the first launch's row (every column that does not vary
   between launches), with the timing columns replaced: `CI_METRICS` by their median over
   launches with a CI and the per-launch values; p90/p99/mean/std, step parts and phases by
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from bench.compare.stats import median_ci
-from bench.contracts import AUTO, TrialConfig
+from bench.contracts import AUTO, MIN_AUTO_LAUNCHES, TrialConfig
 from bench.storage.schema import TRIAL_SCHEMA
 
 # Time figures that get a CI over launches: each as `<col>`, `<col>_ci_low`, `<col>_ci_high`, `<col>_per_launch`.
@@ -78,7 +79,8 @@ class Repeats:
             return "target"
         if self.launches >= self.max_launches:
             return "max launches"
-        if self.max_s is not None and self.elapsed_s >= self.max_s:
+        # The seconds cap waits for the launches a CI needs: stopping earlier would leave no CI at all.
+        if self.max_s is not None and self.elapsed_s >= self.max_s and self.launches >= MIN_AUTO_LAUNCHES:
             return "max seconds"
         return None
 

@@ -87,6 +87,11 @@ def test_auto_stops_at_the_seconds_cap() -> None:
     assert stops == [None, None, "max seconds"] and rule.target_met() is False
 
 
+def test_the_seconds_cap_waits_for_the_three_launches_a_ci_needs() -> None:
+    rule = _auto(target=0.03, max_launches=10, max_s=5.0)
+    assert [rule.add(p, 30.0) for p in (1.0, 1.5, 0.7)] == [None, None, "max seconds"]
+
+
 def test_fixed_repeats_stop_at_the_count_with_no_target() -> None:
     rule = Repeats.of(TrialConfig(suite="s", strategy="baseline", model="m", workload="train", repeats=2))
     assert [rule.add(1.0, 1.0), rule.add(1.5, 1.0)] == [None, "fixed"] and rule.target_met() is None
