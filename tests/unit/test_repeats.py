@@ -143,3 +143,33 @@ def test_combine_of_one_launch_has_a_null_ci_with_its_reason() -> None:
     reasons = json.loads(row["null_reasons"])
     assert row["latency_p50_s_ci_low"] is None and "one launch" in reasons["latency_p50_s_ci_low"]
     assert row["launches"] == 1 and row["repeat_stop"] == "fixed" and row["repeat_target_met"] is None
+
+
+def _net_rows(strategy: str, p50s: dict[float, list[float]]) -> list[dict]:
+    return [{"run_id": "r", "strategy": strategy, "network_rate_bps": rate, "latency_p50_s_per_launch": v,
+             "launch_rounds": list(range(len(v)))} for rate, v in p50s.items()]  # fmt: skip
+
+
+def test_break_even_over_rounds_is_resolved_when_every_round_crosses_inside_the_links() -> None:
+    import pandas as pd
+
+    from bench.reports.network import ratio_crossing, round_break_even
+
+    # Per round: 1 Gbit/s 1.2x slower than fp32, 50 Mbit/s 0.6x: each round crosses in between.
+    base = pd.DataFrame(_net_rows("baseline", {1e9: [1.0, 1.02, 0.98, 1.0], 5e7: [2.0, 2.1, 1.9, 2.0]}))
+    cand = pd.DataFrame(_net_rows("fp16", {1e9: [1.2, 1.21, 1.2, 1.19], 5e7: [1.2, 1.3, 1.1, 1.2]}))
+    found = round_break_even(base, cand)
+    assert found is not None and found.resolved and found.rounds == 4 and found.crossed == 4
+    one, _ = ratio_crossing({1e9: 1.2, 5e7: 0.6})
+    assert found.estimate is not None and 5e7 < found.estimate.low <= one <= found.estimate.high < 1e9  # type: ignore[operator]
+
+
+def test_break_even_over_rounds_is_unresolved_when_a_round_does_not_cross() -> None:
+    import pandas as pd
+
+    from bench.reports.network import round_break_even
+
+    base = pd.DataFrame(_net_rows("baseline", {1e9: [1.0, 1.0, 1.0], 5e7: [2.0, 2.0, 2.0]}))
+    cand = pd.DataFrame(_net_rows("fp16", {1e9: [1.2, 0.9, 1.2], 5e7: [1.2, 1.2, 1.2]}))  # round 1: faster on both links
+    found = round_break_even(base, cand)
+    assert found is not None and not found.resolved and "1 of 3 rounds do not cross" in found.reason
