@@ -28,7 +28,7 @@ REVS_SUITE ?= nightly
 SITE ?= site
 STAMP := $(VENV)/.installed
 
-.PHONY: install bench test microbench overhead sweep-overhead placement kernels gpu-check report compare nightly compare-revs docs clean distclean help
+.PHONY: install bench test microbench overhead sweep-overhead stability placement kernels gpu-check report compare nightly compare-revs docs clean distclean help
 
 help:
 	@echo "make install      create $(VENV) and install commbench with torch, test, pretrained and docs extras"
@@ -37,6 +37,7 @@ help:
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make sweep-overhead benchmark: per-trial fixed overhead of suite SUITE, spawn vs forkserver launch, interleaved"
+	@echo "make stability    benchmark: two sweeps of suites stability + stability_train (repeats=auto), trial p50s and CIs side by side (<= 20 min)"
 	@echo "make placement    benchmark: thread placement (pin=compute|all|none) vs a plain torchrun loop, interleaved; a markdown table"
 	@echo "make kernels      benchmark: CPU kernels of one perplexity window of SmolLM2 per compression strategy and quantized engine"
 	@echo "make gpu-check    on a CUDA machine: the GPU tests (pytest -m gpu) and suite gpu (skipped rows without CUDA)"
@@ -75,6 +76,9 @@ overhead: $(STAMP)
 
 sweep-overhead: $(STAMP)
 	$(BIN)/python -m bench.benchmarks.sweep_overhead --suite $(SUITE) --results $(RESULTS)
+
+stability: $(STAMP)
+	$(BIN)/python -m bench.benchmarks.stability --results $(RESULTS)
 
 placement: $(STAMP)
 	$(BIN)/python -m bench.benchmarks.placement --results $(RESULTS)

@@ -33,12 +33,20 @@ PIN_POLICIES: tuple[str, ...] = get_args(PinPolicy)
 #    other training); the masked Bayes floor is computed for any number of states.
 # 4: infer's perplexity defaults to non-overlapping windows (stride = window, the GPTQ protocol)
 #    instead of stride = window // 2: the same tokens read, half the forwards, a higher perplexity.
+#    And a sweep's trial may run several launches (`repeats`): latency_p50_s, tokens_per_s,
+#    algbw/busbw are then the median over launches of each launch's value, with a CI over
+#    launches; latency_samples_s holds every launch's steps.
 MEASUREMENT_VERSION = 4
 # Config fields that do not change what is measured: left out of the case (and the history key).
 # `seed` draws one sample of a case (model init, data stream, codec noise): rows of several
 # seeds are repeats of one case, pooled by the comparator and averaged by the report.
-NOT_IN_CASE = ("suite", "timeout_s", "plugins", "seed")
+# The repeat settings say how many launches measure the case, not what is measured.
+NOT_IN_CASE = ("suite", "timeout_s", "plugins", "seed", "repeats", "repeat_target", "repeat_max", "repeat_max_s")
 _PLACEMENT_DEFAULTS: dict[str, Any] = {"nnodes": 1, "network": None}
+# Left out of the trial id at their defaults, so one-launch trials keep the ids they had.
+_REPEAT_DEFAULTS: dict[str, Any] = {"repeats": 1, "repeat_target": 0.03, "repeat_max": 10, "repeat_max_s": None}
+AUTO = "auto"
+MIN_AUTO_LAUNCHES = 3  # a launch-level CI needs three launches (bench.compare.stats)
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -107,6 +115,14 @@ class TrialConfig:
     nnodes: int = 1
     # The emulated link between two namespace "nodes" (bench/network/spec.py), e.g. "1gbit".
     network: str | None = None
+    # Launches of the trial in a sweep, each a whole run of its ranks: an integer, or "auto":
+    # launch again (in the sweep's next round) until the 95% CI of the step p50 over
+    # launches is within ±repeat_target of it, or until repeat_max launches or repeat_max_s
+    # seconds of this trial's launches (bench/runner/repeats.py).
+    repeats: int | Literal["auto"] = 1
+    repeat_target: float = 0.03
+    repeat_max: int = 10
+    repeat_max_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -122,6 +138,15 @@ class TrialConfig:
             raise ValueError(f"nnodes must be >= 1 and divide world_size ({self.world_size}), got {self.nnodes}")
         if self.pin not in PIN_POLICIES:
             raise ValueError(f"pin must be one of {', '.join(PIN_POLICIES)}, got {self.pin!r}")
+        if self.repeats != AUTO and (isinstance(self.repeats, bool) or not isinstance(self.repeats, int) or self.repeats < 1):
+            raise ValueError(f"repeats must be an integer >= 1 or \"auto\", got {self.repeats!r}")
+        if not 0 < self.repeat_target < 1:
+            raise ValueError(f"repeat_target must be in (0, 1) (a relative CI half-width, 0.03: ±3%), got {self.repeat_target}")
+        if self.repeat_max < 1 or (self.repeats == AUTO and self.repeat_max < MIN_AUTO_LAUNCHES):
+            raise ValueError(f"repeat_max must be >= {MIN_AUTO_LAUNCHES} with repeats = \"auto\" (a CI needs "
+                             f"{MIN_AUTO_LAUNCHES} launches), got {self.repeat_max}")
+        if self.repeat_max_s is not None and self.repeat_max_s <= 0:
+            raise ValueError(f"repeat_max_s must be > 0, got {self.repeat_max_s}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -132,7 +157,7 @@ class TrialConfig:
         # Placement fields at their defaults are left out, so trials of one node keep the
         # ids (and history keys) they had before these fields existed.
         d = self.to_dict()
-        for name, default in _PLACEMENT_DEFAULTS.items():
+        for name, default in {**_PLACEMENT_DEFAULTS, **_REPEAT_DEFAULTS}.items():
             if d[name] == default:
                 d.pop(name)
         return d
@@ -148,7 +173,7 @@ class TrialConfig:
         """The part of the config that defines *what* is measured (hashed into the history key)."""
         d = self._identity()
         for k in NOT_IN_CASE:
-            d.pop(k)
+            d.pop(k, None)  # repeat settings at their defaults are already out
         return d
 
     @property

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.distributed as dist
-from scipy import stats
 from torch.distributed.elastic.multiprocessing.errors import record
 
 from bench.comm.accounting import flight_recorder_entries
+from bench.compare.stats import bootstrap_median_ci
 from bench.contracts import TrialConfig
 from bench.distributed.env import init_rank, shutdown
 from bench.distributed.launch import launch
@@ -110,9 +110,7 @@ def per_call_cost(pairs: int, calls: int, log_dir: Path) -> tuple[float, float, 
 
 
 def _median_ci(values: list[float]) -> tuple[float, float, float]:
-    arr = np.asarray(values)
-    ci = stats.bootstrap((arr,), np.median, confidence_level=0.95, random_state=0).confidence_interval
-    return float(np.median(arr)), float(ci.low), float(ci.high)
+    return bootstrap_median_ci(values)
 
 
 @dataclasses.dataclass

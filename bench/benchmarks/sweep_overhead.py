@@ -52,13 +52,9 @@ def _plain(value: Any) -> Any:
 
 
 def median_ci(values: list[float]) -> tuple[float, float, float]:
-    from scipy import stats
+    from bench.compare.stats import bootstrap_median_ci
 
-    arr = np.asarray(values, dtype=np.float64)
-    if len(arr) < 2:
-        return float(arr[0]), float("nan"), float("nan")
-    ci = stats.bootstrap((arr,), np.median, confidence_level=0.95, random_state=0).confidence_interval
-    return float(np.median(arr)), float(ci.low), float(ci.high)
+    return bootstrap_median_ci(values)
 
 
 # The phases the launch path itself owns; the rest are work the suite asks for.

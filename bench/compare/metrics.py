@@ -29,6 +29,9 @@ class Metric:
     group: str  # a threshold shorthand that covers several metrics (`bytes:0%`)
     default_rel: float  # threshold on the relative change when none is given
     unit: str
+    # The column of per-launch values (one per launch of the trial's ranks): when set, the verdict is
+    # over launches (bench.compare.stats.launch_verdict), not over the raw samples of `column`.
+    launches: str | None = None
 
 
 _UNITS = {c.name: c.unit for c in TRIAL_COLUMNS}
@@ -44,7 +47,8 @@ _EXACT_COLUMNS = (
 
 METRICS: tuple[Metric, ...] = (
     # The median of the raw step times is what the threshold applies to, hence "p50".
-    Metric("latency_p50", "latency_samples_s", Kind.SAMPLES, "latency", 0.10, _UNITS["latency_samples_s"]),
+    Metric("latency_p50", "latency_samples_s", Kind.SAMPLES, "latency", 0.10, _UNITS["latency_samples_s"],
+           launches="latency_p50_s_per_launch"),
     Metric("mem_rss_peak", "mem_rss_peak_bytes_max", Kind.SCALAR, "mem", 0.10, _UNITS["mem_rss_peak_bytes_max"]),
     *(Metric(c, c, Kind.EXACT, "bytes", 0.0, _UNITS[c]) for c in _EXACT_COLUMNS),
 )
@@ -75,6 +79,21 @@ def values(metric: Metric, rows: pd.DataFrame) -> np.ndarray:
     else:
         flat = pd.to_numeric(column, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
     return flat[~np.isnan(flat)]
+
+
+def launch_values(metric: Metric, rows: pd.DataFrame) -> np.ndarray:
+    """One value per launch over `rows`: each row's per-launch list, or for a row without one (written
+    before launches were recorded, or by a single run_trial) the median of its samples: one launch."""
+    out: list[float] = []
+    for i in range(len(rows)):
+        per = rows[metric.launches].iloc[i] if metric.launches in rows else None
+        if per is not None and not _is_na(per) and len(per):
+            out.extend(float(v) for v in per)
+            continue
+        samples = rows[metric.column].iloc[i] if metric.column in rows else None
+        if samples is not None and not _is_na(samples) and len(samples):
+            out.append(float(np.median(np.asarray(samples, dtype=np.float64))))
+    return np.asarray(out, dtype=np.float64)
 
 
 def representative(metric: Metric, rows: pd.DataFrame) -> float | None:

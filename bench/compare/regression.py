@@ -1,10 +1,14 @@
 """Compare a candidate run with a base run: a verdict per (trial, metric), asv style for noisy metrics.
 
 Rows are matched by `history_key`. Exact metrics (bytes, calls, sizes) give a verdict on any change
-past their threshold (0% unless told). Noisy metrics (latency samples, peak memory) are worse only
-when the change is both significant (two-sided Mann-Whitney U at `alpha`) and larger than the
-relative threshold on the median: significance alone flags harmless 1% shifts on long runs, a
-threshold alone flags noise on short ones.
+past their threshold (0% unless told). Step time is judged over *launches*: every launch of a
+trial's ranks gives one step p50 (`latency_p50_s_per_launch`; the rows of a side pool theirs),
+and the candidate is worse or better only when the CIs over launches of the two sides do not
+overlap and the medians differ by more than the relative threshold. The steps of one launch are
+samples of that launch: a test over them judges two launches, not two revisions, so with fewer
+than three launches a side there is no verdict ("within noise", saying why). Peak memory, one
+value per row, is worse only when the change is both significant (two-sided Mann-Whitney U at
+`alpha` over the rows) and larger than the relative threshold on the median.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy.stats import mannwhitneyu
 
-from bench.compare.metrics import METRICS, Kind, Metric, fmt_change, fmt_value, representative, values
+from bench.compare.metrics import METRICS, Kind, Metric, fmt_change, fmt_value, launch_values, representative, values
+from bench.compare.stats import Estimate, launch_verdict, median_ci
 from bench.compare.thresholds import Threshold, threshold_for
 from bench.compare.trials import FieldDiff, Side, Status, TrialRef, closest, field_diffs, sides
 from bench.errors import BenchError
@@ -49,10 +54,14 @@ class Finding:
     base: float | None = None  # the median (noisy) or the value (exact) on each side
     candidate: float | None = None
     rel_change: float | None = None  # candidate / base - 1; None when base is 0 or absent
-    p_value: float | None = None  # Mann-Whitney U; None when the threshold alone decided
+    p_value: float | None = None  # Mann-Whitney U; None when the threshold alone (or the launch CIs) decided
     threshold: float | None = None
     unit: str = ""
     note: str = ""
+    # Launch-level metrics: each side's CI over launches (None without one) and its launch count.
+    base_ci: tuple[float, float] | None = None
+    candidate_ci: tuple[float, float] | None = None
+    launches: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,8 +115,9 @@ def judge(
 ) -> Finding:
     """The verdict on one metric between any two sets of rows, e.g. a strategy against its baseline in one run.
 
-    The same test as `compare` (Mann-Whitney U on the raw samples plus the relative threshold for a
-    noisy metric, the threshold alone for an exact one), without matching by history key: the
+    The same test as `compare` (CIs over launches plus the relative threshold for step time,
+    Mann-Whitney U plus the threshold for peak memory, the threshold alone for an exact metric),
+    without matching by history key: the
     caller decides which rows are comparable. The finding is labelled with the candidate's trial.
     """
     b, c = Side(TrialRef.of(base.iloc[0]), base), Side(TrialRef.of(candidate.iloc[0]), candidate)
@@ -131,6 +141,8 @@ def _judge_trial(base: Side, cand: Side, thresholds: Sequence[Threshold], alpha:
 
 
 def _judge_metric(metric: Metric, base: Side, cand: Side, rel: float, alpha: float) -> Finding:
+    if metric.launches is not None:
+        return _judge_launches(metric, cand.trial, launch_values(metric, base.ok_rows), launch_values(metric, cand.ok_rows), rel)
     if metric.kind is Kind.EXACT:
         return _judge_exact(metric, cand.trial, representative(metric, base.ok_rows), representative(metric, cand.ok_rows), rel)
     return _judge_noisy(metric, cand.trial, values(metric, base.ok_rows), values(metric, cand.ok_rows), rel, alpha)
@@ -159,6 +171,24 @@ def _judge_noisy(metric: Metric, trial: TrialRef, b: np.ndarray, c: np.ndarray, 
     if (p is not None and p >= alpha) or change is None or abs(change) <= rel:
         return found
     return replace(found, verdict=Verdict.WORSE if change > 0 else Verdict.BETTER)
+
+
+def _judge_launches(metric: Metric, trial: TrialRef, b: np.ndarray, c: np.ndarray, rel: float) -> Finding:
+    """Over launches: worse/better only when the CIs separate and the change passes `rel`."""
+    if not b.size and not c.size:
+        return Finding(trial, metric.name, Verdict.WITHIN_NOISE, threshold=rel, unit=metric.unit, note="not measured")
+    if not b.size or not c.size:
+        return Finding(trial, metric.name, Verdict.NOT_COMPARABLE, threshold=rel, unit=metric.unit, note="measured on one side only")
+    eb, ec = median_ci(list(b)), median_ci(list(c))
+    verdict, why = launch_verdict(eb, ec, rel)
+    if eb.low is None or ec.low is None:
+        why = f"{b.size} vs {c.size} launch(es): no launch-level CI (a launch-level CI needs 3 a side)"
+    return Finding(trial, metric.name, Verdict(verdict), eb.value, ec.value, _rel_change(eb.value, ec.value), None, rel,
+                   metric.unit, why, _interval(eb), _interval(ec), (int(b.size), int(c.size)))  # fmt: skip
+
+
+def _interval(e: Estimate) -> tuple[float, float] | None:
+    return None if e.low is None or e.high is None else (e.low, e.high)
 
 
 def _p_value(metric: Metric, b: np.ndarray, c: np.ndarray, alpha: float) -> float | None:
@@ -223,9 +253,16 @@ def finding_line(f: Finding) -> str:
     if f.metric == "status":
         return f"{head}: {f.note}" if f.note else head
     stats = [] if f.p_value is None else [f"p={f.p_value:.2g}"]
+    if f.launches is not None:
+        stats.append(f"launches {f.launches[0]} vs {f.launches[1]}")
     stats += [] if f.threshold is None else [f"threshold {f.threshold * 100:.4g}%"]
     note = [f.note] if f.note else []
-    return f"{head}  {fmt_value(f.base)} -> {fmt_value(f.candidate)} {f.unit}{fmt_change(f.rel_change)}  [{'; '.join(stats + note)}]"
+    base, cand = fmt_value(f.base) + _fmt_ci(f.base_ci), fmt_value(f.candidate) + _fmt_ci(f.candidate_ci)
+    return f"{head}  {base} -> {cand} {f.unit}{fmt_change(f.rel_change)}  [{'; '.join(stats + note)}]"
+
+
+def _fmt_ci(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None else f" [{fmt_value(ci[0])}, {fmt_value(ci[1])}]"
 
 
 def _unmatched_line(u: Unmatched) -> str:

@@ -37,19 +37,28 @@ IDENT = (
     Spec("variant", "case", title="config fields that differ between the rows of this model x workload", left=True),
     column("run_id", left=True),
 )
+CI_TITLE = ("CI over launches of the median (order statistics: 95% from 6 launches, [min, max] below it at "
+            "the level shown); none under 3 launches")
 ALL = "all"  # marks a column as present in every group below
 
 # Each workload's trials in these groups of columns, one table each, so that no table is wider than the page.
 GROUPS: dict[str, tuple[Spec, ...]] = {
     "Latency and throughput": (
         column("status", left=True, keep_empty=True),
-        column("latency_p50_s", "median step time; a step's time is the max over ranks"),
+        column("latency_p50_s", "median step time (a step's time is the max over ranks); over several launches, the median of their p50s"),
         column("latency_p90_s"),
         column("latency_p99_s"),
         Spec("latency_p50_s_ratio", "p50 vs base", fmt.ratio, "same case, same run"),
         Spec("tokens_shown", "tokens/s", fmt.count, "all ranks' tokens per step / median step time"),
         column("gen_tokens_per_s"),
         Spec("timing_note", "timing", title="oversubscribed (ranks x threads per rank exceed the cores), or why the kernels are slow here", left=True),
+    ),
+    "CIs over launches": (
+        Spec("launches_shown", "launches", title="launches of the trial's ranks; `auto`: whether the CI reached its target", left=True),
+        Spec("latency_p50_s_ci", "p50 CI ms", title=CI_TITLE, left=True, keep_empty=True),
+        Spec("tokens_per_s_ci", "tokens/s CI", title=CI_TITLE, left=True),
+        Spec("algbw_Bps_ci", "algbw CI MB/s", title=CI_TITLE, left=True),
+        Spec("busbw_Bps_ci", "busbw CI MB/s", title=CI_TITLE, left=True),
     ),
     "Memory": (
         column("mem_rss_peak_bytes_max", "kernel VmHWM over the measured window"),
@@ -114,6 +123,10 @@ def prepared(data: ReportData) -> pd.DataFrame:
     # A workload that processes no tokens (transfer, collectives) has no tokens/s; older rows stored 0.
     tokens = pd.to_numeric(df.get("tokens_per_step"), errors="coerce")
     df["tokens_shown"] = pd.to_numeric(df.get("tokens_per_s"), errors="coerce").where(tokens > 0)
+    for col, show in (("latency_p50_s", fmt.ms), ("tokens_per_s", fmt.count), ("algbw_Bps", fmt.mb), ("busbw_Bps", fmt.mb)):
+        df[f"{col}_ci"] = [ci_text(r, col, show) for _, r in df.iterrows()]
+    df.loc[df["tokens_shown"].isna(), "tokens_per_s_ci"] = None
+    df["launches_shown"] = [launches_text(r) for _, r in df.iterrows()]
     over = df["oversubscribed"] if "oversubscribed" in df else pd.Series(False, index=df.index)
     kernel = df["kernel_note"] if "kernel_note" in df else pd.Series(None, index=df.index)
     df["timing_note"] = ["; ".join(n for n in ("oversubscribed" if o is True else "", k if isinstance(k, str) else "") if n)
@@ -121,6 +134,32 @@ def prepared(data: ReportData) -> pd.DataFrame:
     for key, col in (("pipeline_bubble_measured", "bubble_measured"), ("pipeline_bubble_analytic", "bubble_analytic")):
         df[col] = [_metric(m, key) for m in df.get("metrics", pd.Series(None, index=df.index))]
     return df
+
+
+def ci_text(row: pd.Series, col: str, show: Any) -> str | None:
+    """`[1.02, 1.09]` (with `(88%)` below a 95% level), `none (1 launch)`, or None where `col` is not measured."""
+    if row.get("status") != "ok" or fmt.missing(row.get(col)):
+        return None
+    low, high = row.get(f"{col}_ci_low"), row.get(f"{col}_ci_high")
+    if fmt.missing(low) or fmt.missing(high):
+        n = row.get("launches")
+        return f"none ({int(n)} launch{'es' if n != 1 else ''})" if not fmt.missing(n) else "none (launches not recorded)"
+    level = row.get("ci_level")
+    below = "" if fmt.missing(level) or level >= 0.95 else f" ({level * 100:.3g}%)"
+    return fmt.ci(low, high, show) + below
+
+
+def launches_text(row: pd.Series) -> str | None:
+    """`5 (target met)`, `10 (max launches, target missed)`, `3` for a fixed count."""
+    n = row.get("launches")
+    if row.get("status") != "ok" or fmt.missing(n):
+        return None
+    stop, met = row.get("repeat_stop"), row.get("repeat_target_met")
+    if row.get("repeats") != "auto":
+        return f"{int(n)}"
+    if stop == "target":
+        return f"{int(n)} (target met)"
+    return f"{int(n)} ({stop}, target missed)" if met is False else f"{int(n)} ({stop})"
 
 
 def _metric(raw: Any, key: str) -> Any:

@@ -74,3 +74,11 @@ def last_line(error: Any) -> str:
     """The last non-blank line of an error (a traceback's exception, a skip's reason); a dash if none."""
     lines = [s.strip() for s in str("" if missing(error) else error).strip().splitlines() if s.strip()]
     return lines[-1] if lines else DASH
+
+
+def ci(low: Any, high: Any, show: Any = None) -> str:
+    """`[0.98, 1.02]` with `show` for each end; a dash when there is no interval."""
+    if missing(low) or missing(high):
+        return DASH
+    show = show or num
+    return f"[{show(low)}, {show(high)}]"

@@ -1,8 +1,11 @@
 """The report's findings: per model x workload, each strategy against the baseline of its own case and run.
 
-Bytes, latency and peak memory are ratios to the baseline; accuracy is a difference. The verdict
-is `bench.compare`'s test on the raw step-time samples (two-sided Mann-Whitney U plus a relative
-threshold on the median), so "better" and "worse" mean what they mean to the regression checker.
+Bytes, latency and peak memory are ratios to the baseline; accuracy is a difference. The latency
+ratio is, where both trials ran several launches in the same rounds of one sweep, the median of
+the per-round ratios (strategy p50 / baseline p50 of the same round) with its CI: a ratio taken
+within one round is what stays stable on a shared machine. The verdict is `bench.compare`'s test
+over launches (the CIs over launches separate and the change passes the relative threshold), so
+"better" and "worse" mean what they mean to the regression checker.
 `findings` computes the tables; `section` renders them as the report's "Findings" section.
 """
 
@@ -16,10 +19,11 @@ import pandas as pd
 
 from bench.compare.metrics import metric
 from bench.compare.regression import DEFAULT_ALPHA, Verdict, judge
+from bench.compare.stats import Estimate, median_ci, paired_ratios
 from bench.compare.thresholds import Threshold, threshold_for
 from bench.reports import cases, fmt
 from bench.reports.blocks import Cell, Column, Heading, Items, Paragraph, Section, Table
-from bench.reports.cases import BASELINE, Quantity, ReportData
+from bench.reports.cases import BASELINE, Quantity, ReportData, launches_by_round
 
 LATENCY = metric("latency_p50")
 
@@ -57,6 +61,9 @@ class StrategyFinding:
     verdict: str  # a bench.compare Verdict on latency, or the trial's status when it did not run
     p_value: float | None
     note: str  # why a comparison is missing
+    # The latency ratio as the median of per-round ratios, with its CI; None when the two were not
+    # measured in shared rounds (then `latency.ratio` is the ratio of the two medians).
+    round_ratio: Estimate | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +129,7 @@ def _finding(
     nbytes, memory, accuracy = (_change(row, b, q) for q in quantities)
     latency = _change(row, b, Quantity("latency_p50_s", "p50", "s"))
     verdict, p, note = str(row["status"]), None, ""
+    round_ratio = None
     if row["status"] != "ok":
         note = fmt.last_line(row.get("error"))
     elif b is None:
@@ -129,13 +137,22 @@ def _finding(
     else:
         judged = judge(LATENCY, base.tail(1), row.to_frame().T, thresholds, alpha=alpha)
         verdict, p, note = str(judged.verdict), judged.p_value, judged.note
+        round_ratio = per_round_ratio(row, b)
     if row.get("oversubscribed") is True:
         note = "; ".join(n for n in (note, OVERSUBSCRIBED) if n)
     return StrategyFinding(
         strategy=str(row["strategy"]), variant=variant, run_id=str(row["run_id"]),
         status=str(row["status"]), bytes=nbytes, latency=latency, memory=memory, accuracy=accuracy,
-        verdict=verdict, p_value=p, note=note,
+        verdict=verdict, p_value=p, note=note, round_ratio=round_ratio,
     )  # fmt: skip
+
+
+def per_round_ratio(row: pd.Series | dict[str, Any], base: pd.Series | dict[str, Any]) -> Estimate | None:
+    """Median of strategy p50 / baseline p50 over the rounds both ran in (same run), with its CI."""
+    if row.get("run_id") != base.get("run_id"):
+        return None
+    ratios = paired_ratios(launches_by_round(row), launches_by_round(base))
+    return median_ci(ratios) if ratios else None
 
 
 OVERSUBSCRIBED = "oversubscribed (ranks x threads > cores): its latency measures the OS scheduler too; bytes and memory hold"
@@ -151,7 +168,7 @@ def _rank(f: StrategyFinding) -> tuple[int, float]:
     """Measured strategies first, fastest first; then those without a baseline; then failed and skipped."""
     if f.status != "ok":
         return (2, 0.0)
-    ratio = f.latency.ratio
+    ratio = f.round_ratio.value if f.round_ratio is not None else f.latency.ratio
     return (1, 0.0) if ratio is None else (0, ratio)
 
 
@@ -189,9 +206,12 @@ def _intro(threshold: float, alpha: float) -> str:
     return (
         "Each strategy against the baseline row of the same case (every config field but the strategy: "
         "options, lr, data, seed, sizes, world size) in the same run; rows of different runs are never paired. "
-        "Ratios below 1× mean fewer bytes, less time or less memory than the baseline. The verdict is on the "
-        f"raw step times: better or worse only when a two-sided Mann-Whitney U test rejects at α={alpha:g} "
-        f"{rule}; otherwise within noise. Ranked within each case, fastest first. "
+        "Ratios below 1× mean fewer bytes, less time or less memory than the baseline; the latency ratio of "
+        "trials launched several times in the same rounds is the median of the per-round ratios, with its CI "
+        "in brackets. The verdict is over launches (each launch of a trial's ranks gives one step p50): better or "
+        f"worse only when the two trials' CIs over launches do not overlap {rule}; otherwise within noise, and "
+        "always within noise with fewer than 3 launches a side (the steps of one launch judge that launch, "
+        "not the strategy). Ranked within each case, fastest first. "
         "Each trial's latest run is shown; older runs appear in the history view."
     )
 
@@ -208,10 +228,10 @@ def _render(t: FindingsTable) -> Table:
         columns.append(Column(f"{t.bytes.label} vs base", "this strategy's value / the baseline's, same case and run"))
         cells_of.append(lambda f: _ratio_cell(f.bytes, fmt.mb, "MB"))
     columns += [
-        Column("latency vs base", "p50 of the raw step times / the baseline's"),
-        Column("verdict", "Mann-Whitney U on the raw step times, plus the relative threshold on the median"),
+        Column("latency vs base", "median of the per-round ratios of step p50 [CI], or the ratio of the two p50s"),
+        Column("verdict", "the CIs over launches separate and the change passes the relative threshold"),
     ]
-    cells_of += [lambda f: _ratio_cell(f.latency, fmt.ms, "ms"), _verdict_cell]
+    cells_of += [_latency_cell, _verdict_cell]
     if t.memory:
         columns.append(Column(f"{t.memory.label} vs base"))
         cells_of.append(lambda f: _ratio_cell(f.memory, fmt.mb, "MB"))
@@ -233,6 +253,15 @@ def _render(t: FindingsTable) -> Table:
 def _ratio_cell(change: Change, show: Callable[[Any], str], unit: str) -> Cell:
     small = "" if change.value is None else f"{show(change.value)} {unit} (base {show(change.base)})"
     return Cell(fmt.ratio(change.ratio), sort=change.ratio, small=small)
+
+
+def _latency_cell(f: StrategyFinding) -> Cell:
+    small = "" if f.latency.value is None else f"{fmt.ms(f.latency.value)} ms (base {fmt.ms(f.latency.base)})"
+    rr = f.round_ratio
+    if rr is None:
+        return Cell(fmt.ratio(f.latency.ratio), sort=f.latency.ratio, small=small)
+    ci = fmt.ci(rr.low, rr.high, fmt.ratio) if rr.low is not None else f"no CI: {rr.reason}"
+    return Cell(fmt.ratio(rr.value), sort=rr.value, small=f"{ci}, {rr.n} rounds; {small}")
 
 
 def _verdict_cell(f: StrategyFinding) -> Cell:

@@ -11,6 +11,12 @@ For each case measured on two or more shaped links (`network` = `1gbit`, `100mbi
   them), `messages` the collectives per step and `compute` fitted as the median residual
   over the shaped links. Its break-even is `8·(bytes_fp32 − bytes_s) / (compute_s − compute_fp32)`;
   the table shows it beside the measured one, and the model's worst relative error.
+- the **break-even over rounds** (`round_break_even`): where the trials ran several launches in
+  the same rounds of one sweep, each round gives its own crossing, from that round's per-link
+  ratios (strategy p50 / baseline p50, interpolated in log-ratio against log-bandwidth); the
+  break-even is their median with its CI over rounds. It is **resolved** when every round
+  crosses and the CI lies inside the measured link range; otherwise it is reported unresolved,
+  saying why. Ratios taken within one round are what stays put on a shared machine.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bench.compare.stats import Estimate, median_ci
 from bench.config import canonical_json
 from bench.predict.breakeven import crossing
 from bench.reports import cases, fmt, plots, predicted
@@ -46,6 +53,17 @@ class Curve:
 
 
 @dataclass(frozen=True, slots=True)
+class RoundBreakEven:
+    """The break-even bandwidth (bit/s) over rounds: the median of each round's crossing, with its CI."""
+
+    estimate: Estimate | None  # None when no round crossed
+    rounds: int  # rounds with both trials on two or more shared links
+    crossed: int  # of them, rounds whose ratios cross 1
+    resolved: bool
+    reason: str  # why it is unresolved, or the range it lies in
+
+
+@dataclass(frozen=True, slots=True)
 class BreakEven:
     """A strategy against the baseline of its case: measured and modelled break-even bandwidth (bit/s)."""
 
@@ -54,6 +72,7 @@ class BreakEven:
     measured_reason: str | None
     model_bps: float | None
     model_reason: str | None
+    over_rounds: RoundBreakEven | None = None  # None: no two trials shared a round
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +80,79 @@ class NetworkCase:
     title: str
     baseline: Curve
     rows: tuple[BreakEven, ...]
+
+
+def ratio_crossing(ratios: dict[float, float]) -> tuple[float | None, str | None]:
+    """Bandwidth where the ratio (strategy / baseline step) falls through 1 as the link slows, interpolated
+    linearly in log-ratio against log-bandwidth; (None, reason) without one."""
+    if len(ratios) < 2:
+        return None, "fewer than two links"
+    rates = sorted(ratios, reverse=True)
+    logs = [(r, math.log(ratios[r])) for r in rates]
+    if all(v < 0 for _, v in logs):
+        return None, "faster on every link"
+    if all(v >= 0 for _, v in logs):
+        return None, "never faster"
+    for (r1, d1), (r2, d2) in zip(logs, logs[1:]):
+        if d1 >= 0 > d2:
+            x1, x2 = math.log(r1), math.log(r2)
+            return math.exp(x1 + (x2 - x1) * d1 / (d1 - d2)), None
+    return None, "faster above and slower below"
+
+
+def _round_points(rows: pd.DataFrame) -> dict[tuple[str, int], dict[float, float]]:
+    """(run, round) -> {link rate: that round's step p50} over a strategy's shaped-link rows."""
+    out: dict[tuple[str, int], dict[float, float]] = {}
+    for _, r in rows.iterrows():
+        for rnd, p50 in cases.launches_by_round(r).items():
+            out.setdefault((str(r["run_id"]), rnd), {})[float(r["network_rate_bps"])] = p50
+    return out
+
+
+def round_break_even(base_rows: pd.DataFrame, cand_rows: pd.DataFrame) -> RoundBreakEven | None:
+    """The break-even of `cand_rows` against `base_rows` (one case, shaped links, any runs) over their
+    shared rounds; None when no round holds both on two or more links."""
+    base, cand = _round_points(base_rows), _round_points(cand_rows)
+    crossings, why = [], []
+    for key in sorted(base.keys() & cand.keys()):
+        shared = base[key].keys() & cand[key].keys()
+        if len(shared) < 2:
+            continue
+        bps, reason = ratio_crossing({r: cand[key][r] / base[key][r] for r in shared})
+        if bps is not None:
+            crossings.append(bps)
+        else:
+            why.append(reason or "")
+    rounds = len(crossings) + len(why)
+    if not rounds:
+        return None
+    if not crossings:
+        common = max(set(why), key=why.count)
+        return RoundBreakEven(None, rounds, 0, False, f"no round crosses ({common} in {why.count(common)} of {rounds})")
+    est = median_ci(crossings)
+    links = sorted({r for pts in (*base.values(), *cand.values()) for r in pts})
+    lo, hi = links[0], links[-1]
+    if why:
+        reason = f"{len(why)} of {rounds} rounds do not cross ({', '.join(sorted(set(why)))})"
+    elif est.low is None:
+        reason = est.reason or "no CI"
+    elif not lo <= est.low <= est.high <= hi:  # type: ignore[operator]
+        reason = f"CI reaches outside the measured links ({mbit(lo)} to {mbit(hi)})"
+    else:
+        reason = f"CI inside the measured links ({mbit(lo)} to {mbit(hi)})"
+    resolved = not why and est.low is not None and lo <= est.low <= est.high <= hi  # type: ignore[operator]
+    return RoundBreakEven(est, rounds, len(crossings), resolved, reason)
+
+
+def round_text(rb: RoundBreakEven | None) -> str:
+    """`312 Mbit/s [240 Mbit/s, 401 Mbit/s], 5 rounds, resolved` or why not."""
+    if rb is None:
+        return f"{fmt.DASH} (no shared rounds)"
+    if rb.estimate is None:
+        return f"unresolved: {rb.reason}"
+    e = rb.estimate
+    ci = f" [{mbit(e.low)}, {mbit(e.high)}]" if e.low is not None else ""
+    return f"{mbit(e.value)}{ci}, {rb.rounds} rounds, {'resolved' if rb.resolved else 'unresolved: ' + rb.reason}"
 
 
 def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None]:
@@ -138,9 +230,12 @@ def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
     ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna()]
     if ok.empty:
         return []
-    ok = _median_over_runs(ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()]))
+    ok = ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()])
+    raw = ok[ok["network_rate_bps"].notna()]
+    ok = _median_over_runs(ok)
     out = []
-    for _, group in ok.groupby("_case", sort=True):
+    for case_key, group in ok.groupby("_case", sort=True):
+        launches = raw[raw["_case"] == case_key]
         curves = {s: _curve(str(s), rows) for s, rows in group.groupby("strategy", sort=True)}
         base = curves.pop(BASELINE, None)
         if base is None or len(base.points) < 2:
@@ -149,7 +244,8 @@ def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
         for curve in curves.values():
             measured, why = crossing(base.points, curve.points)
             model, model_why = model_break_even(base, curve)
-            rows.append(BreakEven(curve, measured, why, model, model_why))
+            over = round_break_even(launches[launches["strategy"] == BASELINE], launches[launches["strategy"] == curve.strategy])
+            rows.append(BreakEven(curve, measured, why, model, model_why, over))
         first = group.iloc[0]
         lo, hi = int(group["runs"].min()), int(group["runs"].max())
         runs = "one run" if hi == 1 else f"median of {lo} runs" if lo == hi else f"median of {lo}–{hi} runs"
@@ -170,6 +266,8 @@ def table(case: NetworkCase) -> Table:
         *(Column(mbit(r), "step p50 (ms) on this link") for r in links),
         Column("link MB/step one way", "veth-counted bytes per step in one direction, headers included"),
         Column("break-even (measured)", "below this bandwidth the strategy's step beats fp32's (log-interpolated)"),
+        Column("break-even over rounds [CI]", "median over rounds of each round's crossing of its per-link ratios, with its CI; "
+               "resolved when every round crosses and the CI lies inside the measured links"),
         Column("break-even (model)", "8·(bytes_fp32 − bytes) / (compute − compute_fp32)"),
         Column("model error", "max |model − measured| / measured over the shaped links"),
     )
@@ -186,6 +284,9 @@ def table(case: NetworkCase) -> Table:
                 title="" if be is None else (be.measured_reason or ""),
                 sort=None if be is None else be.measured_bps,
             ),  # fmt: skip
+            Cell("(fp32)" if be is None else round_text(be.over_rounds), left=True, cls="wrap",
+                 sort=None if be is None or be.over_rounds is None or be.over_rounds.estimate is None
+                 else be.over_rounds.estimate.value),  # fmt: skip
             Cell(
                 "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else fmt.DASH),
                 title="" if be is None else (be.model_reason or ""),
@@ -230,14 +331,15 @@ def markdown(found: list[NetworkCase]) -> str:
         out.append(f"**{case.title}**\n")
         out.append("Step p50 in ms on each link; bytes counted on the veth.\n")
         out.append("| strategy | veth (unshaped) | " + " | ".join(mbit(r) for r in links)
-                   + " | link MB/step one way | break-even (measured) | break-even (model) | model error |")  # fmt: skip
-        out.append("|" + "---|" * (len(links) + 6))
+                   + " | link MB/step one way | break-even (measured) | break-even over rounds [CI] | break-even (model) | model error |")  # fmt: skip
+        out.append("|" + "---|" * (len(links) + 7))
         for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
             step = dict(curve.points)
             measured = "(fp32)" if be is None else (mbit(be.measured_bps) if be.measured_bps else f"— ({be.measured_reason})")
             model = "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else f"— ({be.model_reason})")
             out.append(f"| {curve.strategy} | {fmt.ms(curve.unshaped_s)} | " + " | ".join(fmt.ms(step.get(r)) for r in links)
-                       + f" | {fmt.mb(curve.bytes_per_direction)} | {measured} | {model} | "
+                       + f" | {fmt.mb(curve.bytes_per_direction)} | {measured} | "
+                       + ("(fp32)" if be is None else round_text(be.over_rounds)) + f" | {model} | "
                        + (fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH) + " |")  # fmt: skip
         out.append("")
     return "\n".join(out)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import secrets
 import sys
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ from tqdm import tqdm
 from bench.contracts import MEASUREMENT_VERSION
 from bench.distributed.forkserver import DEFAULT_START_METHOD
 from bench.distributed.launch import Placement
-from bench.runner.executors import Executor, LocalExecutor, TrialJob
+from bench.errors import BenchError
+from bench.runner.executors import Executor, LocalExecutor, PackingExecutor, TrialJob
+from bench.runner.noise import NoiseMeter
+from bench.runner.repeats import Launch, Repeats, combine
 from bench.runner.suite import Suite, Trial
 from bench.runner.trial import base_row, skipped_row
 from bench.storage.parquet import RunWriter, completed_trials
@@ -83,13 +87,21 @@ def run_sweep(
     executor: Executor | None = None,
     launch_method: str = DEFAULT_START_METHOD,
     placement: Placement | None = None,
+    round_seed: int | None = None,
 ) -> SweepOutcome:
     """Run what `plan` says to run on `executor` (default: here, one trial after another), writing
     each row as its trial finishes; skipped trials are recorded first.
 
+    A trial of several launches (`repeats`) is run in rounds: round r launches every trial
+    that still needs a launch once, in the order `random.Random(round_seed + r)` shuffles
+    them, so drift and load spread over all of them; its row is rewritten after each of its
+    launches (`repeat_stop = "unfinished"` until the last), so a killed sweep keeps them.
+    Between launches the local executor times a reference workload (`bench.runner.noise`);
+    every row of the run gets the run's noise columns.
+
     Across real nodes (`placement`) every node runs this, and only the node holding global
     rank 0 writes rows. Nothing is skipped as done there: every node must launch the same
-    trials, and the other nodes cannot see node 0's results."""
+    trials, and the other nodes cannot see node 0's results; repeats are refused there."""
     results_dir = results_root / suite.name
     entries = plan(suite, results_dir, force or placement is not None)
     run_id = new_run_id()
@@ -99,12 +111,15 @@ def run_sweep(
     outcome.cached = len(entries) - len(todo)
     bar = tqdm(total=len(todo), desc=suite.name, unit="trial", disable=not progress, file=sys.stderr, dynamic_ncols=True)
 
-    def record(trial: Trial, row: dict[str, Any] | None, comm: list[dict[str, Any]]) -> None:
-        bar.update(1)
+    def record(trial: Trial, row: dict[str, Any] | None, comm: list[dict[str, Any]], final: bool = True) -> None:
+        if final:
+            bar.update(1)
         if row is None:  # a node without global rank 0: that node writes the row
             outcome.counts["ran (row written by the node holding rank 0)"] += 1
             return
-        writer.add(row, comm)
+        writer.put(row, comm)
+        if not final:
+            return
         outcome.counts[row["status"]] += 1
         if row["status"] == "failed":
             first = (row["error"] or "").strip().splitlines()[-1:] or [""]
@@ -117,9 +132,78 @@ def run_sweep(
         else:
             launch = {"launch_method": launch_method, "placement": placement}
             jobs.append(TrialJob(trial, results_dir / "logs" / run_id / trial.config.trial_id, launch))
+    several = [j for j in jobs if j.trial.config.repeats != 1]
+    if several and placement is not None:
+        raise BenchError(f"repeats across real nodes (--nnodes) is not supported: trial {several[0].trial.config.trial_id} "
+                         f"has repeats = {several[0].trial.config.repeats!r}")  # fmt: skip
     executor = executor or LocalExecutor()
-    for job, (row, comm) in executor.run(jobs, run_id, results_dir / "logs" / run_id, lambda t: bar.set_postfix_str(describe(t))):
-        record(job.trial, row, comm)
+    # Only the local executor runs nothing between its launches: elsewhere the reference would time the sweep's own trials.
+    meter = NoiseMeter() if type(executor) is LocalExecutor else None
+    seed = round_seed if round_seed is not None else random.SystemRandom().randrange(2**31)
+    _run_rounds(jobs, executor, run_id, results_dir, bar, record, meter, seed if several else None)
+    if meter is not None:
+        meter.sample()
+        writer.update_all(*meter.columns())
+    else:
+        writer.update_all({}, {c: f"the reference workload runs only between launches of the local executor, not under "
+                               f"{executor.name}{' --pack' if isinstance(executor, PackingExecutor) else ''}"
+                               for c in NOISE_COLUMNS})  # fmt: skip
     bar.close()
     outcome.results_path = writer.trials_path if writer.rows else None
     return outcome
+
+
+NOISE_COLUMNS = ("noise_ref_cv", "noise_foreign_cores", "load_avg_1m", "noisy")
+REFERENCE_EVERY = 4  # launches between two reference bursts
+
+
+def _run_rounds(
+    jobs: list[TrialJob],
+    executor: Executor,
+    run_id: str,
+    results_dir: Path,
+    bar: Any,
+    record: Any,
+    meter: NoiseMeter | None,
+    seed: int | None,
+) -> None:
+    """Launch every job until its `Repeats` rule stops it: one round after another (shuffled by
+    `seed + round` when any trial has repeats; in suite order otherwise)."""
+    rules = {j.trial.config.trial_id: Repeats.of(j.trial.config) for j in jobs}
+    launches: dict[str, list[Launch]] = {tid: [] for tid in rules}
+    pending = list(jobs)
+    since_reference = 0
+    if meter is not None and pending:
+        meter.sample()
+    rnd = 0
+    while pending:
+        order = list(pending)
+        if seed is not None:
+            random.Random(seed + rnd).shuffle(order)
+        multi = seed is not None
+        round_jobs = [replace(j, log_dir=j.log_dir / f"launch-{len(launches[j.trial.config.trial_id])}") if multi else j
+                      for j in order]  # fmt: skip
+        finished = set()
+        for job, (row, comm) in executor.run(round_jobs, run_id, results_dir / "logs" / run_id, lambda t: bar.set_postfix_str(describe(t))):
+            tid = job.trial.config.trial_id
+            if row is None:  # another node's row: nothing to combine
+                finished.add(tid)
+                record(job.trial, None, comm)
+                continue
+            rule = rules[tid]
+            launches[tid].append(Launch(row, comm, rnd))
+            stop = rule.add(row.get("latency_p50_s"), float(row.get("trial_wall_s") or 0.0)) if row["status"] == "ok" else row["status"]
+            if stop is not None:
+                rule.stop = rule.stop or stop
+                finished.add(tid)
+            combined, comm_rows = combine(launches[tid], rule, seed, str(job.log_dir.parent) if multi else None)
+            record(job.trial, combined, comm_rows, final=stop is not None)
+            since_reference += 1
+            if meter is not None and since_reference >= REFERENCE_EVERY:
+                meter.sample()
+                since_reference = 0
+        pending = [j for j in pending if j.trial.config.trial_id not in finished]
+        if meter is not None and pending and since_reference:
+            meter.sample()
+            since_reference = 0
+        rnd += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -40,13 +41,33 @@ class RunWriter:
         self.comm_rows: list[dict[str, Any]] = []
 
     def add(self, row: dict[str, Any], comm_rows: list[dict[str, Any]]) -> None:
+        self._write([*self.rows, row], [*self.comm_rows, *comm_rows])
+
+    def put(self, row: dict[str, Any], comm_rows: list[dict[str, Any]]) -> None:
+        """Add `row`, replacing an earlier row of the same trial and its per-collective rows
+        (a trial of several launches is rewritten after each one)."""
+        tid = row["trial_id"]
+        self._write([*(r for r in self.rows if r["trial_id"] != tid), row],
+                    [*(c for c in self.comm_rows if c["trial_id"] != tid), *comm_rows])  # fmt: skip
+
+    def update_all(self, columns: dict[str, Any], reasons: dict[str, str]) -> None:
+        """Set `columns` on every row (values of the whole run, e.g. its noise), and add `reasons`
+        to each row's null_reasons."""
+        if not self.rows:
+            return
+        rows = []
+        for r in self.rows:
+            merged = {**json.loads(r.get("null_reasons") or "{}"), **reasons}
+            rows.append({**r, **columns, "null_reasons": json.dumps(merged)})
+        self._write(rows, self.comm_rows)
+
+    def _write(self, rows: list[dict[str, Any]], comm: list[dict[str, Any]]) -> None:
         # Arrow silently drops keys that are not in the schema: a misspelt column would
         # vanish without a trace, so reject it here.
-        for r, schema in [(row, TRIAL_SCHEMA), *((c, COMM_SCHEMA) for c in comm_rows)]:
+        for r, schema in [*((r, TRIAL_SCHEMA) for r in rows[-1:]), *((c, COMM_SCHEMA) for c in comm)]:
             extra = set(r) - set(schema.names)
             if extra:
                 raise ValueError(f"columns not in the results schema: {sorted(extra)}")
-        rows, comm = [*self.rows, row], [*self.comm_rows, *comm_rows]
         trials_table = pa.Table.from_pylist(rows, schema=TRIAL_SCHEMA)  # raises on a bad value
         comm_table = pa.Table.from_pylist(comm, schema=COMM_SCHEMA)
         _atomic_write(comm_table, self.comm_path)
@@ -109,6 +130,8 @@ def completed_trials(results_dir: Path, measurement_version: int) -> dict[str, i
     if df.empty:
         return {}
     ok = df[df["status"] == "ok"]
+    if "repeat_stop" in ok:  # a trial a killed sweep left mid-repeats is run again
+        ok = ok[ok["repeat_stop"] != "unfinished"]
     versions = ok["measurement_version"].fillna(0) if "measurement_version" in ok else pd.Series(0, index=ok.index)
     ok = ok.assign(_v=versions.astype(int))
     ok = ok[ok["_v"] <= measurement_version]

@@ -13,7 +13,7 @@ import pyarrow as pa
 
 from bench.contracts import PHASES
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4  # 4: launch-level CIs, repeats and noise columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +44,9 @@ def _cols(group: str, *specs: Spec) -> list[Column]:
 F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
 LIST_F64, LIST_I64, LIST_STR = pa.list_(pa.float64()), pa.list_(pa.int64()), pa.list_(pa.string())
 TS = pa.timestamp("us", tz="UTC")
+
+# The time figures with a CI over launches (bench/runner/repeats.py CI_METRICS), and their units.
+_CI_METRICS = (("latency_p50_s", "s"), ("tokens_per_s", "tokens/s"), ("algbw_Bps", "B/s"), ("busbw_Bps", "B/s"))
 
 TRIAL_COLUMNS: list[Column] = [
     *_cols(
@@ -99,6 +102,29 @@ TRIAL_COLUMNS: list[Column] = [
         ("transfer_encode_p50_s", F64, "s", "transfer: median time rank 0 takes to pack the state (inside the step)"),
         ("transfer_broadcast_p50_s", F64, "s", "transfer: median time from rank 0's packed buffer to the last receiver holding it"),
         ("transfer_decode_p50_s", F64, "s", "transfer: median time of the slowest receiver's unpacking; a step is encode + broadcast + decode"),
+        *(spec for col, unit in _CI_METRICS for spec in (
+            (f"{col}_ci_low", F64, unit, f"low end of the CI over launches of {col}'s median (level: ci_level); null under 3 launches"),
+            (f"{col}_ci_high", F64, unit, "high end of the same CI"),
+            (f"{col}_per_launch", LIST_F64, unit, f"{col} of each launch, in launch order; the column itself is their median"),
+        )),
+    ),
+    *_cols(
+        "repeats",
+        ("launches", I64, "launches", "launches of the trial's ranks that this row combines (`repeats`); the time figures are medians over them"),
+        ("launch_rounds", LIST_I64, "", "the sweep round of each launch: launches of one round ran between the same neighbours, so ratios within a round pair them"),
+        ("ci_level", F64, "ratio", "coverage of the launch-level CIs: the order-statistic interval of the median, >= 0.95 from 6 launches; [min, max] below (0.75 at 3, 0.875 at 4, 0.9375 at 5)"),
+        ("repeats", STR, "", "the trial's repeats setting: a launch count, or `auto` (launch until the step p50's CI is within repeat_target)"),
+        ("repeat_target_met", BOOL, "", "auto: whether the step p50's CI half-width reached repeat_target; null for a fixed count"),
+        ("repeat_stop", STR, "", "why launching stopped: target, max launches, max seconds, fixed, failed, skipped; `unfinished` while (or if a sweep was killed while) it ran"),
+        ("round_seed", I64, "", "seed of the sweep's round order: round r runs its trials in the order random.Random(seed + r) shuffles them"),
+    ),
+    *_cols(
+        "noise",
+        ("noise_ref_s", LIST_F64, "s", "the sweep's reference workload timings (20 sorts of 64 Ki doubles, one thread), taken between launches"),
+        ("noise_ref_cv", F64, "ratio", "their coefficient of variation (std / mean) over the sweep"),
+        ("noise_foreign_cores", F64, "cores", "median over the reference bursts of the cores busy with other programs (/proc/stat minus this process)"),
+        ("load_avg_1m", F64, "", "highest 1-minute load average seen at a reference burst (includes the sweep's own recent ranks)"),
+        ("noisy", BOOL, "", "reference CV > 5% or other programs busy on > 25% of the cores: this sweep's times are not comparable with a quiet one's"),
     ),
     *_cols(
         "memory",
@@ -224,7 +250,7 @@ TRIAL_COLUMNS: list[Column] = [
 # rows of one trial agree on all of them (tests/integration/test_launch_paths.py).
 RUN_VARYING = frozenset(
     {"run_id", "started_at", "log_dir", "launch_method", "packed_with", "launcher_cpu_s", "trial_wall_s"}
-    | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "device", "phases")}
+    | {c.name for c in TRIAL_COLUMNS if c.group in ("latency", "device", "phases", "repeats", "noise")}
     | {c.name for c in TRIAL_COLUMNS if c.name.startswith("mem_")}  # sampled RSS and allocator peaks
     | {"comm_time_s_per_step", "comm_overlap_fraction", "algbw_Bps", "busbw_Bps"}  # profiler and latency timings
     # Kernel counters of the window: the start barrier's few bytes land on whichever rank's

@@ -10,6 +10,7 @@ eight runs with a persistent latency step.
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -67,6 +68,7 @@ def trial(
     seed: int = 0,
     env: dict[str, Any] | None = None,
     network: str | None = None,
+    launches: int = 3,
     **measured: Any,
 ) -> dict[str, Any]:
     """A full trial row of `run` (appended to it); `measured` sets any measurement column.
@@ -95,6 +97,12 @@ def trial(
         times = samples(rng, latency_s)
         p = np.percentile(times, [50, 90, 99])
         tokens = {"train": cfg.batch_size * cfg.seq_len, "infer": cfg.batch_size * cfg.seq_len}.get(workload, 0)
+        # Launches of the trial: each launch's p50 within ±2% of latency_s (drawn apart from `rng`,
+        # so the step samples stay what they were); the row's p50 is their median.
+        per_launch = list(latency_s * (1 + np.random.default_rng(zlib.crc32(f"{run.run_id}{cfg.trial_id}".encode())).uniform(-0.02, 0.02, launches)))
+        lo, hi = (min(per_launch), max(per_launch)) if launches >= 3 else (None, None)
+        row.update(latency_p50_s_per_launch=per_launch, latency_p50_s_ci_low=lo, latency_p50_s_ci_high=hi, launches=launches)
+        p[0] = float(np.median(per_launch))
         row.update(latency_samples_s=times, latency_p50_s=p[0], latency_p90_s=p[1], latency_p99_s=p[2],
                    latency_mean_s=float(np.mean(times)), latency_std_s=float(np.std(times)), tokens_per_step=tokens,
                    tokens_per_s=tokens * world_size / p[0], mem_rss_peak_bytes_max=650_000_000,

@@ -55,32 +55,48 @@ def only(cmp: Comparison, metric: str) -> Verdict:
 # --- pairwise: noisy metrics ---------------------------------------------------------------------
 
 
-def test_a_20_percent_latency_regression_in_realistic_noise_is_worse() -> None:
-    cmp = compare(frame(row(latency=samples(0.1, seed=1))), frame(row(run="cand", latency=samples(0.12, seed=2))))
+def launches(median: float, seed: int, n: int = 5, noise: float = 0.05) -> list[float]:
+    """`n` launch p50s uniformly within ±`noise` of `median`."""
+    return list(median * (1 + np.random.default_rng(seed).uniform(-noise, noise, n)))
+
+
+def test_a_20_percent_latency_regression_over_launches_is_worse() -> None:
+    base = frame(row(latency=samples(0.1, seed=1), latency_p50_s_per_launch=launches(0.1, 1)))
+    cand = frame(row(run="cand", latency=samples(0.12, seed=2), latency_p50_s_per_launch=launches(0.12, 2)))
+    cmp = compare(base, cand)
     (found,) = cmp.regressions()
-    assert found.metric == "latency_p50" and found.verdict is Verdict.WORSE
-    assert found.rel_change == pytest.approx(0.2, abs=0.04) and found.p_value is not None and found.p_value < 1e-6
-    assert cmp.has_regressions() and "worse" in cmp.summary() and "latency_p50" in cmp.summary()
+    assert found.metric == "latency_p50" and found.verdict is Verdict.WORSE and found.launches == (5, 5)
+    assert found.rel_change == pytest.approx(0.2, abs=0.06) and found.p_value is None and found.base_ci is not None
+    assert cmp.has_regressions() and "worse" in cmp.summary() and "launches 5 vs 5" in cmp.summary()
 
 
-def test_a_2_percent_shift_within_that_noise_is_not_flagged() -> None:
+def test_a_2_percent_shift_within_5_percent_launch_noise_is_not_flagged() -> None:
     for seed in range(5):
-        cmp = compare(frame(row(latency=samples(0.1, seed))), frame(row(run="cand", latency=samples(0.102, seed + 100))))
-        assert only(cmp, "latency_p50") is Verdict.WITHIN_NOISE and not cmp.has_regressions()
+        base = frame(row(latency=samples(0.1, seed), latency_p50_s_per_launch=launches(0.1, seed)))
+        cand = frame(row(run="cand", latency=samples(0.102, seed + 100), latency_p50_s_per_launch=launches(0.102, seed + 100)))
+        assert only(compare(base, cand), "latency_p50") is Verdict.WITHIN_NOISE
 
 
-def test_a_large_change_that_is_not_significant_is_within_noise() -> None:
-    # 5 steps a side at 40% CV: the median moves 25% but the rank test cannot tell.
-    base, cand = samples(0.1, seed=3, n=5, cv=0.4), samples(0.125, seed=4, n=5, cv=0.4)
-    found = next(f for f in compare(frame(row(latency=base)), frame(row(run="cand", latency=cand))).findings if f.metric == "latency_p50")
-    assert found.p_value is not None and found.p_value >= 0.05
-    assert found.verdict is Verdict.WITHIN_NOISE
+def test_one_launch_a_side_gives_no_verdict_however_far_apart_its_steps() -> None:
+    # Same work, two launches: 30 steps each, 60% apart, a rank test would say p < 1e-10.
+    cmp = compare(frame(row(latency=samples(0.1, seed=1))), frame(row(run="cand", latency=samples(0.16, seed=2))))
+    (found,) = [f for f in cmp.findings if f.metric == "latency_p50"]
+    assert found.verdict is Verdict.WITHIN_NOISE and found.p_value is None and "no launch-level CI" in found.note
+    assert found.launches == (1, 1) and not cmp.has_regressions()
 
 
-def test_latency_threshold_and_alpha_are_configurable() -> None:
-    base, cand = frame(row(latency=samples(0.1, 1))), frame(row(run="cand", latency=samples(0.12, 2)))
+def test_repeated_runs_pool_their_launches() -> None:
+    """Rows of one history key (e.g. compare-revs' rounds, one launch each) are launches of one side."""
+    def side(run: str, median: float, seed: int) -> pd.DataFrame:
+        return frame(*(row(run=f"{run}{i}", latency=samples(v, i)) for i, v in enumerate(launches(median, seed, n=4))))
+
+    assert only(compare(side("b", 0.1, 1), side("c", 0.13, 2)), "latency_p50") is Verdict.WORSE
+
+
+def test_latency_threshold_is_configurable_and_alpha_checked() -> None:
+    base = frame(row(latency=samples(0.1, 1), latency_p50_s_per_launch=launches(0.1, 1)))
+    cand = frame(row(run="cand", latency=samples(0.12, 2), latency_p50_s_per_launch=launches(0.12, 2)))
     assert only(compare(base, cand, [Threshold("latency_p50", 0.5)]), "latency_p50") is Verdict.WITHIN_NOISE
-    assert only(compare(base, cand, alpha=1e-30), "latency_p50") is Verdict.WITHIN_NOISE
     with pytest.raises(BenchError, match="alpha"):
         compare(base, cand, alpha=1.5)
 
@@ -270,9 +286,9 @@ def run_cli(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> tuple[int,
 
 
 def test_cli_exits_1_on_a_regression_and_0_without(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
-    base = _write(tmp_path / "base", "b", row(latency=samples(0.1, 1)))
-    slow = _write(tmp_path / "slow", "s", row(run="s", latency=samples(0.12, 2)))
-    same = _write(tmp_path / "same", "o", row(run="o", latency=samples(0.1, 3)))
+    base = _write(tmp_path / "base", "b", row(latency=samples(0.1, 1), latency_p50_s_per_launch=launches(0.1, 1)))
+    slow = _write(tmp_path / "slow", "s", row(run="s", latency=samples(0.12, 2), latency_p50_s_per_launch=launches(0.12, 2)))
+    same = _write(tmp_path / "same", "o", row(run="o", latency=samples(0.1, 3), latency_p50_s_per_launch=launches(0.1, 3)))
     code, out, _ = run_cli(capsys, "compare", base, tmp_path / "slow", "--json", tmp_path / "out.json")
     assert code == 1 and "regressions:\n  worse" in out and "latency_p50" in out
     stored = json.loads((tmp_path / "out.json").read_text())

@@ -96,7 +96,7 @@ def test_rows_of_different_runs_are_never_paired(tmp_path: Path) -> None:
     assert trials.loc["fp16_compress", "latency_p50_s_ratio"] == pytest.approx(0.8, rel=0.05)
 
 
-def test_verdicts_come_from_the_test_on_the_raw_samples(tmp_path: Path) -> None:
+def test_verdicts_come_from_the_cis_over_launches(tmp_path: Path) -> None:
     rng = np.random.default_rng(3)
     run = run_at(0)
     trial(run, "baseline", rng=rng, latency_s=0.100)
@@ -104,7 +104,7 @@ def test_verdicts_come_from_the_test_on_the_raw_samples(tmp_path: Path) -> None:
     trial(run, "topk", rng=rng, latency_s=0.130)
     trial(run, "signsgd", rng=rng, latency_s=0.101)  # 1%: inside the 10% threshold
     found = all_findings(data_of(run, root=tmp_path))
-    assert only(found, "fp16_compress").verdict == "better" and only(found, "fp16_compress").p_value < 1e-6
+    assert only(found, "fp16_compress").verdict == "better" and only(found, "fp16_compress").p_value is None
     assert only(found, "topk").verdict == "worse"
     assert only(found, "signsgd").verdict == "within noise"
     assert [f.strategy for f in found] == ["fp16_compress", "signsgd", "topk"]  # ranked, fastest first
