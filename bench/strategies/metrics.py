@@ -12,23 +12,21 @@ unknown rank-result field.
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-import pyarrow as pa
-
 from bench.errors import BenchError
-from bench.storage.schema import TRIAL_COLUMNS
 
-# The Python types a metric may have, and the arrow types of the columns each may fill.
-_ARROW: dict[type, tuple[pa.DataType, ...]] = {
-    int: (pa.int64(),),
-    float: (pa.float64(),),
-    str: (pa.string(),),
-    bool: (pa.bool_(),),
-    list: (pa.list_(pa.int64()), pa.list_(pa.float64()), pa.list_(pa.string())),
+# The Python types a metric may have, and the arrow types (by name) of the columns each may fill.
+_ARROW: dict[type, tuple[str, ...]] = {
+    int: ("int64",),
+    float: ("double",),
+    str: ("string",),
+    bool: ("bool",),
+    list: ("list<item: int64>", "list<item: double>", "list<item: string>"),
     dict: (),  # JSON only
 }
 # What a value of each type may be at run time (numbers through their ABCs: numpy scalars count).
@@ -67,7 +65,16 @@ class Metric:
 
 
 def check_declared(owner: str, metrics: Iterable[Metric]) -> None:
-    """Raise BenchError unless every metric of `owner` is named once and fills a real column of its type and unit."""
+    """Raise BenchError unless every metric of `owner` is named once and fills a real column of its type and unit.
+
+    A rank skips the check: the parent that launched it registered the same classes and
+    checked them, and the schema's import (pyarrow) would start allocator threads in a
+    spawned rank that a rank forked from the preloaded server does not have.
+    """
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:  # set by torchelastic in its workers only
+        return
+    from bench.storage.schema import TRIAL_COLUMNS
+
     columns = {c.name: c for c in TRIAL_COLUMNS}
     seen: set[str] = set()
     for m in metrics:
@@ -80,7 +87,7 @@ def check_declared(owner: str, metrics: Iterable[Metric]) -> None:
         col = columns.get(m.column)
         if col is None:
             raise BenchError(f"{where} fills column {m.column!r}, which bench.storage.schema does not have")
-        if col.type not in _ARROW[m.type]:
+        if str(col.type) not in _ARROW[m.type]:
             raise BenchError(f"{where} is {m.type.__name__} but column {m.column!r} is {col.type}")
         if col.unit != m.unit:
             raise BenchError(f"{where} is in {m.unit!r} but column {m.column!r} is in {col.unit!r}")

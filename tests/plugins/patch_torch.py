@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
+from bench.strategies.metrics import Metric
 
 MARK = "_commbench_patched_by"
 
@@ -17,6 +18,8 @@ if "patch_torch" not in STRATEGIES:
         name = "patch_torch"
         summary = "test only: records whether torch is already patched, then patches it (gelu and a module attribute)"
         aspect = Aspect.MODEL
+        metrics = tuple(Metric(n, str, doc="the trial id of a patch found then") for n in
+                        ("torch_patched_before", "gelu_patched_before", "torch_patched_after"))  # fmt: skip
 
         def apply(self, state: TrialState) -> None:
             # What an earlier trial's patch would have left behind, if ranks or the modules
