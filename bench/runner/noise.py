@@ -22,7 +22,11 @@ import numpy as np
 
 SORTS = 20
 SAMPLES_PER_BURST = 3
-NOISY_CV = 0.05
+# Calibrated on this 2-core machine (2026-12-04): the reference's CV over a whole quiet sweep was
+# 8.9% and 9.4% (two sweeps of `make stability`, 0.01-0.02 cores busy elsewhere), 28% under load.
+# A 5% threshold flagged both quiet sweeps; between launches the sweep's own just-ended ranks
+# and the kernel's cleanup still perturb a 0.1 s reference.
+NOISY_CV = 0.15
 NOISY_FOREIGN_SHARE = 0.25
 REFERENCE = f"{SORTS} sorts of 65536 float64 (one thread), {SAMPLES_PER_BURST} timings per burst between launches"
 
