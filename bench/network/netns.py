@@ -124,6 +124,16 @@ def _cleanup() -> None:
         _delete(ns)
 
 
+def _bring_up(ns: str, dev: str, addr: str, spec: NetworkSpec) -> None:
+    """A node's end of its link: IPv4 only, its address, lo and the device up, its egress shaped."""
+    _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
+    _ip("-n", ns, "addr", "add", f"{addr}/{PREFIX}", "dev", dev)
+    _ip("-n", ns, "link", "set", "lo", "up")
+    _ip("-n", ns, "link", "set", dev, "up")
+    if spec.shaped:
+        _tc(ns, *qdisc_args(spec, dev))
+
+
 @contextmanager
 def pair(spec: NetworkSpec) -> Iterator[Link]:
     """Create the namespace pair for `spec`, yield it, delete it; NetnsUnavailable where it cannot be made."""
@@ -139,12 +149,7 @@ def pair(spec: NetworkSpec) -> Iterator[Link]:
         (ns0, ns1), (if0, if1) = link.namespaces, link.interfaces
         _ip("link", "add", if0, "netns", ns0, "type", "veth", "peer", "name", if1, "netns", ns1)
         for ns, dev, addr in zip(link.namespaces, link.interfaces, link.addresses):
-            _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-            _ip("-n", ns, "addr", "add", f"{addr}/{PREFIX}", "dev", dev)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
-            if spec.shaped:
-                _tc(ns, *qdisc_args(spec, dev))
+            _bring_up(ns, dev, addr, spec)
         yield link
     finally:
         for ns in link.namespaces:
@@ -175,12 +180,8 @@ def bridged(spec: NetworkSpec, n: int) -> Iterator[Link]:
             _ip("link", "add", dev, "netns", ns, "type", "veth", "peer", "name", port, "netns", hub)
             _ip("-n", hub, "link", "set", port, "master", bridge)
             _ip("-n", hub, "link", "set", port, "up")
-            _ip("netns", "exec", ns, "sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1")
-            _ip("-n", ns, "addr", "add", f"{addr}/{PREFIX}", "dev", dev)
-            _ip("-n", ns, "link", "set", "lo", "up")
-            _ip("-n", ns, "link", "set", dev, "up")
+            _bring_up(ns, dev, addr, spec)
             if spec.shaped:
-                _tc(ns, *qdisc_args(spec, dev))
                 _tc(hub, *qdisc_args(spec, port))
         yield link
     finally:
