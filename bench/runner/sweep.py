@@ -6,6 +6,7 @@ import random
 import secrets
 import sys
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -139,11 +140,16 @@ def run_sweep(
     executor = executor or LocalExecutor()
     # Only the local executor runs nothing between its launches: elsewhere the reference would time the sweep's own trials.
     meter = NoiseMeter() if type(executor) is LocalExecutor else None
-    seed = round_seed if round_seed is not None else random.SystemRandom().randrange(2**31)
-    _run_rounds(jobs, executor, run_id, results_dir, bar, record, meter, seed if several else None)
-    if meter is not None:
+
+    def sample_noise() -> None:
+        # Every row so far gets the noise measured so far: a killed sweep keeps it too.
         meter.sample()
         writer.update_all(*meter.columns())
+
+    seed = round_seed if round_seed is not None else random.SystemRandom().randrange(2**31)
+    _run_rounds(jobs, executor, run_id, results_dir, bar, record, sample_noise if meter else None, seed if several else None)
+    if meter is not None:
+        sample_noise()
     else:
         writer.update_all({}, {c: f"the reference workload runs only between launches of the local executor, not under "
                                f"{executor.name}{' --pack' if isinstance(executor, PackingExecutor) else ''}"
@@ -164,7 +170,7 @@ def _run_rounds(
     results_dir: Path,
     bar: Any,
     record: Any,
-    meter: NoiseMeter | None,
+    sample_noise: Callable[[], None] | None,
     seed: int | None,
 ) -> None:
     """Launch every job until its `Repeats` rule stops it: one round after another (shuffled by
@@ -173,8 +179,8 @@ def _run_rounds(
     launches: dict[str, list[Launch]] = {tid: [] for tid in rules}
     pending = list(jobs)
     since_reference = 0
-    if meter is not None and pending:
-        meter.sample()
+    if sample_noise is not None and pending:
+        sample_noise()
     rnd = 0
     while pending:
         order = list(pending)
@@ -199,11 +205,11 @@ def _run_rounds(
             combined, comm_rows = combine(launches[tid], rule, seed, str(job.log_dir.parent) if multi else None)
             record(job.trial, combined, comm_rows, final=stop is not None)
             since_reference += 1
-            if meter is not None and since_reference >= REFERENCE_EVERY:
-                meter.sample()
+            if sample_noise is not None and since_reference >= REFERENCE_EVERY:
+                sample_noise()
                 since_reference = 0
         pending = [j for j in pending if j.trial.config.trial_id not in finished]
-        if meter is not None and pending and since_reference:
-            meter.sample()
+        if sample_noise is not None and pending and since_reference:
+            sample_noise()
             since_reference = 0
         rnd += 1

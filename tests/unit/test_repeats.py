@@ -173,3 +173,30 @@ def test_break_even_over_rounds_is_unresolved_when_a_round_does_not_cross() -> N
     cand = pd.DataFrame(_net_rows("fp16", {1e9: [1.2, 0.9, 1.2], 5e7: [1.2, 1.2, 1.2]}))  # round 1: faster on both links
     found = round_break_even(base, cand)
     assert found is not None and not found.resolved and "1 of 3 rounds do not cross" in found.reason
+
+
+def test_a_killed_sweep_keeps_the_noise_measured_before_it_stopped(tmp_path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The reference's columns reach the rows as the sweep goes, not only at its end."""
+    monkeypatch.setattr("bench.runner.noise.SORTS", 1)  # a shorter reference: its length is not under test
+    from bench.runner import suite as suites
+    from bench.runner.executors import LocalExecutor
+    from bench.runner.sweep import run_sweep
+    from bench.runner.trial import base_row
+    from bench.storage.parquet import read_results
+
+    calls = []
+
+    def fake_run(cfg, run_id, params, log_dir, **launch):  # type: ignore[no-untyped-def]
+        calls.append(cfg.trial_id)
+        if len(calls) == 5:  # round 0 (2 launches), round 1 (2), then killed in round 2
+            raise KeyboardInterrupt
+        return {**base_row(cfg, run_id, params), "status": "ok", "latency_p50_s": 0.1, "trial_wall_s": 1.0}, []
+
+    path = tmp_path / "killed.toml"
+    path.write_text('name = "killed"\n[matrix]\nstrategies = ["baseline"]\nmodels = ["gpt2-tiny", "bert-tiny"]\n'
+                    'workloads = ["train"]\nworld_sizes = [1]\n[settings]\nrepeats = 3\n')  # fmt: skip
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(suites.load(str(path)), tmp_path / "r", progress=False, executor=LocalExecutor(fake_run), round_seed=1)
+    df = read_results([tmp_path / "r" / "killed"])
+    assert len(df) == 2 and (df["repeat_stop"] == "unfinished").all()
+    assert df["noise_ref_cv"].notna().all() and df["noisy"].notna().all()
