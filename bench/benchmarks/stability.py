@@ -45,9 +45,31 @@ def label(row: pd.Series) -> str:
     return f"{row['strategy']} {row['model']} ws={row['world_size']}{net}"
 
 
-def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[dict[str, Any]], int]:
-    """One line per trial of both sweeps; and how many trials are within GOAL or flag their noise."""
-    lines, ok = [], 0
+@dataclasses.dataclass
+class Tally:
+    """How the trials of two sweeps fared against the goal."""
+
+    trials: int = 0
+    within: int = 0  # medians within GOAL
+    overlap: int = 0  # launch CIs overlap
+    flagged_misses: int = 0  # not within GOAL, and a row says why
+    unflagged_misses: int = 0  # not within GOAL, and no row says why
+    flagged: int = 0  # trials a row flags, within GOAL or not
+
+    @property
+    def ok(self) -> int:
+        return self.within + self.flagged_misses
+
+    def text(self) -> str:
+        return (f"{self.within} of {self.trials} trials' medians within {GOAL:.0%}; {self.overlap} of {self.trials} "
+                f"pairs of launch CIs overlap; of the {self.trials - self.within} others, {self.flagged_misses} flagged "
+                f"and {self.unflagged_misses} NOT flagged. ({self.flagged} of {self.trials} trials carry a flag, "
+                f"within {GOAL:.0%} or not: a flag on every row says only that nothing here reached its target.)")  # fmt: skip
+
+
+def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[dict[str, Any]], Tally]:
+    """One line per trial of both sweeps; and the tally against the goal."""
+    lines, tally = [], Tally()
     b_by = {r["trial_id"]: r for _, r in b.iterrows()}
     for _, ra in a.sort_values(["suite", "strategy", "model", "world_size", "network"], na_position="first").iterrows():
         rb = b_by.get(ra["trial_id"])
@@ -62,12 +84,17 @@ def compare_sweeps(a: pd.DataFrame, b: pd.DataFrame) -> tuple[list[dict[str, Any
         flags += [f"sweep {i} missed its CI target ({r.get('repeat_stop')})" for i, r in ((1, ra), (2, rb))
                   if r.get("repeat_target_met") is False]  # fmt: skip
         good = diff is not None and abs(diff) <= GOAL
-        ok += good or bool(flags)
+        tally.trials += 1
+        tally.within += good
+        tally.overlap += bool(overlap)
+        tally.flagged += bool(flags)
+        tally.flagged_misses += not good and bool(flags)
+        tally.unflagged_misses += not good and not flags
         lines.append({"trial": label(ra), "sweep 1": _ci(ra), "sweep 2": _ci(rb),
                       "diff": "–" if diff is None else f"{diff * 100:+.1f}%",
                       "CIs overlap": "–" if overlap is None else ("yes" if overlap else "NO"),
                       "noise": "; ".join(flags) or ("" if good else "NOT FLAGGED")})  # fmt: skip
-    return lines, ok
+    return lines, tally
 
 
 def markdown(lines: list[dict[str, Any]]) -> str:
@@ -96,15 +123,15 @@ def summarize(a: pd.DataFrame, b: pd.DataFrame) -> int:
         first = df[df["noisy"].notna()].iloc[0].to_dict() if df["noisy"].notna().any() else {}
         print(f"sweep {i}: run {df['run_id'].iloc[0]}, round seed {df['round_seed'].dropna().iloc[0] if df['round_seed'].notna().any() else '–'}, "
               f"{describe(first) if first else 'noise not measured'}")  # fmt: skip
-    lines, ok = compare_sweeps(a, b)
+    lines, tally = compare_sweeps(a, b)
     print(markdown(lines))
-    print(f"\n{ok}/{len(lines)} trials: the two sweeps' medians within {GOAL:.0%}, or the row flags the noise")
+    print(f"\n{tally.text()}")
     for i, df in ((1, a), (2, b)):
         found = break_evens(df)
         if found:
             print(f"\nbreak-even over rounds, sweep {i}:")
             print("\n".join(found))
-    return 0 if ok == len(lines) else 1
+    return 0 if tally.ok == tally.trials else 1
 
 
 def suite_of(max_launches: int | None, links: list[str] | None, only: str | None, limit: int | None = None) -> Any:
