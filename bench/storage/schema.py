@@ -1,5 +1,10 @@
 """Result columns: name, arrow type, unit and meaning. The schema tables of docs/schema.md are generated from here.
 
+The columns name their arrow types as text (`"int64"`, `"list<item: double>"`: pyarrow's own
+spelling), so a rank can check its metric declarations against them without importing
+pyarrow, whose allocator threads would make a spawned rank differ from a forked one;
+`TRIAL_SCHEMA` and `COMM_SCHEMA`, the pyarrow schemas, are built on first use.
+
 Bump SCHEMA_VERSION when a column changes meaning or type; readers refuse newer versions.
 What the numbers in a row measure is versioned apart, by `contracts.MEASUREMENT_VERSION`.
 """
@@ -8,8 +13,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, Any
 
-import pyarrow as pa
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 from bench.contracts import PHASES
 
@@ -21,7 +29,7 @@ class Column:
     """One result column; `label` and `fmt` (a formatter of `bench.reports.fmt`) are how a report shows it."""
 
     name: str
-    type: pa.DataType
+    type: str  # the arrow type as pyarrow prints it
     unit: str
     doc: str
     group: str
@@ -33,7 +41,7 @@ class Column:
         return self.label or self.name
 
 
-Spec = tuple[str, pa.DataType, str, str] | tuple[str, pa.DataType, str, str, str, str]
+Spec = tuple[str, str, str, str] | tuple[str, str, str, str, str, str]
 
 
 def _cols(group: str, *specs: Spec) -> list[Column]:
@@ -41,9 +49,9 @@ def _cols(group: str, *specs: Spec) -> list[Column]:
     return [Column(*spec[:4], group, *spec[4:]) for spec in specs]  # type: ignore[misc]
 
 
-F64, I64, STR, BOOL = pa.float64(), pa.int64(), pa.string(), pa.bool_()
-LIST_F64, LIST_I64, LIST_STR = pa.list_(pa.float64()), pa.list_(pa.int64()), pa.list_(pa.string())
-TS = pa.timestamp("us", tz="UTC")
+F64, I64, STR, BOOL = "double", "int64", "string", "bool"
+LIST_F64, LIST_I64, LIST_STR = "list<item: double>", "list<item: int64>", "list<item: string>"
+TS = "timestamp[us, tz=UTC]"
 
 # The time figures with a CI over launches (bench/runner/repeats.py CI_METRICS), and their units.
 _CI_METRICS = (("latency_p50_s", "s"), ("tokens_per_s", "tokens/s"), ("algbw_Bps", "B/s"), ("busbw_Bps", "B/s"))
@@ -302,13 +310,33 @@ COMM_COLUMNS: list[Column] = _cols(
 )
 
 
+def arrow_type(name: str) -> pa.DataType:
+    """The pyarrow type a column names (one of the constants above)."""
+    import pyarrow as pa
+
+    types = {F64: pa.float64(), I64: pa.int64(), STR: pa.string(), BOOL: pa.bool_(), LIST_F64: pa.list_(pa.float64()),
+             LIST_I64: pa.list_(pa.int64()), LIST_STR: pa.list_(pa.string()), TS: pa.timestamp("us", tz="UTC")}  # fmt: skip
+    got = types[name]
+    assert str(got) == name, f"{name!r} is spelt {str(got)!r} by pyarrow"
+    return got
+
+
 def arrow_schema(columns: list[Column]) -> pa.Schema:
+    import pyarrow as pa
+
     meta = {b"commbench_schema_version": str(SCHEMA_VERSION).encode()}
-    return pa.schema([pa.field(c.name, c.type) for c in columns], metadata=meta)
+    return pa.schema([pa.field(c.name, arrow_type(c.type)) for c in columns], metadata=meta)
 
 
-TRIAL_SCHEMA = arrow_schema(TRIAL_COLUMNS)
-COMM_SCHEMA = arrow_schema(COMM_COLUMNS)
+@cache
+def _schemas() -> dict[str, pa.Schema]:
+    return {"TRIAL_SCHEMA": arrow_schema(TRIAL_COLUMNS), "COMM_SCHEMA": arrow_schema(COMM_COLUMNS)}
+
+
+def __getattr__(name: str) -> Any:  # TRIAL_SCHEMA and COMM_SCHEMA, built (and pyarrow imported) on first use
+    if name in ("TRIAL_SCHEMA", "COMM_SCHEMA"):
+        return _schemas()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def markdown(columns: list[Column]) -> str:

@@ -12,7 +12,6 @@ unknown rank-result field.
 from __future__ import annotations
 
 import numbers
-import os
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,7 +20,7 @@ from typing import Any
 from bench.errors import BenchError
 
 # The Python types a metric may have, and the arrow types (by name) of the columns each may fill.
-_ARROW: dict[type, tuple[str, ...]] = {
+_ARROW: dict[type, tuple[str, ...]] = {  # the schema's arrow type names (bench.storage.schema)
     int: ("int64",),
     float: ("double",),
     str: ("string",),
@@ -67,12 +66,8 @@ class Metric:
 def check_declared(owner: str, metrics: Iterable[Metric]) -> None:
     """Raise BenchError unless every metric of `owner` is named once and fills a real column of its type and unit.
 
-    A rank skips the check: the parent that launched it registered the same classes and
-    checked them, and the schema's import (pyarrow) would start allocator threads in a
-    spawned rank that a rank forked from the preloaded server does not have.
+    Runs wherever a strategy registers, ranks included: the schema's columns import no pyarrow.
     """
-    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:  # set by torchelastic in its workers only
-        return
     from bench.storage.schema import TRIAL_COLUMNS
 
     columns = {c.name: c for c in TRIAL_COLUMNS}
@@ -87,7 +82,7 @@ def check_declared(owner: str, metrics: Iterable[Metric]) -> None:
         col = columns.get(m.column)
         if col is None:
             raise BenchError(f"{where} fills column {m.column!r}, which bench.storage.schema does not have")
-        if str(col.type) not in _ARROW[m.type]:
+        if col.type not in _ARROW[m.type]:
             raise BenchError(f"{where} is {m.type.__name__} but column {m.column!r} is {col.type}")
         if col.unit != m.unit:
             raise BenchError(f"{where} is in {m.unit!r} but column {m.column!r} is in {col.unit!r}")

@@ -77,3 +77,13 @@ def test_strategies_page_table_is_current() -> None:
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "strategies.md").read_text()
     assert strategies_markdown() in page, "docs/strategies.md's table is stale: commbench list strategies --markdown"
+
+
+def test_the_columns_import_no_pyarrow_and_name_the_types_pyarrow_builds() -> None:
+    """A rank checks its metric declarations against the columns; pyarrow must not come with them."""
+    import subprocess
+    import sys
+
+    code = "import sys, bench.storage.schema as s; s.TRIAL_COLUMNS; print('pyarrow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip() == "False"
+    assert [str(f.type) for f in TRIAL_SCHEMA] == [c.type for c in TRIAL_COLUMNS]
