@@ -27,6 +27,7 @@ class Observed:
     n: int
     measured_s: float
     calls: tuple[Call, ...]
+    by_round: tuple[tuple[str, int, float], ...] = ()  # (run, round, step p50) of each launch made in rounds
 
 
 @dataclass(frozen=True, slots=True)

@@ -90,5 +90,16 @@ def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
         calls = _calls(comm, first["run_id"], first["trial_id"], int(first["steps"]))
         rate = first["network_rate_bps"]
         out.append(Observed(str(case), str(strategy), str(link), None if pd.isna(rate) else float(rate),
-                            int(first["world_size"]), float(g["latency_p50_s"].median()), calls))  # fmt: skip
+                            int(first["world_size"]), float(g["latency_p50_s"].median()), calls, _by_round(g)))  # fmt: skip
     return out
+
+
+def _by_round(g: pd.DataFrame) -> tuple[tuple[str, int, float], ...]:
+    """(run, round, p50) of every launch of `g`'s rows that ran in rounds (rows of one launch have none)."""
+    out = []
+    for _, r in g.iterrows():
+        rounds, p50s = r.get("launch_rounds"), r.get("latency_p50_s_per_launch")
+        if rounds is None or p50s is None or isinstance(rounds, float) or len(rounds) != len(p50s) or len(rounds) < 2:
+            continue
+        out += [(str(r["run_id"]), int(rnd), float(v)) for rnd, v in zip(rounds, p50s)]
+    return tuple(out)

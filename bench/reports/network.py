@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bench.compare.stats import Estimate, median_ci
 from bench.config import canonical_json
-from bench.predict.breakeven import crossing
+from bench.predict import breakeven
+from bench.predict.breakeven import RoundBreakEven, crossing, round_text
+from bench.predict.breakeven import rate_text as mbit
 from bench.reports import cases, fmt, plots, predicted
 from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
 
@@ -50,17 +51,6 @@ class Curve:
     messages: float | None  # collectives per step
     compute_s: float | None  # the model's fitted compute time
     model_error: float | None  # max |model - measured| / measured over the shaped links
-
-
-@dataclass(frozen=True, slots=True)
-class RoundBreakEven:
-    """The break-even bandwidth (bit/s) over rounds: the median of each round's crossing, with its CI."""
-
-    estimate: Estimate | None  # None when no round crossed
-    rounds: int  # rounds with both trials on two or more shared links
-    crossed: int  # of them, rounds whose ratios cross 1
-    resolved: bool
-    reason: str  # why it is unresolved, or the range it lies in
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,24 +72,6 @@ class NetworkCase:
     rows: tuple[BreakEven, ...]
 
 
-def ratio_crossing(ratios: dict[float, float]) -> tuple[float | None, str | None]:
-    """Bandwidth where the ratio (strategy / baseline step) falls through 1 as the link slows, interpolated
-    linearly in log-ratio against log-bandwidth; (None, reason) without one."""
-    if len(ratios) < 2:
-        return None, "fewer than two links"
-    rates = sorted(ratios, reverse=True)
-    logs = [(r, math.log(ratios[r])) for r in rates]
-    if all(v < 0 for _, v in logs):
-        return None, "faster on every link"
-    if all(v >= 0 for _, v in logs):
-        return None, "never faster"
-    for (r1, d1), (r2, d2) in zip(logs, logs[1:]):
-        if d1 >= 0 > d2:
-            x1, x2 = math.log(r1), math.log(r2)
-            return math.exp(x1 + (x2 - x1) * d1 / (d1 - d2)), None
-    return None, "faster above and slower below"
-
-
 def _round_points(rows: pd.DataFrame) -> dict[tuple[str, int], dict[float, float]]:
     """(run, round) -> {link rate: that round's step p50} over a strategy's shaped-link rows."""
     out: dict[tuple[str, int], dict[float, float]] = {}
@@ -111,48 +83,8 @@ def _round_points(rows: pd.DataFrame) -> dict[tuple[str, int], dict[float, float
 
 def round_break_even(base_rows: pd.DataFrame, cand_rows: pd.DataFrame) -> RoundBreakEven | None:
     """The break-even of `cand_rows` against `base_rows` (one case, shaped links, any runs) over their
-    shared rounds; None when no round holds both on two or more links."""
-    base, cand = _round_points(base_rows), _round_points(cand_rows)
-    crossings, why = [], []
-    for key in sorted(base.keys() & cand.keys()):
-        shared = base[key].keys() & cand[key].keys()
-        if len(shared) < 2:
-            continue
-        bps, reason = ratio_crossing({r: cand[key][r] / base[key][r] for r in shared})
-        if bps is not None:
-            crossings.append(bps)
-        else:
-            why.append(reason or "")
-    rounds = len(crossings) + len(why)
-    if not rounds:
-        return None
-    if not crossings:
-        common = max(set(why), key=why.count)
-        return RoundBreakEven(None, rounds, 0, False, f"no round crosses ({common} in {why.count(common)} of {rounds})")
-    est = median_ci(crossings)
-    links = sorted({r for pts in (*base.values(), *cand.values()) for r in pts})
-    lo, hi = links[0], links[-1]
-    if why:
-        reason = f"{len(why)} of {rounds} rounds do not cross ({', '.join(sorted(set(why)))})"
-    elif est.low is None:
-        reason = est.reason or "no CI"
-    elif not lo <= est.low <= est.high <= hi:  # type: ignore[operator]
-        reason = f"CI reaches outside the measured links ({mbit(lo)} to {mbit(hi)})"
-    else:
-        reason = f"CI inside the measured links ({mbit(lo)} to {mbit(hi)})"
-    resolved = not why and est.low is not None and lo <= est.low <= est.high <= hi  # type: ignore[operator]
-    return RoundBreakEven(est, rounds, len(crossings), resolved, reason)
-
-
-def round_text(rb: RoundBreakEven | None) -> str:
-    """`312 Mbit/s [240 Mbit/s, 401 Mbit/s], 5 rounds, resolved` or why not."""
-    if rb is None:
-        return f"{fmt.DASH} (no shared rounds)"
-    if rb.estimate is None:
-        return f"unresolved: {rb.reason}"
-    e = rb.estimate
-    ci = f" [{mbit(e.low)}, {mbit(e.high)}]" if e.low is not None else ""
-    return f"{mbit(e.value)}{ci}, {rb.rounds} rounds, {'resolved' if rb.resolved else 'unresolved: ' + rb.reason}"
+    shared rounds (`breakeven.over_rounds`); None when no round holds both on two or more links."""
+    return breakeven.over_rounds(_round_points(base_rows), _round_points(cand_rows))
 
 
 def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None]:
@@ -166,13 +98,6 @@ def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None
     if extra <= 0:
         return None, "no slower to compute than fp32: faster at every bandwidth"
     return 8 * saved / extra, None
-
-
-def mbit(bps: float | None) -> str:
-    """A bandwidth as tc would write it: `1 Gbit/s`, `200 Mbit/s`."""
-    if bps is None:
-        return fmt.DASH
-    return f"{bps / 1e9:.3g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.3g} Mbit/s"
 
 
 def _f(v: object) -> float | None:

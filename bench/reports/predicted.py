@@ -30,11 +30,14 @@ def _outcomes_table(v: Validation) -> Table:
 
 
 def _breakeven_table(v: Validation) -> Table:
-    columns = (Column("strategy", left=True), Column("break-even (measured)"), Column("break-even (predicted)"),
+    columns = (Column("strategy", left=True), Column("break-even (measured)", "crossing of the two measured p50 curves"),
+               Column("over rounds (measured)", "median of each round's crossing [CI]; the 1.5x check uses it where resolved"),
+               Column("break-even (predicted)"),
                Column("interval (predicted)", "from the spread of each strategy's compute over its links"),
                Column("within 1.5x"))  # fmt: skip
     body = tuple(
         (Cell(b.strategy, left=True), Cell(breakeven.rate_text(b.measured_bps) if b.measured_bps else fmt.DASH, title=b.measured_reason or ""),
+         Cell(breakeven.round_text(b.rounds) if b.rounds is not None else fmt.DASH, left=True, cls="wrap"),
          Cell(breakeven.rate_text(b.predicted_bps) + " (predicted)" if b.predicted_bps else fmt.DASH, title=b.predicted_reason or ""),
          Cell(f"{breakeven.rate_text(b.low_bps) if b.low_bps else fmt.DASH} - {breakeven.rate_text(b.high_bps) if b.high_bps else fmt.DASH}"),
          Cell({None: fmt.DASH, True: "yes", False: "no"}[b.within]))  # fmt: skip

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from bench.predict.breakeven import ratio_crossing
 from bench.predict.collectives import seconds
 from bench.predict.present import validate_rows
 
@@ -16,7 +17,8 @@ COMPUTE = {"baseline": 0.10, "fp16_compress": 0.11}
 GRAD = 6e6  # bytes all-reduced per step by the baseline, in 2 calls
 
 
-def _rows() -> tuple[pd.DataFrame, pd.DataFrame]:
+def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Rows drawn from the model; `rounds`: strategy -> a factor per round on its launches (three launches a row)."""
     trials, comm = [], []
     common = {"status": "ok", "world_size": 2, "nnodes": 2, "batch_size": 8, "seq_len": 64, "steps": 8, "run_id": "r"}
     for link, (rate, alpha) in LINKS.items():
@@ -27,12 +29,13 @@ def _rows() -> tuple[pd.DataFrame, pd.DataFrame]:
                                "network_rate_bps": rate, "trial_id": f"c-{link}-{op}-{size}",
                                "metrics": json.dumps({"op": op, "size_bytes": size}),
                                "latency_p50_s": seconds(op, size, 2, alpha, beta, "gloo")})  # fmt: skip
-        for strategy, compute in COMPUTE.items():
+        for strategy, c in compute.items():
             per_call = GRAD / 2 / (2 if strategy == "fp16_compress" else 1)
             tid = f"t-{link}-{strategy}"
+            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo")
+            launches = {"launch_rounds": [0, 1, 2], "latency_p50_s_per_launch": [step * f for f in rounds[strategy]]} if rounds else {}
             trials.append({**common, "workload": "train", "model": "gpt2-tiny", "strategy": strategy, "network": link,
-                           "network_rate_bps": rate, "trial_id": tid, "metrics": "{}",
-                           "latency_p50_s": compute + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo")})  # fmt: skip
+                           "network_rate_bps": rate, "trial_id": tid, "metrics": "{}", "latency_p50_s": step, **launches})  # fmt: skip
             for rank in (0, 1):
                 comm.append({"run_id": "r", "trial_id": tid, "rank": rank, "op": "all_reduce", "calls": 16, "msg_bytes": int(16 * per_call)})
     return pd.DataFrame(trials), pd.DataFrame(comm)
@@ -54,3 +57,24 @@ def test_a_holdout_link_that_was_never_measured_is_an_error() -> None:
 
     with pytest.raises(BenchError, match="no network trial on that link"):
         validate_rows(*_rows(), [{"10gbit"}])
+
+
+SLOW_FP16 = {"baseline": 0.10, "fp16_compress": 0.20}  # fp16 saves 3 MB a step for 100 ms more compute: crossing ~250 Mbit/s
+
+
+def test_the_measured_break_even_over_rounds_is_what_the_prediction_is_checked_against() -> None:
+    # Every round scales both strategies alike: each round crosses where the medians do.
+    (row,) = validate_rows(*_rows(SLOW_FP16, {"baseline": [1.0, 1.05, 0.95], "fp16_compress": [1.0, 1.05, 0.95]}), None).breakevens
+    assert row.rounds is not None and row.rounds.rounds == 3 and row.rounds.resolved
+    steps = {(o.strategy, o.rate_bps): o.measured_s for o in validate_rows(*_rows(SLOW_FP16), None).observed}
+    medians = ratio_crossing({r: steps["fp16_compress", r] / steps["baseline", r] for s, r in steps if s == "baseline"})[0]
+    assert row.rounds.estimate.value == pytest.approx(medians, rel=1e-9)  # type: ignore[union-attr]
+    assert 5e7 < row.reference_bps < 1e9 and row.within is True  # type: ignore[operator]
+
+
+def test_an_unresolved_break_even_over_rounds_is_not_checked() -> None:
+    # In round 2 fp16 is 3x slower everywhere: that round never crosses, so the break-even is unresolved.
+    (row,) = validate_rows(*_rows(SLOW_FP16, {"baseline": [1.0, 1.0, 1.0], "fp16_compress": [1.0, 1.0, 3.0]}), None).breakevens
+    assert row.rounds is not None and not row.rounds.resolved and "1 of 3 rounds do not cross" in row.rounds.reason
+    assert row.measured_bps is not None  # the medians' curves still cross,
+    assert row.reference_bps is None and row.within is None  # but the check waits for a resolved measurement

@@ -153,7 +153,8 @@ def _net_rows(strategy: str, p50s: dict[float, list[float]]) -> list[dict]:
 def test_break_even_over_rounds_is_resolved_when_every_round_crosses_inside_the_links() -> None:
     import pandas as pd
 
-    from bench.reports.network import ratio_crossing, round_break_even
+    from bench.predict.breakeven import ratio_crossing
+    from bench.reports.network import round_break_even
 
     # Per round: 1 Gbit/s 1.2x slower than fp32, 50 Mbit/s 0.6x: each round crosses in between.
     base = pd.DataFrame(_net_rows("baseline", {1e9: [1.0, 1.02, 0.98, 1.0], 5e7: [2.0, 2.1, 1.9, 2.0]}))
