@@ -224,9 +224,23 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if not files:
         raise BenchError(f"no results files under {', '.join(map(str, args.results))}")
     out = args.out or args.reports / "report.html"
-    write_report(files, out, args.title, thresholds, alpha=args.alpha)
+    advised = None
+    if args.advise:
+        from bench.predict.present import advised as advise_on
+        from bench.predict.request import AdviseRequest
+
+        advised = advise_on(AdviseRequest.from_toml(args.advise), files)
+    write_report(files, out, args.title, thresholds, alpha=args.alpha, advised=advised)
     print(f"report: {out}")
     return 0
+
+
+def _write_advice(results: list[Path], out: Path, answer: Any) -> None:
+    """`advise --html`: the advice section, after the report of `results` when given."""
+    from bench.reports.html import write_report
+    from bench.storage.parquet import trial_files
+
+    write_report(trial_files(results) if results else [], out, advised=answer)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
@@ -343,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("results", nargs="+", type=Path)
     rp.add_argument("--out", type=Path)
     rp.add_argument("--title")
+    rp.add_argument("--advise", type=Path, metavar="ADVISE.toml", help="add the advice section for this cluster (see commbench advise --config)")
     rp.set_defaults(func=_cmd_report)
 
     cp = sub.add_parser("compare", help="regressions of CANDIDATE against BASE, or persistent steps over --history")
@@ -376,7 +391,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from bench.predict.cli import add_parsers as add_predict_parsers
 
-    add_predict_parsers(sub)  # predict, advise
+    add_predict_parsers(sub, _write_advice)  # predict, advise
 
     for sp in (rp, cp, nb, rv):  # verdicts everywhere use the comparator's statistics and thresholds
         sp.add_argument("--threshold", action="append", default=[], metavar="METRIC:PCT%",

@@ -1,12 +1,10 @@
-"""What `predict` and `advise` print: held-out errors, break-evens, the ranked advice, and its HTML fragment.
+"""What `predict` and `advise` print: held-out errors, break-evens, and the ranked advice (its report section: bench/reports/advice.py).
 
 Reads results through `rows` (pandas); every number it shows comes from the pure modules.
 """
 
 from __future__ import annotations
 
-import argparse
-import html
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +16,8 @@ from bench.errors import BenchError
 from bench.predict import advise as adv
 from bench.predict import breakeven, holdout, links, rows
 from bench.predict.holdout import Observed, Outcome
-from bench.predict.shapes import SHAPES, ModelShape
+from bench.predict.request import AdviseRequest
+from bench.predict.shapes import ModelShape
 from bench.predict.step import LinkModel, comm_seconds
 
 BASELINE = "baseline"
@@ -64,12 +63,22 @@ class BreakEvenRow:
     predicted_reason: str | None
     low_bps: float | None  # the interval's ends; high None: one end has no crossing (unbounded)
     high_bps: float | None
+    rounds: breakeven.RoundBreakEven | None = None  # measured over rounds, where the trials ran in rounds
+
+    @property
+    def reference_bps(self) -> float | None:
+        """The measured break-even the prediction is checked against: over rounds where the trials ran
+        in rounds (only when resolved there), else the crossing of the two measured curves."""
+        if self.rounds is not None:
+            return self.rounds.estimate.value if self.rounds.resolved and self.rounds.estimate else None
+        return self.measured_bps
 
     @property
     def within(self) -> bool | None:
-        if self.predicted_bps is None or self.measured_bps is None:
+        ref = self.reference_bps
+        if self.predicted_bps is None or ref is None:
             return None
-        return breakeven.within_factor(self.predicted_bps, self.measured_bps)
+        return breakeven.within_factor(self.predicted_bps, ref)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +126,17 @@ def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[s
                      for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
             (p, pwhy), (a, _), (b, _) = preds
             lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)
-            out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi))
+            rounds = breakeven.over_rounds(_round_points([o for o in every if o.strategy == BASELINE]), _round_points(cand))
+            out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi, rounds))
+    return out
+
+
+def _round_points(obs: list[Observed]) -> dict[tuple[str, int], dict[float, float]]:
+    """(run, round) -> {link rate: that round's step p50}, over the shaped links of `obs`."""
+    out: dict[tuple[str, int], dict[float, float]] = {}
+    for o in obs:
+        for run, rnd, p50 in o.by_round if o.rate_bps else ():
+            out.setdefault((run, rnd), {})[o.rate_bps] = p50  # type: ignore[index]
     return out
 
 
@@ -160,10 +179,12 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
     lines += ["", f"summary: MAPE {holdout.mape(every):.1%} over {len(every)} held-out trials"
               + (f"; worst {worst.error:+.1%} ({worst.trial.strategy} on {worst.trial.link})" if worst else "")]  # fmt: skip
     lines += _terms(v.observed, v.links)
-    lines += ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing; predicted [low, high] from the compute range):"]
+    lines += ["", "break-even bandwidth vs baseline (measured: log-interpolated crossing of the medians, and over rounds where "
+              "the trials ran in rounds, which the 1.5x check uses, only where resolved; predicted [low, high] from the compute range):"]  # fmt: skip
     for b in v.breakevens:
         verdict = {None: "", True: "  within 1.5x", False: "  OFF by more than 1.5x"}[b.within]
-        lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}; predicted "
+        rounds = f"; over rounds {breakeven.round_text(b.rounds)}" if b.rounds is not None else ""
+        lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}{rounds}; predicted "
                      f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
     return "\n".join(lines)
 
@@ -171,25 +192,61 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
 # --- advise ------------------------------------------------------------------------------------
 
 
-def shape_named(name: str) -> ModelShape:
-    if name not in SHAPES:
-        raise BenchError(f"unknown model {name!r}; known: {', '.join(SHAPES)}")
-    return SHAPES[name]
+@dataclass(frozen=True, slots=True)
+class Advised:
+    """An answer of `advise`: the ranked advice, the measured accuracy cost per strategy, and where each number came from."""
+
+    request: AdviseRequest
+    shape: ModelShape
+    cluster: adv.Cluster
+    advice: list[adv.Advice]
+    accuracy: dict[str, str]  # registered strategy -> its measured accuracy cost
+    notes: list[str]
+
+    def accuracy_of(self, a: adv.Advice) -> str:
+        """The measured accuracy cost of exactly this technique; else of the same strategy with other
+        options, naming them; else "not measured"."""
+        name = a.technique.name
+        if name in self.accuracy:
+            return self.accuracy[name]
+        kin = sorted(s for s in self.accuracy if _registered(s) == _registered(name))
+        return "; ".join(f"as {s}: {self.accuracy[s]}" for s in kin) or "not measured"
+
+    @property
+    def heading(self) -> str:
+        c = self.cluster
+        return (f"{self.request.model} ({self.shape.params / 1e9:.3g} B params; {self.shape.source}) on {c.nodes} nodes x "
+                f"{c.gpus_per_node} GPUs, link {c.link.rate_bps / 1e9:.3g} Gbit/s, {c.link.latency_s * 1e6:.3g} us; intra "
+                f"{c.intra.rate_bps / 1e9:.3g} Gbit/s; {c.mem_bytes / 1e9:.3g} GB per device")  # fmt: skip
 
 
-def cluster_from_args(args: argparse.Namespace, mem_bytes: float) -> adv.Cluster:
-    lat = None
-    if args.latency:
-        try:
-            lat = links.parse_network(f"1gbit+{args.latency}").delay_s  # the delay grammar of network names (us, ms, s)
-        except BenchError:
-            raise BenchError(f"--latency {args.latency!r}: expected a time such as 5us or 1.5ms") from None
-    try:
-        return adv.Cluster(nodes=args.nodes, gpus_per_node=args.gpus_per_node, link=links.resolve(args.link, lat),
-                           intra=links.resolve(args.intra_link), mem_bytes=mem_bytes, flops=args.tflops * 1e12,
-                           tokens_per_gpu=args.tokens)  # fmt: skip
-    except ValueError as exc:
-        raise BenchError(f"advise: {exc}") from None
+def advised(request: AdviseRequest, paths: list[Path]) -> Advised:
+    """Rank the techniques for `request`; BenchError when nothing fits (or the request is bad)."""
+    shape, c = request.resolve()
+    advice = adv.advise(shape, c)
+    if not any(a.fits for a in advice):
+        smallest = min(a.state_bytes for a in advice)
+        raise BenchError(f"no layout fits {request.model} in {c.mem_bytes / 1e9:.3g} GB per device (smallest model state: "
+                         f"{smallest / 1e9:.3g} GB per GPU)")  # fmt: skip
+    notes = [
+        "every time is predicted (alpha-beta, no overlap: comm is an upper bound on exposed time); model state is exact "
+        "for DDP and FSDP, the formula for TP and PP; activations are not counted",
+        f"link figures: {c.link.source}; intra-node: {c.intra.source}",
+        f"compute: 6 x params x {c.tokens_per_gpu} tokens / {c.flops / 1e12:.0f} TFLOP/s per GPU (assumed, --tflops)",
+        _validated(paths),
+    ]
+    return Advised(request, shape, c, advice, _accuracy(paths), notes)
+
+
+def advice_text(a: Advised) -> str:
+    """The ranked table as the terminal shows it, with its notes."""
+    lines = [a.heading, f"{'#':>2} {'technique':<34} {'layout':<30} {'state GB/GPU':>12} {'fits':>4} {'compute ms':>10} "
+             f"{'comm ms':>9} {'step ms':>9}  accuracy cost"]  # fmt: skip
+    for i, x in enumerate(a.advice, 1):
+        lines.append(f"{i:>2} {x.technique.name:<34} {x.technique.layout.name:<30} {x.state_bytes / 1e9:>12.2f} "
+                     f"{'yes' if x.fits else 'NO':>4} {_ms(x.compute_s):>10} {_ms(x.comm_s):>9} {_ms(x.step_s):>9}  "
+                     f"{a.accuracy_of(x)}")  # fmt: skip
+    return "\n".join(lines + ["", *("note: " + n for n in a.notes)])
 
 
 def _accuracy(paths: list[Path]) -> dict[str, str]:
@@ -201,33 +258,6 @@ def _accuracy(paths: list[Path]) -> dict[str, str]:
     base = ok[ok["strategy"] == BASELINE]["eval_loss"].median()
     return {str(s): f"{g['eval_loss'].median() - base:+.3f} nats eval loss (measured on {', '.join(sorted(set(g['model'])))}, "
                     f"{len(g)} rows)" for s, g in ok.groupby("strategy")}  # fmt: skip
-
-
-def advise_table(shape: ModelShape, name: str, c: adv.Cluster, paths: list[Path]) -> tuple[str, list[adv.Advice], list[str]]:
-    """The ranked table as text, the advice, and the notes on where each number came from."""
-    advice = adv.advise(shape, c)
-    if not any(a.fits for a in advice):
-        smallest = min(a.state_bytes for a in advice)
-        raise BenchError(f"no layout fits {name} in {c.mem_bytes / 1e9:.3g} GB per device (smallest model state: "
-                         f"{smallest / 1e9:.3g} GB per GPU)")  # fmt: skip
-    acc = _accuracy(paths)
-    head = (f"{name} ({shape.params / 1e9:.3g} B params; {shape.source}) on {c.nodes} nodes x {c.gpus_per_node} GPUs, "
-            f"link {c.link.rate_bps / 1e9:.3g} Gbit/s, {c.link.latency_s * 1e6:.3g} us; intra {c.intra.rate_bps / 1e9:.3g} Gbit/s; "
-            f"{c.mem_bytes / 1e9:.3g} GB per device")  # fmt: skip
-    lines = [head, f"{'#':>2} {'technique':<34} {'layout':<30} {'state GB/GPU':>12} {'fits':>4} {'compute ms':>10} "
-             f"{'comm ms':>9} {'step ms':>9}  accuracy cost"]  # fmt: skip
-    for i, a in enumerate(advice, 1):
-        lines.append(f"{i:>2} {a.technique.name:<34} {a.technique.layout.name:<30} {a.state_bytes / 1e9:>12.2f} "
-                     f"{'yes' if a.fits else 'NO':>4} {_ms(a.compute_s):>10} {_ms(a.comm_s):>9} {_ms(a.step_s):>9}  "
-                     f"{acc.get(_registered(a.technique.name), 'not measured')}")  # fmt: skip
-    notes = [
-        "every time is predicted (alpha-beta, no overlap: comm is an upper bound on exposed time); model state is exact "
-        "for DDP and FSDP, the formula for TP and PP; activations are not counted",
-        f"link figures: {c.link.source}; intra-node: {c.intra.source}",
-        f"compute: 6 x params x {c.tokens_per_gpu} tokens / {c.flops / 1e12:.0f} TFLOP/s per GPU (assumed, --tflops)",
-        _validated(paths),
-    ]
-    return "\n".join(lines + ["", *("note: " + n for n in notes)]), advice, notes
 
 
 def _validated(paths: list[Path]) -> str:
@@ -245,17 +275,5 @@ def _validated(paths: list[Path]) -> str:
 
 
 def _registered(name: str) -> str:
-    return name.split("(")[0] if name.startswith(("powersgd", "topk")) else name
-
-
-def html_fragment(name: str, c: adv.Cluster, advice: list[adv.Advice], notes: list[str]) -> str:
-    """The advice as an HTML `<section>` for the report; every number marked predicted."""
-    rows_html = "".join(
-        f"<tr><td>{i}</td><td>{html.escape(a.technique.name)}</td><td>{html.escape(a.technique.layout.name)}</td>"
-        f"<td>{a.state_bytes / 1e9:.2f}</td><td>{'yes' if a.fits else 'no'}</td><td>{_ms(a.compute_s)} (predicted)</td>"
-        f"<td>{_ms(a.comm_s)} (predicted)</td><td>{_ms(a.step_s)} (predicted)</td></tr>"
-        for i, a in enumerate(advice, 1)
-    )
-    head = "<tr><th>#</th><th>technique</th><th>layout</th><th>model state GB/GPU</th><th>fits</th><th>compute ms</th><th>comm ms</th><th>step ms</th></tr>"
-    return (f'<section id="advise"><h2>Advice: {html.escape(name)} on {c.nodes} x {c.gpus_per_node}</h2>'
-            f"<table>{head}{rows_html}</table><ul>{''.join(f'<li>{html.escape(n)}</li>' for n in notes)}</ul></section>\n")  # fmt: skip
+    """The registered strategy of a name with options: `topk(ratio=0.01)` -> `topk`."""
+    return name.split("(")[0]

@@ -12,7 +12,8 @@ import pandas as pd
 from bench.compare.regression import DEFAULT_ALPHA
 from bench.compare.thresholds import Threshold
 from bench.errors import BenchError
-from bench.reports import charts, detail, headline, network, seeds, summary
+from bench.predict.present import Advised
+from bench.reports import advice, charts, detail, headline, network, seeds, summary
 from bench.reports.blocks import Omitted, Page, Section
 from bench.reports.cases import ReportData
 from bench.storage.parquet import read_comm, read_results
@@ -27,6 +28,7 @@ class Context:
     trials: pd.DataFrame  # the latest rows, with labels and baseline ratios (detail.prepared)
     thresholds: Sequence[Threshold]
     alpha: float
+    advised: Advised | None = None  # a cluster to advise on (commbench report --advise)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ SECTIONS: tuple[SectionSpec, ...] = (
                 "no strategy ran at two or more world sizes"),  # fmt: skip
     SectionSpec("network", "Step time against link bandwidth", lambda c: network.section(c.data.rows, c.data.comm),
                 "no case has a baseline measured on two or more shaped links (network axis)"),  # fmt: skip
+    SectionSpec(advice.SECTION_ID, advice.TITLE, lambda c: advice.section(c.advised) if c.advised else None,
+                "no cluster was given (commbench report RESULTS --advise advise.toml)"),  # fmt: skip
     SectionSpec("bytes", "Measured vs analytic bytes", lambda c: detail.bytes_section(c.trials, c.data),
                 "no trial moved bytes"),  # fmt: skip
     SectionSpec("collectives", "Per collective (rank 0)", lambda c: detail.collectives_section(c.trials, c.data),
@@ -65,7 +69,12 @@ SECTION_IDS = tuple(s.id for s in SECTIONS)
 
 
 def build_page(
-    df: pd.DataFrame, comm: pd.DataFrame, title: str, thresholds: Sequence[Threshold] = (), alpha: float = DEFAULT_ALPHA
+    df: pd.DataFrame,
+    comm: pd.DataFrame,
+    title: str,
+    thresholds: Sequence[Threshold] = (),
+    alpha: float = DEFAULT_ALPHA,
+    advised: Advised | None = None,
 ) -> Page:
     """Every section that has something to show, in order, and a line for each that has not."""
     if not 0.0 < alpha < 1.0:
@@ -73,8 +82,10 @@ def build_page(
     stamp = now_utc().strftime("%Y-%m-%d %H:%M UTC")
     data = ReportData.of(df, comm)
     if df.empty:
+        if advised:
+            return Page(title, stamp, "No results given: every number below is predicted, nothing was measured.", (advice.section(advised),))
         return Page(title, stamp, summary.headline(data), ())
-    ctx = Context(data, detail.prepared(data), thresholds, alpha)
+    ctx = Context(data, detail.prepared(data), thresholds, alpha, advised)
     sections, omitted = [], []
     for spec in SECTIONS:
         built = spec.build(ctx)
@@ -99,18 +110,29 @@ def render(page: Page) -> str:
 
 
 def build(
-    df: pd.DataFrame, comm: pd.DataFrame, title: str, thresholds: Sequence[Threshold] = (), alpha: float = DEFAULT_ALPHA
+    df: pd.DataFrame,
+    comm: pd.DataFrame,
+    title: str,
+    thresholds: Sequence[Threshold] = (),
+    alpha: float = DEFAULT_ALPHA,
+    advised: Advised | None = None,
 ) -> str:
     """The whole report as one HTML string with its figures inlined."""
-    return render(build_page(df, comm, title, thresholds, alpha))
+    return render(build_page(df, comm, title, thresholds, alpha, advised))
 
 
 def write_report(
-    paths: list[Path], out: Path, title: str | None = None, thresholds: Sequence[Threshold] = (), alpha: float = DEFAULT_ALPHA
+    paths: list[Path],
+    out: Path,
+    title: str | None = None,
+    thresholds: Sequence[Threshold] = (),
+    alpha: float = DEFAULT_ALPHA,
+    advised: Advised | None = None,
 ) -> Path:
-    df = read_results(paths)
-    comm = read_comm(paths)
+    """The report of the rows under `paths` (none: a page of the advice alone) written to `out`."""
+    df, comm = read_results(paths), read_comm(paths)  # no paths: empty tables with the schema's columns
     suites = sorted(df["suite"].astype(str).unique()) if not df.empty else []
+    default = f"commbench: {', '.join(suites)}" if suites else f"commbench advise: {advised.request.model}" if advised else "commbench: empty"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build(df, comm, title or f"commbench: {', '.join(suites) or 'empty'}", thresholds, alpha))
+    out.write_text(build(df, comm, title or default, thresholds, alpha, advised))
     return out

@@ -58,3 +58,47 @@ def test_predict_without_results_is_one_error_line(capsys: pytest.CaptureFixture
 def test_predict_refuses_a_holdout_of_another_axis(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
     code, _, err = _run(capsys, "predict", str(tmp_path), "--holdout", "model=gpt2")
     assert code == 2 and "only network=LINK" in err, err
+
+
+def _config(tmp_path: Path, text: str) -> str:
+    path = tmp_path / "advise.toml"
+    path.write_text(text)
+    return str(path)
+
+
+CONFIG = 'model = "llama-7b"\nnodes = 8\ngpus_per_node = 8\nlink = "100gbit"\nmem = "80GB"\nlatency = "5us"\n'
+
+
+def test_advise_from_a_config_file_equals_the_flags(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    _, by_flags, _ = _run(capsys, *ADVISE)
+    code, by_file, err = _run(capsys, "advise", "--config", _config(tmp_path, CONFIG))
+    assert code == 0, err
+    assert by_file == by_flags
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (CONFIG + "gpus = 8\n", "unknown key 'gpus'; known: model, nodes"),
+        (CONFIG.replace('mem = "80GB"\n', ""), "missing 'mem'"),
+        (CONFIG.replace("nodes = 8", 'nodes = "8"'), "nodes = '8' is not an integer"),
+        (CONFIG + "tflops = true\n", "tflops = True is not a number"),
+        ("model = [", "not valid TOML"),
+    ],
+)
+def test_a_bad_config_file_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, text: str, message: str
+) -> None:
+    code, out, err = _run(capsys, "advise", "--config", _config(tmp_path, text))
+    assert code == 2 and out == ""
+    assert err.count("\n") == 1 and err.startswith("commbench: error: advise config ") and message in err, err
+
+
+def test_a_config_file_and_cluster_flags_together_are_refused(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    code, _, err = _run(capsys, "advise", "--config", _config(tmp_path, CONFIG), "--nodes", "4")
+    assert code == 2 and "not both (got --nodes)" in err, err
+
+
+def test_advise_without_a_model_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _run(capsys, "advise", "--nodes", "2", "--link", "10gbe", "--mem", "80GB")
+    assert code == 2 and "advise: missing 'model'" in err, err

@@ -15,6 +15,8 @@ import pandas as pd
 import pytest
 
 from bench.cli import main
+from bench.predict.present import advised
+from bench.predict.request import AdviseRequest
 from bench.reports import charts, detail
 from bench.reports.blocks import Table
 from bench.reports.cases import ReportData
@@ -30,9 +32,13 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_sample(tmp_path_factory.mktemp("results"))
 
 
+ADVISE = AdviseRequest(model="llama-7b", nodes=8, gpus_per_node=8, link="100gbit", mem="80GB")
+
+
 @pytest.fixture(scope="module")
 def sample_report(sample: Path) -> Path:
-    return write_report([sample], sample.parent / "report" / "index.html")
+    """The sample rows' report with the advice section for an 8 x 8 cluster, so every section is there."""
+    return write_report([sample], sample.parent / "report" / "index.html", advised=advised(ADVISE, [sample]))
 
 
 def data_of(*runs: Run, root: Path) -> ReportData:
@@ -193,7 +199,7 @@ def test_sections_without_content_are_left_out_with_the_reason(tmp_path: Path) -
     ids = [s.id for s in page.sections]
     assert ids == ["findings", "summary", "trials", "vs-baseline", "accuracy", "bytes", "collectives"]
     omitted = {"Accuracy over seeds", "Scaling with world size", "Failed and skipped trials", "History across runs",
-               "Step time against link bandwidth"}  # fmt: skip
+               "Step time against link bandwidth", "Advice for a cluster (predicted)"}  # fmt: skip
     assert {o.title for o in page.omitted} == omitted
     html = render(page)
     assert "Not shown: Accuracy over seeds (no case ran with more than one seed);" in html
@@ -278,6 +284,24 @@ def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProce
 
 @pytest.mark.browser
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
+def test_cli_report_adds_the_advice_section_for_a_cluster_file(sample: Path, tmp_path: Path) -> None:
+    cfg = tmp_path / "advise.toml"
+    cfg.write_text('model = "llama-7b"\nnodes = 8\ngpus_per_node = 8\nlink = "100gbit"\nmem = "80GB"\n')
+    out = tmp_path / "r.html"
+    assert main(["report", str(sample), "--out", str(out), "--advise", str(cfg)]) == 0
+    text = out.read_text()
+    section = text[text.index('<section id="advise">') :]
+    section = section[: section.index("</section>")]
+    rows = re.findall(r"<tr[ >].*?</tr>", section, re.S)[1:]  # the header row first
+    assert len(rows) == 9 and all(r.count("predicted") == 3 for r in rows)  # compute, comm and step
+    # DDP keeps 16 B per parameter on every GPU: 108 GB for llama-7b, more than 80 GB, under all 5 DDP techniques.
+    assert sum(">NO<" in r for r in rows) == 5
+    by = {re.sub(r"<[^>]+>", "|", r).split("|")[4]: r for r in rows}  # technique -> its row
+    assert "+0.005 nats eval loss" in by["topk(ratio=0.01)"] and "nats eval loss" in by["fp16_compress"]  # measured in the sample
+    assert "not measured" in by["signsgd"] and "not measured" in by["fsdp"]
+    assert 'id="findings"' in text  # the results' own report is all there too
+
+
 def test_report_renders_in_headless_chromium(sample_report: Path, tmp_path: Path) -> None:
     checked = tmp_path / "checked.html"
     checked.write_text(sample_report.read_text().replace("</body>", CHECK + "</body>"))
