@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -112,6 +113,18 @@ def test_model_state_follows_zero_arithmetic() -> None:
     z1, z2 = (model_state_bytes(m, Layout(name="z", zero=z), 4) for z in (1, 2))
     assert 16 * psi + 4 * p > z1 > z2 > model_state_bytes(m, Layout(name="z3", zero=3), 4)
     assert model_state_bytes(m, Layout(name="tp", tp=2), 2) < 16 * psi + 4 * p
+    # The textbook rows of bench/predict/memory.py, exactly: ZeRO-1 8 Psi + 8 Psi/N, ZeRO-2 4 Psi + 12 Psi/N.
+    assert z1 == 8 * psi + math.ceil(8 * psi / 4) + 4 * p and z2 == 4 * psi + math.ceil(12 * psi / 4) + 4 * p
+    # TP x ZeRO-3 on 8 ranks (tp 2, so 4-way sharding): 16 Psi_tp / 4, Psi_tp the rank's share after TP.
+    tp = model_state_bytes(m, Layout(name="tp", tp=2), 2) - 4 * p  # 16 Psi_tp
+    assert model_state_bytes(m, Layout(name="tpz3", zero=3, tp=2), 8) == math.ceil(tp / 4) + 4 * p
+
+
+def test_mape_is_the_median_of_the_absolute_errors() -> None:
+    link = LinkModel("l", AlphaBeta(0.0, 1e9, 0, 0.0))
+    obs = [holdout.Observed("c", "s", "l", None, 2, m, ()) for m in (1.0, 2.0, 4.0)]
+    outcomes = [holdout.Outcome(o, predict(compute_s=1.0, calls=(), n=2, link=link), ()) for o in obs]
+    assert sorted(abs(o.error) for o in outcomes) == [0.0, 0.5, 0.75] and holdout.mape(outcomes) == 0.5  # the mean is 0.417
 
 
 def _observed(
