@@ -37,7 +37,7 @@ help:
 	@echo "make microbench   pytest-benchmark microbenchmarks of the gradient codecs"
 	@echo "make overhead     benchmark: step latency with vs without byte accounting"
 	@echo "make sweep-overhead benchmark: per-trial fixed overhead of suite SUITE, spawn vs forkserver launch, interleaved"
-	@echo "make stability    benchmark: two sweeps of suites stability + stability_train (repeats=auto), trial p50s and CIs side by side (~25 min)"
+	@echo "make stability    benchmark: two sweeps of suites stability + stability_train (repeats=auto), trial p50s and CIs side by side (~27 min)"
 	@echo "make placement    benchmark: thread placement (pin=compute|all|none) vs a plain torchrun loop, interleaved; a markdown table"
 	@echo "make kernels      benchmark: CPU kernels of one perplexity window of SmolLM2 per compression strategy and quantized engine"
 	@echo "make gpu-check    on a CUDA machine: the GPU tests (pytest -m gpu) and suite gpu (skipped rows without CUDA)"
