@@ -109,18 +109,6 @@ def render(page: Page) -> str:
     return _ENV.get_template("report.html.j2").render(page=page)
 
 
-def build(
-    df: pd.DataFrame,
-    comm: pd.DataFrame,
-    title: str,
-    thresholds: Sequence[Threshold] = (),
-    alpha: float = DEFAULT_ALPHA,
-    advised: Advised | None = None,
-) -> str:
-    """The whole report as one HTML string with its figures inlined."""
-    return render(build_page(df, comm, title, thresholds, alpha, advised))
-
-
 def write_report(
     paths: list[Path],
     out: Path,
@@ -134,5 +122,5 @@ def write_report(
     suites = sorted(df["suite"].astype(str).unique()) if not df.empty else []
     default = f"commbench: {', '.join(suites)}" if suites else f"commbench advise: {advised.request.model}" if advised else "commbench: empty"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(build(df, comm, title or default, thresholds, alpha, advised))
+    out.write_text(render(build_page(df, comm, title or default, thresholds, alpha, advised)))
     return out
