@@ -18,7 +18,7 @@ from bench.errors import BenchError
 from bench.predict.calibrate import Sample, fit_by_op
 from bench.predict.holdout import Observed
 from bench.predict.step import Call, LinkModel
-from bench.storage.parquet import read_comm, read_results
+from bench.storage.parquet import launches_by_round, read_comm, read_results
 
 _CASE = ("model", "workload", "world_size", "nnodes", "batch_size", "seq_len", "steps")
 
@@ -95,11 +95,5 @@ def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
 
 
 def _by_round(g: pd.DataFrame) -> tuple[tuple[str, int, float], ...]:
-    """(run, round, p50) of every launch of `g`'s rows that ran in rounds (rows of one launch have none)."""
-    out = []
-    for _, r in g.iterrows():
-        rounds, p50s = r.get("launch_rounds"), r.get("latency_p50_s_per_launch")
-        if rounds is None or p50s is None or isinstance(rounds, float) or len(rounds) != len(p50s) or len(rounds) < 2:
-            continue
-        out += [(str(r["run_id"]), int(rnd), float(v)) for rnd, v in zip(rounds, p50s)]
-    return tuple(out)
+    """(run, round, p50) of every launch of `g`'s rows that ran in rounds."""
+    return tuple((str(r["run_id"]), rnd, p50) for _, r in g.iterrows() for rnd, p50 in launches_by_round(r).items())

@@ -188,12 +188,3 @@ class ReportData:
         merged = rows.merge(base, on="pair_key", how="left")
         merged.index = rows.index
         return merged
-
-
-def launches_by_round(row: pd.Series | dict[str, Any], column: str = "latency_p50_s_per_launch") -> dict[int, float]:
-    """round -> that round's value of a row's per-launch column (empty without per-launch rounds)."""
-    values, rounds = row.get(column), row.get("launch_rounds")
-    if fmt.missing(values) or fmt.missing(rounds) or len(values) != len(rounds):
-        return {}
-    return {int(r): float(v) for r, v in zip(rounds, values)}
-

@@ -23,7 +23,8 @@ from bench.compare.stats import Estimate, median_ci, paired_ratios
 from bench.compare.thresholds import Threshold, threshold_for
 from bench.reports import cases, fmt
 from bench.reports.blocks import Cell, Column, Heading, Items, Paragraph, Section, Table
-from bench.reports.cases import BASELINE, Quantity, ReportData, launches_by_round
+from bench.reports.cases import BASELINE, Quantity, ReportData
+from bench.storage.parquet import launches_by_round
 
 LATENCY = metric("latency_p50")
 

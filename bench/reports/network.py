@@ -31,11 +31,10 @@ import numpy as np
 import pandas as pd
 
 from bench.config import canonical_json
-from bench.predict import breakeven
-from bench.predict.breakeven import RoundBreakEven, crossing, round_text
-from bench.predict.breakeven import rate_text as mbit
+from bench.predict.breakeven import RoundBreakEven, crossing, over_rounds, rate_text, round_text
 from bench.reports import cases, fmt, plots, predicted
 from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
+from bench.storage.parquet import launches_by_round
 
 BASELINE = cases.BASELINE
 
@@ -76,7 +75,7 @@ def _round_points(rows: pd.DataFrame) -> dict[tuple[str, int], dict[float, float
     """(run, round) -> {link rate: that round's step p50} over a strategy's shaped-link rows."""
     out: dict[tuple[str, int], dict[float, float]] = {}
     for _, r in rows.iterrows():
-        for rnd, p50 in cases.launches_by_round(r).items():
+        for rnd, p50 in launches_by_round(r).items():
             out.setdefault((str(r["run_id"]), rnd), {})[float(r["network_rate_bps"])] = p50
     return out
 
@@ -84,7 +83,7 @@ def _round_points(rows: pd.DataFrame) -> dict[tuple[str, int], dict[float, float
 def round_break_even(base_rows: pd.DataFrame, cand_rows: pd.DataFrame) -> RoundBreakEven | None:
     """The break-even of `cand_rows` against `base_rows` (one case, shaped links, any runs) over their
     shared rounds (`breakeven.over_rounds`); None when no round holds both on two or more links."""
-    return breakeven.over_rounds(_round_points(base_rows), _round_points(cand_rows))
+    return over_rounds(_round_points(base_rows), _round_points(cand_rows))
 
 
 def model_break_even(base: Curve, cand: Curve) -> tuple[float | None, str | None]:
@@ -188,7 +187,7 @@ def table(case: NetworkCase) -> Table:
     columns = (
         Column("strategy", left=True),
         Column("veth (unshaped)", "step p50 on the veth without a rate limit"),
-        *(Column(mbit(r), "step p50 (ms) on this link") for r in links),
+        *(Column(rate_text(r), "step p50 (ms) on this link") for r in links),
         Column("link MB/step one way", "veth-counted bytes per step in one direction, headers included"),
         Column("break-even (measured)", "below this bandwidth the strategy's step beats fp32's (log-interpolated)"),
         Column("break-even over rounds [CI]", "median over rounds of each round's crossing of its per-link ratios, with its CI; "
@@ -205,7 +204,7 @@ def table(case: NetworkCase) -> Table:
             *(Cell(fmt.ms(step.get(r)), sort=step.get(r)) for r in links),
             Cell(fmt.mb(curve.bytes_per_direction)),
             Cell(
-                "(fp32)" if be is None else (mbit(be.measured_bps) if be.measured_bps else fmt.DASH),
+                "(fp32)" if be is None else (rate_text(be.measured_bps) if be.measured_bps else fmt.DASH),
                 title="" if be is None else (be.measured_reason or ""),
                 sort=None if be is None else be.measured_bps,
             ),  # fmt: skip
@@ -213,7 +212,7 @@ def table(case: NetworkCase) -> Table:
                  sort=None if be is None or be.over_rounds is None or be.over_rounds.estimate is None
                  else be.over_rounds.estimate.value),  # fmt: skip
             Cell(
-                "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else fmt.DASH),
+                "(fp32)" if be is None else (rate_text(be.model_bps) if be.model_bps else fmt.DASH),
                 title="" if be is None else (be.model_reason or ""),
             ),  # fmt: skip
             Cell(fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH),
@@ -255,13 +254,13 @@ def markdown(found: list[NetworkCase]) -> str:
         links = _links(case)
         out.append(f"**{case.title}**\n")
         out.append("Step p50 in ms on each link; bytes counted on the veth.\n")
-        out.append("| strategy | veth (unshaped) | " + " | ".join(mbit(r) for r in links)
+        out.append("| strategy | veth (unshaped) | " + " | ".join(rate_text(r) for r in links)
                    + " | link MB/step one way | break-even (measured) | break-even over rounds [CI] | break-even (model) | model error |")  # fmt: skip
         out.append("|" + "---|" * (len(links) + 7))
         for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
             step = dict(curve.points)
-            measured = "(fp32)" if be is None else (mbit(be.measured_bps) if be.measured_bps else f"— ({be.measured_reason})")
-            model = "(fp32)" if be is None else (mbit(be.model_bps) if be.model_bps else f"— ({be.model_reason})")
+            measured = "(fp32)" if be is None else (rate_text(be.measured_bps) if be.measured_bps else f"— ({be.measured_reason})")
+            model = "(fp32)" if be is None else (rate_text(be.model_bps) if be.model_bps else f"— ({be.model_reason})")
             out.append(f"| {curve.strategy} | {fmt.ms(curve.unshaped_s)} | " + " | ".join(fmt.ms(step.get(r)) for r in links)
                        + f" | {fmt.mb(curve.bytes_per_direction)} | {measured} | "
                        + ("(fp32)" if be is None else round_text(be.over_rounds)) + f" | {model} | "

@@ -121,6 +121,14 @@ def read_comm(paths: list[Path]) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=COMM_SCHEMA.names)
 
 
+def launches_by_round(row: Any, column: str = "latency_p50_s_per_launch") -> dict[int, float]:
+    """round -> that round's value of a stored row's per-launch column (empty without per-launch rounds)."""
+    values, rounds = row.get(column), row.get("launch_rounds")
+    if values is None or rounds is None or isinstance(values, float) or isinstance(rounds, float) or len(values) != len(rounds):
+        return {}  # not stored (None) or a NaN from pandas
+    return {int(r): float(v) for r, v in zip(rounds, values)}
+
+
 def completed_trials(results_dir: Path, measurement_version: int) -> dict[str, int]:
     """Trial id -> the newest measurement version it was recorded ok with, under `results_dir`,
     for versions up to `measurement_version` (rows written before versions were stored count as 0)."""
