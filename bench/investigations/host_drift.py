@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.runner.noise import reference_once
+from bench.runner.noise import reference_data, reference_once
 
 NORMAL_95 = 1.959964
 MEDIAN_SE = math.sqrt(math.pi / 2)  # the sample median's standard error, in sigmas / sqrt(n), for normal data
@@ -68,7 +68,7 @@ def launches_needed(launch_cv: float, goal: float) -> int:
 
 
 def measure(seconds: float) -> np.ndarray:
-    data = np.random.default_rng(0).standard_normal(1 << 16)
+    data = reference_data()
     out, end = [], time.monotonic() + seconds
     while time.monotonic() < end:
         out.append(reference_once(data))

@@ -200,7 +200,7 @@ class Advised:
     shape: ModelShape
     cluster: adv.Cluster
     advice: list[adv.Advice]
-    accuracy: dict[str, str]  # registered strategy -> its measured accuracy cost
+    accuracy: dict[str, str]  # measured strategy (with its options) -> its accuracy cost
     notes: list[str]
 
     def accuracy_of(self, a: adv.Advice) -> str:

@@ -42,6 +42,11 @@ def _busy_jiffies() -> tuple[int, int] | None:
     return sum(fields[:8]) - idle, sum(fields[:8])
 
 
+def reference_data() -> np.ndarray:
+    """The reference's input: the same 64 Ki doubles every time."""
+    return np.random.default_rng(0).standard_normal(1 << 16)
+
+
 def reference_once(data: np.ndarray) -> float:
     start = time.perf_counter()
     for _ in range(SORTS):
@@ -57,7 +62,7 @@ class NoiseMeter:
     timings_s: list[float] = field(default_factory=list)
     foreign_cores: list[float] = field(default_factory=list)
     load_1m: list[float] = field(default_factory=list)
-    _data: np.ndarray = field(default_factory=lambda: np.random.default_rng(0).standard_normal(1 << 16))
+    _data: np.ndarray = field(default_factory=reference_data)
 
     def sample(self) -> None:
         """One burst of the reference workload, with the other programs' CPU use around it."""
