@@ -102,3 +102,17 @@ def test_a_config_file_and_cluster_flags_together_are_refused(capsys: pytest.Cap
 def test_advise_without_a_model_names_what_is_missing(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = _run(capsys, "advise", "--nodes", "2", "--link", "10gbe", "--mem", "80GB")
     assert code == 2 and "advise: missing 'model'" in err, err
+
+
+def test_accuracy_is_matched_on_the_options_and_other_options_are_named() -> None:
+    import dataclasses
+
+    from bench.predict.present import advised
+    from bench.predict.request import AdviseRequest
+
+    answer = advised(AdviseRequest(model="llama-7b", nodes=8, gpus_per_node=8, link="100gbit", mem="80GB"), [])
+    answer = dataclasses.replace(answer, accuracy={"topk(ratio=0.01)": "+0.005 nats", "powersgd(rank=1)": "+1.1 nats"})
+    by = {a.technique.name: answer.accuracy_of(a) for a in answer.advice}
+    assert by["topk(ratio=0.01)"] == "+0.005 nats"  # the advised options, measured: no "as"
+    assert by["powersgd(rank=4)"] == "as powersgd(rank=1): +1.1 nats"  # measured only with other options: named
+    assert by["signsgd"] == "not measured"
