@@ -29,6 +29,8 @@ def rate_text(bps: float | None) -> str:
     """A bandwidth as tc would write it: `1 Gbit/s`, `200 Mbit/s`; a dash for none."""
     if bps is None:
         return DASH
+    if bps >= 1e12:
+        return f"{bps / 1e12:.3g} Tbit/s"
     return f"{bps / 1e9:.3g} Gbit/s" if bps >= 1e9 else f"{bps / 1e6:.3g} Mbit/s"
 
 
@@ -69,12 +71,12 @@ def crossing(base: Sequence[tuple[float, float]], cand: Sequence[tuple[float, fl
 
 
 def predicted_crossing(base: Callable[[float], float], cand: Callable[[float], float]) -> tuple[float | None, str | None]:
-    """`crossing` of two predicted step-time curves (rate bit/s -> s) over `GRID`."""
-    got, why = crossing([(r, base(r)) for r in GRID], [(r, cand(r)) for r in GRID])
-    if why is not None:  # the "links" here are the grid's rates
-        why = why.replace("on every measured link (up to 1e+03 Gbit/s)", "at every rate from 1 Mbit/s to 1 Tbit/s")
-        why = why.replace("on the measured links (down to 1 Mbit/s)", "at any rate from 1 Mbit/s to 1 Tbit/s")
-    return got, why
+    """Where two predicted step-time curves (rate bit/s -> s) cross over `GRID` (`fall_through` of their difference)."""
+    got, why = fall_through([(r, cand(r) - base(r)) for r in GRID])
+    reasons = {FASTER: "faster than fp32 at every rate from 1 Mbit/s to 1 Tbit/s",
+               NEVER: "never faster than fp32 at any rate from 1 Mbit/s to 1 Tbit/s",
+               RISES: "faster above and slower below: no crossing from slower to faster as the link slows"}  # fmt: skip
+    return got, reasons[why] if why else None
 
 
 def within_factor(predicted: float, measured: float, factor: float = 1.5) -> bool:

@@ -216,8 +216,8 @@ class Advised:
     def heading(self) -> str:
         c = self.cluster
         return (f"{self.request.model} ({self.shape.params / 1e9:.3g} B params; {self.shape.source}) on {c.nodes} nodes x "
-                f"{c.gpus_per_node} GPUs, link {c.link.rate_bps / 1e9:.3g} Gbit/s, {c.link.latency_s * 1e6:.3g} us; intra "
-                f"{c.intra.rate_bps / 1e9:.3g} Gbit/s; {c.mem_bytes / 1e9:.3g} GB per device")  # fmt: skip
+                f"{c.gpus_per_node} GPUs, link {breakeven.rate_text(c.link.rate_bps)}, {c.link.latency_s * 1e6:.3g} us; intra "
+                f"{breakeven.rate_text(c.intra.rate_bps)}; {c.mem_bytes / 1e9:.3g} GB per device")  # fmt: skip
 
 
 def advised(request: AdviseRequest, paths: list[Path]) -> Advised:
