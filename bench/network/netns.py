@@ -107,10 +107,7 @@ def qdisc_args(spec: NetworkSpec, dev: str) -> list[str]:
             "limit",
             "100000",
         ]
-    # The bucket must hold at least one 64 KiB GSO segment and a kernel tick (4 ms at HZ=250) of
-    # tokens, or tbf cannot reach its rate.
-    burst = max(65536 + 1514, int(spec.rate_bps / 8 * 0.004))
-    return ["qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", str(burst), "latency", _TBF_LATENCY]
+    return ["qdisc", "add", "dev", dev, "root", "tbf", "rate", rate, "burst", str(spec.burst_bytes), "latency", _TBF_LATENCY]
 
 
 def _delete(ns: str) -> None:

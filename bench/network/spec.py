@@ -30,6 +30,18 @@ class NetworkSpec:
     def shaped(self) -> bool:
         return self.rate_bps is not None
 
+    @property
+    def burst_bytes(self) -> int | None:
+        """The tbf bucket of a shaped link (`tbf_burst_bytes`); None where not shaped."""
+        return None if self.rate_bps is None else tbf_burst_bytes(self.rate_bps)
+
+
+def tbf_burst_bytes(rate_bps: float) -> int:
+    """The token bucket a shaped link gets: one 64 KiB GSO segment, or a kernel tick's tokens (4 ms
+    at HZ=250), whichever is larger; with less, tbf cannot reach its rate. After an idle gap of
+    burst/rate or more, a full bucket lets that many bytes through at the veth's own speed."""
+    return max(65536 + 1514, int(rate_bps / 8 * 0.004))
+
 
 def parse_network(name: str) -> NetworkSpec:
     """`"veth"`, `"1gbit"`, `"100mbit+5ms"` -> NetworkSpec; anything else is a BenchError."""

@@ -8,6 +8,12 @@ the absolute residual (the large calls alone would set both unknowns) and the re
 line speed, so at 50 Mbit/s the relative fit put beta at 64 Mbit/s and the steps 25% short;
 weighted so, 45 Mbit/s, as the 8 MB calls run). Both unknowns are kept non-negative: a
 negative alpha (bytes explain everything) is refitted with alpha = 0.
+
+One line over all sizes misses where a link changes regime with size: at 50 Mbit/s gloo's
+all_gather runs 8 MB calls at 58% of the rate and 256 KB calls at 94%, so the one fit put a
+370 KB call at twice its time. `segments` therefore also fits alpha and beta between each
+pair of adjacent calibrated sizes (exact through both when they hold one sample each); a call
+is priced on the segment around its size, and beyond the calibrated sizes on the nearest one.
 """
 
 from __future__ import annotations
@@ -66,3 +72,45 @@ def fit_by_op(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> dict[
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
     return {op: fit(group, algorithm) for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    """Alpha and beta fitted between two adjacent calibrated message sizes (nccl-tests S, bytes)."""
+
+    low_bytes: float
+    high_bytes: float
+    fit: AlphaBeta
+
+
+def segments(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> tuple[Segment, ...]:
+    """One `fit` per pair of adjacent message sizes among `samples` (one collective kind), by size.
+
+    A pair whose larger size ran no slower than its smaller one (noise) has no bandwidth of its
+    own: it takes the fit over every size."""
+    group = list(samples)
+    sizes = sorted({s.msg_bytes for s in group})
+    out = []
+    for lo, hi in zip(sizes, sizes[1:]):
+        try:
+            ab = fit([s for s in group if s.msg_bytes in (lo, hi)], algorithm)
+        except ValueError:
+            ab = fit(group, algorithm)
+        out.append(Segment(lo, hi, ab))
+    return tuple(out)
+
+
+def segment_for(segs: tuple[Segment, ...], msg_bytes: float) -> AlphaBeta:
+    """The fit of the segment around `msg_bytes`; below or above every segment, the nearest one."""
+    for seg in segs:
+        if msg_bytes <= seg.high_bytes:
+            return seg.fit
+    return segs[-1].fit
+
+
+def segments_by_op(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> dict[str, tuple[Segment, ...]]:
+    """`segments` per collective kind, for kinds measured at two or more sizes."""
+    by_op: dict[str, list[Sample]] = {}
+    for s in samples:
+        by_op.setdefault(s.op, []).append(s)
+    return {op: segments(group, algorithm) for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}

@@ -1,21 +1,23 @@
 """Links beyond this machine: published rates, and a calibrated link scaled to another rate.
 
-A published link is its nominal rate per direction and a latency per message; the
-bandwidth a collective reaches is that rate times an efficiency, 1.0 unless a calibration
-says otherwise (`efficiency`: measured beta over nominal rate, per collective kind, on the
-user's own shaped links). Latencies are the vendors' port-to-port or the transport's
+`scaled_to` is what the predicted break-even and the report's model curves use between and
+around the calibrated links: the calibrated shaped link nearest in log-rate, every bandwidth
+(each size segment's too) scaled by the rate ratio, its latencies kept, and the tbf bucket
+that rate gets.
+
+A published link is its nominal rate per direction and a latency per message; a collective
+is taken to reach that rate. Latencies are the vendors' port-to-port or the transport's
 typical figures; a collective's per-step latency on a real stack (NCCL, gloo's TCP) is
 larger, which is why a calibration on the user's cluster should replace them.
 """
 
 from __future__ import annotations
 
-import statistics
-from collections.abc import Mapping, Sequence
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from bench.network.spec import parse_network
-from bench.predict.calibrate import AlphaBeta
+from bench.network.spec import parse_network, tbf_burst_bytes
 from bench.predict.step import LinkModel
 
 
@@ -40,32 +42,6 @@ PUBLISHED: dict[str, Published] = {
 }
 
 
-def efficiency(calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> dict[str, float]:
-    """Per collective kind, the median of beta / (rate / 8) over calibrated links with a known rate."""
-    ratios: dict[str, list[float]] = {}
-    for name, link in calibrated.items():
-        if name in rates:
-            for op, ab in link.by_op.items():
-                ratios.setdefault(op, []).append(ab.beta_Bps / (rates[name] / 8))
-    return {op: statistics.median(v) for op, v in ratios.items()}
-
-
-def at_rate(rate_bps: float, latency_s: float, eff: Mapping[str, float], name: str = "", source: str = "") -> LinkModel:
-    """A link of `rate_bps` and `latency_s` per message, each collective at its calibrated efficiency (1.0 without one)."""
-    default_eff = statistics.median(eff.values()) if eff else 1.0
-    by_op = {op: AlphaBeta(latency_s, e * rate_bps / 8, 0, 0.0) for op, e in eff.items()}
-    return LinkModel(name or f"{rate_bps:g}bit", AlphaBeta(latency_s, default_eff * rate_bps / 8, 0, 0.0), by_op, source)
-
-
-def median_alpha(calibrated: Sequence[LinkModel]) -> dict[str, float]:
-    """Per collective kind, the median alpha over calibrated links."""
-    alphas: dict[str, list[float]] = {}
-    for link in calibrated:
-        for op, ab in link.by_op.items():
-            alphas.setdefault(op, []).append(ab.alpha_s)
-    return {op: statistics.median(v) for op, v in alphas.items()}
-
-
 def resolve(text: str, latency_s: float | None = None) -> Published:
     """A published name (`100gbe`, `ib-ndr`) or a tc rate (`100gbit`); BenchError for anything else."""
     if text.lower() in PUBLISHED:
@@ -82,3 +58,12 @@ def resolve(text: str, latency_s: float | None = None) -> Published:
         lat,
         f"user-given rate {text}" + ("" if latency_s is not None or spec.delay_s else ", latency 5 us assumed"),
     )
+
+
+def scaled_to(rate_bps: float, calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> LinkModel:
+    """The calibrated shaped link nearest `rate_bps` in log-rate, scaled to it (module docstring); ValueError without one."""
+    shaped = [name for name in calibrated if rates.get(name)]
+    if not shaped:
+        raise ValueError("no calibrated link with a known rate to scale from")
+    near = min(shaped, key=lambda name: abs(math.log(rates[name] / rate_bps)))
+    return calibrated[near].scaled(rate_bps / rates[near], f"{near} scaled to {rate_bps:g} bit/s", tbf_burst_bytes(rate_bps))

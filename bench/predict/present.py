@@ -5,7 +5,6 @@ Reads results through `rows` (pandas); every number it shows comes from the pure
 
 from __future__ import annotations
 
-import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,20 +94,16 @@ class Validation:
         return [o for f in self.folds.values() for o in f]
 
 
-def model_curve(compute_s: float, o: Observed, eff: dict[str, float], lat: float) -> Callable[[float], float]:
-    """Predicted step (s) of `o`'s calls against link rate (bit/s), each link scaled from the calibration."""
-    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.at_rate(r, lat, eff))
-
-
-def scaling(models: dict[str, LinkModel], rates: dict[str, float]) -> tuple[dict[str, float], float]:
-    """Per-op efficiency (beta over rate) and the median alpha of the calibrated links."""
-    alpha = links.median_alpha(list(models.values()))
-    return links.efficiency(models, rates), (statistics.median(alpha.values()) if alpha else 0.0)
+def model_curve(compute_s: float, o: Observed, calibrated: dict[str, LinkModel], rates: dict[str, float]) -> Callable[[float], float]:
+    """Predicted step (s) of `o`'s calls against link rate (bit/s): the nearest calibrated link, scaled (`links.scaled_to`)."""
+    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.scaled_to(r, calibrated, rates))
 
 
 def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float]) -> list[BreakEvenRow]:
     """Measured and predicted break-even per strategy (compute from every link; links scaled by rate)."""
-    eff, lat = scaling(models, rates)
+    calibrated = {name: m for name, m in models.items() if name in rates}
+    if not calibrated:
+        return []
     out = []
     for case in sorted({o.case for o in obs}):
         every = [o for o in obs if o.case == case]
@@ -122,7 +117,7 @@ def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[s
             measured, why = breakeven.crossing([(o.rate_bps, o.measured_s) for o in every if o.strategy == BASELINE and o.rate_bps],
                                                [(o.rate_bps, o.measured_s) for o in every if o.strategy == strat and o.rate_bps])  # fmt: skip
             cc = holdout.compute_of(cand, models)
-            preds = [breakeven.predicted_crossing(model_curve(b, base[0], eff, lat), model_curve(c, cand[0], eff, lat))
+            preds = [breakeven.predicted_crossing(model_curve(b, base[0], calibrated, rates), model_curve(c, cand[0], calibrated, rates))
                      for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
             (p, pwhy), (a, _), (b, _) = preds
             lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)

@@ -15,7 +15,8 @@ from pathlib import Path
 import pandas as pd
 
 from bench.errors import BenchError
-from bench.predict.calibrate import Sample, fit_by_op
+from bench.network.spec import tbf_burst_bytes
+from bench.predict.calibrate import Sample, fit_by_op, segments_by_op
 from bench.predict.holdout import Observed
 from bench.predict.step import Call, LinkModel
 from bench.storage.parquet import launches_by_round, read_comm, read_results
@@ -57,14 +58,18 @@ def rates(rows: pd.DataFrame) -> dict[str, float]:
 
 
 def link_models(rows: pd.DataFrame) -> dict[str, LinkModel]:
-    """Link name -> alpha-beta per collective kind, from the collectives rows measured on it (median over runs)."""
+    """Link name -> alpha-beta per collective kind and per size segment, from the collectives rows
+    measured on it (median over runs), with the tbf bucket of a shaped link."""
     out = {}
+    shaped = rates(rows)
     for link, group in samples(rows).items():
-        by_op = fit_by_op(_median_samples(group))
+        med = _median_samples(group)
+        by_op = fit_by_op(med)
         if not by_op:
             continue
         default = by_op.get("all_reduce") or next(iter(by_op.values()))
-        out[link] = LinkModel(link, default, by_op, source=f"collectives rows on {link}")
+        burst = float(tbf_burst_bytes(shaped[link])) if link in shaped else 0.0
+        out[link] = LinkModel(link, default, by_op, f"collectives rows on {link}", segments_by_op(med), burst)
     return out
 
 
@@ -84,7 +89,9 @@ def _calls(comm: pd.DataFrame, run_id: str, trial_id: str, steps: int) -> tuple[
 def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
     """Every ok train step on a link, median over runs, with its calls per step."""
     ok = _ok(rows, "train")
-    out = []
+    out: list[Observed] = []
+    if ok.empty:  # a calibration-only results dir: agg over an empty frame is a frame, not a key
+        return out
     for (case, strategy, link), g in ok.groupby([ok[list(_CASE)].astype(str).agg("|".join, axis=1), "strategy", "network"]):
         first = g.iloc[0]
         calls = _calls(comm, first["run_id"], first["trial_id"], int(first["steps"]))

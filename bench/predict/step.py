@@ -7,6 +7,17 @@ come from the cost model or the comm table; alpha and beta per collective kind c
 calibration on the link (`calibrate.fit_by_op`) or from a published link figure (`links`);
 `codec` is the encode/decode time of a compressing hook; `overlap` is the communication
 hidden behind backward, at most the communication itself.
+
+Two terms belong to the link rather than to the textbook:
+- a calibrated link prices each call on the alpha-beta segment around its message size
+  (`calibrate.segments`), where it has one; else on the fit over every size;
+- a link shaped by a token bucket (tc tbf) of B bytes starts each step with a full bucket,
+  because the forward pass leaves it idle for longer than B / rate (4 ms at 134 Mbit/s and
+  up, 10.7 ms at 50 Mbit/s; gpt2-tiny's forward takes ~30 ms here). The step's first B bytes
+  then pass at the veth's own speed: the communication is W/beta - min(B, W)/beta, with W the
+  step's serial bytes and beta their bytes-weighted bandwidth. A call between buckets of one
+  step may find some tokens again; that is not modelled, so this is the smallest saving.
+  A physical link has no bucket (B = 0).
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bench.predict.calibrate import AlphaBeta
+from bench.predict.calibrate import AlphaBeta, Segment, segment_for
 from bench.predict.collectives import Algorithm, terms
 
 
@@ -35,9 +46,24 @@ class LinkModel:
     default: AlphaBeta
     by_op: Mapping[str, AlphaBeta] = field(default_factory=dict)
     source: str = ""
+    segments: Mapping[str, tuple[Segment, ...]] = field(default_factory=dict)  # per op, by message size
+    burst_bytes: float = 0.0  # the token bucket of a shaped link, full at the start of a step
 
-    def of(self, op: str) -> AlphaBeta:
-        return self.by_op.get("all_reduce" if op == "reduce_scatter" and op not in self.by_op else op, self.default)
+    def of(self, op: str, msg_bytes: float | None = None) -> AlphaBeta:
+        """The fit for `op` (reduce_scatter runs as all_reduce on gloo); at `msg_bytes`, its segment's."""
+        key = "all_reduce" if op == "reduce_scatter" and op not in self.by_op else op
+        if msg_bytes is not None and self.segments.get(key):
+            return segment_for(self.segments[key], msg_bytes)
+        return self.by_op.get(key, self.default)
+
+    def scaled(self, factor: float, name: str, burst_bytes: float) -> LinkModel:
+        """This link with every bandwidth times `factor` and the latencies kept: the same stack at another rate."""
+        def sc(ab: AlphaBeta) -> AlphaBeta:
+            return AlphaBeta(ab.alpha_s, ab.beta_Bps * factor, ab.samples, ab.max_rel_error)
+
+        segs = {op: tuple(Segment(g.low_bytes, g.high_bytes, sc(g.fit)) for g in v) for op, v in self.segments.items()}
+        by_op = {op: sc(ab) for op, ab in self.by_op.items()}
+        return LinkModel(name, sc(self.default), by_op, f"{self.source}, bandwidth x{factor:.3g}", segs, burst_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,11 +81,16 @@ class StepPrediction:
 
 
 def comm_seconds(calls: Iterable[Call], n: int, link: LinkModel, algorithm: Algorithm = "gloo") -> float:
-    """Sum of every call's alpha-beta time per step."""
-    total = 0.0
+    """Sum of every call's alpha-beta time per step, less what the link's full bucket lets through."""
+    total = serial = byte_time = 0.0
     for c in calls:
-        ab = link.of(c.op)
-        total += c.per_step * terms(c.op, c.msg_bytes, n, algorithm).seconds(ab.alpha_s, ab.beta_Bps)
+        ab = link.of(c.op, c.msg_bytes)
+        t = terms(c.op, c.msg_bytes, n, algorithm)
+        total += c.per_step * t.seconds(ab.alpha_s, ab.beta_Bps)
+        serial += c.per_step * t.serial_bytes
+        byte_time += c.per_step * t.serial_bytes / ab.beta_Bps
+    if link.burst_bytes > 0 and serial > 0:
+        total -= min(link.burst_bytes, serial) * byte_time / serial
     return total
 
 

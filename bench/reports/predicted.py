@@ -10,7 +10,7 @@ import pandas as pd
 
 from bench.errors import BenchError
 from bench.predict import breakeven, holdout
-from bench.predict.present import Validation, model_curve, scaling, validate_rows
+from bench.predict.present import Validation, model_curve, validate_rows
 from bench.predict.rows import rates
 from bench.reports import fmt, plots
 from bench.reports.blocks import Block, Cell, Column, Figure, Heading, Paragraph, Table, present
@@ -47,7 +47,10 @@ def _breakeven_table(v: Validation) -> Table:
 
 
 def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
-    eff, lat = scaling(v.links, rates(rows))
+    shaped = rates(rows)
+    calibrated = {name: m for name, m in v.links.items() if name in shaped}
+    if not calibrated:
+        return None
     lines = []
     for strat in sorted({o.strategy for o in v.observed}):
         mine = [o for o in v.observed if o.strategy == strat and o.rate_bps and o.link in v.links]
@@ -55,7 +58,7 @@ def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
             continue
         c = holdout.compute_of(mine, v.links)
         grid = [r for r in breakeven.GRID if min(o.rate_bps for o in mine) / 2 <= r <= max(o.rate_bps for o in mine) * 2]  # type: ignore[type-var]
-        curve = model_curve(c.seconds, mine[0], eff, lat)
+        curve = model_curve(c.seconds, mine[0], calibrated, shaped)
         lines.append(plots.Line(f"{strat} (model)", [r / 1e6 for r in grid], [curve(r) for r in grid]))
         lines.append(plots.Line(f"{strat} (measured)", [o.rate_bps / 1e6 for o in mine], [o.measured_s for o in mine]))  # type: ignore[operator]
     if not lines:

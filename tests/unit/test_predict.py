@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from bench.network.spec import tbf_burst_bytes
 from bench.predict import advise as adv
 from bench.predict import breakeven, holdout, links
-from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op
+from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op, segments
 from bench.predict.collectives import seconds, terms
 from bench.predict.memory import Layout, model_state_bytes
 from bench.predict.shapes import PUBLISHED, ZOO, parameter_shapes
@@ -149,13 +150,54 @@ def test_a_fold_predicts_held_out_links_exactly_when_the_model_is_true() -> None
     assert all(o.error == pytest.approx(1 / 1.2 - 1) for o in holdout.fold(broken, models, {"mid"}))
 
 
+def test_size_segments_recover_each_regime_and_interpolate_between_sizes() -> None:
+    """Small calls at (50 us, 1 GB/s), large ones at (2 ms, 0.25 GB/s): one line fits neither; segments fit both."""
+    small = [Sample("all_gather", 2, s, seconds("all_gather", s, 2, 50e-6, 1e9, "gloo")) for s in (16384.0, 262144.0)]
+    large = [Sample("all_gather", 2, s, seconds("all_gather", s, 2, 2e-3, 0.25e9, "gloo")) for s in (2097152.0, 8388608.0)]
+    segs = segments(small + large)
+    assert [(g.low_bytes, g.high_bytes) for g in segs] == [(16384, 262144), (262144, 2097152), (2097152, 8388608)]
+    assert segs[0].fit.alpha_s == pytest.approx(50e-6) and segs[0].fit.beta_Bps == pytest.approx(1e9)
+    assert segs[2].fit.alpha_s == pytest.approx(2e-3) and segs[2].fit.beta_Bps == pytest.approx(0.25e9)
+    link = LinkModel("l", fit(small + large), {"all_gather": fit(small + large)}, segments={"all_gather": segs})
+    assert segs[1].fit == fit(small[1:] + large[:1])  # the junction: its own two sizes (a negative alpha refitted as 0)
+    for s in small + large[1:]:  # calls inside one regime are priced exactly; the single line is off by > 20% somewhere
+        assert comm_seconds([Call("all_gather", s.msg_bytes)], 2, link) == pytest.approx(s.seconds)
+    assert max(abs(link.default.seconds("all_gather", s.msg_bytes, 2, "gloo") / s.seconds - 1) for s in small + large) > 0.2
+    mid = (2097152 + 8388608) / 2  # time is linear in S within a segment
+    assert comm_seconds([Call("all_gather", mid)], 2, link) == pytest.approx((large[0].seconds + large[1].seconds) / 2)
+    beyond = seconds("all_gather", 64e6, 2, 2e-3, 0.25e9, "gloo")  # beyond the calibrated sizes: the last segment
+    assert comm_seconds([Call("all_gather", 64e6)], 2, link) == pytest.approx(beyond)
+
+
+def test_a_full_token_bucket_lets_the_steps_first_bytes_through() -> None:
+    """comm = sum of alphas + (W - min(B, W)) / beta, with W the step's serial bytes and B the bucket."""
+    ab = AlphaBeta(100e-6, 1e6, 2, 0.0)
+    link = LinkModel("shaped", ab, {"all_reduce": ab}, burst_bytes=50e3)
+    calls = [Call("all_reduce", 40e3, 2.0)]  # n = 2: W = 2 x 40 KB, latency 2 x 2 alpha
+    assert comm_seconds(calls, 2, link) == pytest.approx(4 * 100e-6 + (80e3 - 50e3) / 1e6)
+    assert comm_seconds([Call("all_reduce", 20e3)], 2, link) == pytest.approx(2 * 100e-6)  # W <= B: latency alone
+    assert comm_seconds(calls, 2, link.scaled(1.0, "no bucket", 0.0)) == pytest.approx(4 * 100e-6 + 80e3 / 1e6)
+
+
+def test_a_scaled_link_keeps_its_latencies_and_scales_every_bandwidth() -> None:
+    ab = AlphaBeta(1e-3, 1e6, 2, 0.0)
+    link = LinkModel("cal", ab, {"all_reduce": ab}, segments={"all_reduce": segments(
+        [Sample("all_reduce", 2, s, 2 * 1e-3 + s / 1e6) for s in (1e4, 1e5, 1e6)])})  # fmt: skip
+    fast = links.scaled_to(4e9, {"cal": link, "far": link}, {"cal": 1e9, "far": 1e6})  # nearest in log-rate: cal, x4
+    assert fast.burst_bytes == tbf_burst_bytes(4e9) and fast.of("all_reduce", 5e5).alpha_s == pytest.approx(1e-3)
+    assert fast.of("all_reduce", 5e5).beta_Bps == pytest.approx(4e6) and fast.default.beta_Bps == pytest.approx(4e6)
+    with pytest.raises(ValueError):
+        links.scaled_to(1e9, {"veth": link}, {})
+
+
 def test_the_predicted_break_even_is_the_closed_form_crossing() -> None:
-    """t = c + 8 W / (eff r): crossing at 8 (W_b - W_s) / (eff (c_s - c_b))."""
-    eff = {"all_reduce": 0.9}
-    base, cand = (Call("all_reduce", 6e6, 1.0),), (Call("all_reduce", 1e6, 1.0),)
+    """t = c + 8 W / (eff r): crossing at 8 (W_b - W_s) / (eff (c_s - c_b)), on a calibrated link scaled to each rate."""
+    calibrated = {"cal": LinkModel("cal", AlphaBeta(0.0, 0.9 * 1e9 / 8, 2, 0.0))}  # 90% of its 1 Gbit/s rate
 
     def curve(c: float, calls: tuple[Call, ...]):  # type: ignore[no-untyped-def]
-        return lambda r: c + comm_seconds(calls, 2, links.at_rate(r, 0.0, eff))
+        return lambda r: c + comm_seconds(calls, 2, links.scaled_to(r, calibrated, {"cal": 1e9}).scaled(1, "no bucket", 0))
+
+    base, cand = (Call("all_reduce", 6e6, 1.0),), (Call("all_reduce", 1e6, 1.0),)
 
     got, why = breakeven.predicted_crossing(curve(0.1, base), curve(0.15, cand))
     expected = 8 * (6e6 - 1e6) / (0.9 * 0.05)  # ring at n = 2: W = S

@@ -7,6 +7,7 @@ import json
 import pandas as pd
 import pytest
 
+from bench.network.spec import tbf_burst_bytes
 from bench.predict.breakeven import ratio_crossing
 from bench.predict.collectives import seconds
 from bench.predict.present import validate_rows
@@ -32,7 +33,8 @@ def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | 
         for strategy, c in compute.items():
             per_call = GRAD / 2 / (2 if strategy == "fp16_compress" else 1)
             tid = f"t-{link}-{strategy}"
-            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo")
+            # 2 calls of serial bytes S each (gloo ring, n = 2); the tbf bucket is full at the step's start
+            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo") - min(tbf_burst_bytes(rate), 2 * per_call) / beta
             launches = {"launch_rounds": [0, 1, 2], "latency_p50_s_per_launch": [step * f for f in rounds[strategy]]} if rounds else {}
             trials.append({**common, "workload": "train", "model": "gpt2-tiny", "strategy": strategy, "network": link,
                            "network_rate_bps": rate, "trial_id": tid, "metrics": "{}", "latency_p50_s": step, **launches})  # fmt: skip
@@ -50,6 +52,17 @@ def test_rows_drawn_from_the_model_are_predicted_exactly_on_every_held_out_link(
     assert all(abs(o.error) < 1e-9 for o in v.outcomes)
     (row,) = v.breakevens  # fp16 saves 3 MB a step and costs 10 ms more compute: t = c + 8 W / (EFF r) + latency
     assert row.strategy == "fp16_compress" and row.predicted_bps == pytest.approx(8 * 3e6 / (EFF * 0.01), rel=0.05)
+
+
+def test_calibration_rows_alone_have_no_trial_to_predict_and_the_report_builds() -> None:
+    from bench.errors import BenchError
+    from bench.reports import predicted
+
+    trials, comm = _rows()
+    calibration = trials[trials["workload"] == "collectives"]  # what `commbench sweep calibration` writes
+    assert predicted.blocks(calibration, comm.iloc[0:0]) == []  # the sweep's report crashed here in pandas
+    with pytest.raises(BenchError, match="train rows"):
+        validate_rows(calibration, comm.iloc[0:0], None)
 
 
 def test_a_holdout_link_that_was_never_measured_is_an_error() -> None:
