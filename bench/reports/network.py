@@ -182,7 +182,9 @@ def _links(case: NetworkCase) -> list[float]:
     return sorted({r for c in (case.baseline, *(b.curve for b in case.rows)) for r, _ in c.points}, reverse=True)
 
 
-def table(case: NetworkCase) -> Table:
+def table(case: NetworkCase, simple_model: bool = True) -> Table:
+    """The case's steps per link and break-evens; `simple_model=False` leaves out the simple model's
+    columns (where the calibrated model's table follows, one model answers)."""
     links = _links(case)
     columns = (
         Column("strategy", left=True),
@@ -194,7 +196,7 @@ def table(case: NetworkCase) -> Table:
                "resolved when every round crosses and the CI lies inside the measured links"),
         Column("break-even (model)", "8·(bytes_fp32 − bytes) / (compute − compute_fp32)"),
         Column("model error", "max |model − measured| / measured over the shaped links"),
-    )
+    )[: None if simple_model else -2]
     body = []
     for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
         step = dict(curve.points)
@@ -216,7 +218,7 @@ def table(case: NetworkCase) -> Table:
                 title="" if be is None else (be.model_reason or ""),
             ),  # fmt: skip
             Cell(fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH),
-        ]
+        ][: None if simple_model else -2]
         body.append(tuple(cells))
     return Table(columns, tuple(body), caption=case.title)
 
@@ -238,13 +240,14 @@ def section(rows: pd.DataFrame, comm: pd.DataFrame | None = None) -> Section | N
     found = analyse(rows)
     if not found:
         return None
-    blocks = [blk for case in found for blk in present(table(case), reasons(case), figure(case))]
-    blocks += predicted.blocks(rows, comm) if comm is not None else []  # the calibrated model, where rows hold a calibration
-    return Section("network", "Step time against link bandwidth", tuple(blocks),
+    calibrated = predicted.blocks(rows, comm) if comm is not None else []  # where rows hold a calibration
+    blocks = [blk for case in found for blk in present(table(case, simple_model=not calibrated), reasons(case), figure(case))]
+    model = ("the calibrated model below (bench/predict)" if calibrated else
+             "the model compute + bytes/bandwidth + delay × messages (a calibration sweep on the same links gives the calibrated one)")
+    return Section("network", "Step time against link bandwidth", tuple(blocks + calibrated),
                    intro="Two network namespaces joined by a veth, one node each, the link shaped by tc (bench/network). "
                          "Break-even: the bandwidth below which a strategy's step beats fp32's, interpolated in "
-                         "log-bandwidth between measured links, and the same from the model "
-                         "compute + bytes/bandwidth + delay × messages.")  # fmt: skip
+                         f"log-bandwidth between measured links, over rounds with its CI, and predicted by {model}.")  # fmt: skip
 
 
 def markdown(found: list[NetworkCase]) -> str:

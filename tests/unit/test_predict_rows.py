@@ -91,3 +91,20 @@ def test_an_unresolved_break_even_over_rounds_is_not_checked() -> None:
     assert row.rounds is not None and not row.rounds.resolved and "1 of 3 rounds do not cross" in row.rounds.reason
     assert row.measured_bps is not None  # the medians' curves still cross,
     assert row.reference_bps is None and row.within is None  # but the check waits for a resolved measurement
+
+
+def test_the_network_section_shows_one_model_the_calibrated_one_where_there_is_a_calibration() -> None:
+    from bench.reports import network
+    from bench.reports.blocks import Table
+
+    def heads(rows: pd.DataFrame, comm: pd.DataFrame) -> list[list[str]]:
+        section = network.section(rows, comm)
+        assert section is not None
+        return [[c.head for c in b.columns] for b in section.blocks if isinstance(b, Table)]
+
+    trials, comm = _rows()
+    calibrated = heads(trials, comm)  # the steps table, then the calibrated model's tables
+    assert "break-even (model)" not in calibrated[0] and "break-even over rounds [CI]" in calibrated[0]
+    assert any("predicted" in " ".join(h) for h in calibrated[1:])
+    alone = heads(trials[trials["workload"] == "train"], comm)  # no collectives rows: the simple model's columns
+    assert len(alone) == 1 and "break-even (model)" in alone[0] and "model error" in alone[0]
