@@ -147,11 +147,13 @@ def _median_over_runs(ok: pd.DataFrame) -> pd.DataFrame:
 def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
     """Every case with a baseline measured on two or more shaped links, and its strategies against it.
 
-    Each point is the median of a trial's step p50 over every run in `rows` that measured it.
+    Each point is the median of a trial's step p50 over every run in `rows` that measured it. The
+    `collectives` workload is left out: it is the predictor's calibration, which the calibrated
+    model's alpha-beta table shows (as cases it gave one table per op and size, all titled alike).
     """
     if "network" not in rows or rows.empty:
         return []
-    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna()]
+    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna() & (rows["workload"] != "collectives")]
     if ok.empty:
         return []
     ok = ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()])

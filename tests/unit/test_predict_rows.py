@@ -103,7 +103,8 @@ def test_the_network_section_shows_one_model_the_calibrated_one_where_there_is_a
         return [[c.head for c in b.columns] for b in section.blocks if isinstance(b, Table)]
 
     trials, comm = _rows()
-    calibrated = heads(trials, comm)  # the steps table, then the calibrated model's tables
+    calibrated = heads(trials, comm)  # one steps table (the calibration's collectives are no case), then the model's
+    assert sum("link MB/step one way" in h for h in calibrated) == 1
     assert "break-even (model)" not in calibrated[0] and "break-even over rounds [CI]" in calibrated[0]
     assert any("predicted" in " ".join(h) for h in calibrated[1:])
     alone = heads(trials[trials["workload"] == "train"], comm)  # no collectives rows: the simple model's columns
