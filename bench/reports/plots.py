@@ -180,6 +180,8 @@ class Line:
     label: str
     x: Sequence[float]
     y: Sequence[float]
+    group: str = ""  # lines of one group share a colour (default: each label its own)
+    dashed: bool = False  # a model's curve: dashed, no markers
 
 
 @dataclass(frozen=True, slots=True)
@@ -196,12 +198,19 @@ class LinePanel:
 def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
     """Line panels sharing one legend outside them (no legend inside any axes)."""
     fig, axes = _grid(len(panels), 3.2)
-    names = sorted({ln.label for p in panels for ln in p.lines})
-    cmap = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
-    color = {n: cmap(i % cmap.N) for i, n in enumerate(names)}
+    styles = {ln.label: (ln.group or ln.label, ln.dashed) for p in panels for ln in p.lines}
+    names = sorted(styles)
+    groups = sorted({g for g, _ in styles.values()})
+    cmap = plt.get_cmap("tab10" if len(groups) <= 10 else "tab20")
+    color = {g: cmap(i % cmap.N) for i, g in enumerate(groups)}
+
+    def style(label: str) -> dict[str, object]:
+        group, dashed = styles[label]
+        return {"color": color[group], "ls": "--" if dashed else "-", "marker": None if dashed else "o"}
+
     for ax, p in zip(axes, panels):
         for ln in p.lines:
-            ax.plot(ln.x, ln.y, marker="o", ms=4, lw=1.3, color=color[ln.label])
+            ax.plot(ln.x, ln.y, ms=4, lw=1.3, **style(ln.label))  # type: ignore[arg-type]
         for x, regression in p.marks:
             ax.axvline(x - 0.5, color=REGRESSION_COLOR if regression else BASE_COLOR, ls="--", lw=1.2)
         if p.xticks:
@@ -213,7 +222,8 @@ def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
         if p.log_x:
             ax.set_xscale("log")
             ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            if p.log_y:  # less than a decade of y: the minor ticks carry the labels, written plainly too
+            ys = [y for ln in p.lines for y in ln.y if y and y > 0]
+            if p.log_y and ys and max(ys) < 10 * min(ys):  # less than a decade: the minor ticks carry the labels
                 ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         _plain_y(ax)
         _title(ax, p.title)
@@ -222,6 +232,6 @@ def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
         ax.grid(alpha=0.3)
     fig.tight_layout()
     if legend and len(names) > 1:
-        handles = [plt.Line2D([], [], color=color[n], marker="o", label=n) for n in names]
+        handles = [plt.Line2D([], [], label=n, **style(n)) for n in names]  # type: ignore[arg-type]
         fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 0.98), fontsize=8, frameon=False)
     return to_data_uri(fig)

@@ -59,8 +59,9 @@ def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
         c = holdout.compute_of(mine, v.links)
         grid = [r for r in breakeven.GRID if min(o.rate_bps for o in mine) / 2 <= r <= max(o.rate_bps for o in mine) * 2]  # type: ignore[type-var]
         curve = model_curve(c.seconds, mine[0], calibrated, shaped)
-        lines.append(plots.Line(f"{strat} (model)", [r / 1e6 for r in grid], [curve(r) for r in grid]))
-        lines.append(plots.Line(f"{strat} (measured)", [o.rate_bps / 1e6 for o in mine], [o.measured_s for o in mine]))  # type: ignore[operator]
+        lines.append(plots.Line(f"{strat} (model)", [r / 1e6 for r in grid], [curve(r) for r in grid], group=strat, dashed=True))
+        mine.sort(key=lambda o: o.rate_bps)  # type: ignore[arg-type,return-value]
+        lines.append(plots.Line(f"{strat} (measured)", [o.rate_bps / 1e6 for o in mine], [o.measured_s for o in mine], group=strat))  # type: ignore[operator]
     if not lines:
         return None
     panel = plots.LinePanel("measured and predicted step", "step p50 (s)", lines, log_y=True, log_x=True)

@@ -109,3 +109,14 @@ def test_the_network_section_shows_one_model_the_calibrated_one_where_there_is_a
     assert any("predicted" in " ".join(h) for h in calibrated[1:])
     alone = heads(trials[trials["workload"] == "train"], comm)  # no collectives rows: the simple model's columns
     assert len(alone) == 1 and "break-even (model)" in alone[0] and "model error" in alone[0]
+
+
+def test_the_model_figure_draws_each_measured_line_in_rate_order_beside_its_dashed_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.reports import plots, predicted
+
+    drawn: list[plots.Line] = []
+    monkeypatch.setattr(plots, "lines", lambda panels, xlabel, legend=True: drawn.extend(ln for p in panels for ln in p.lines) or "")
+    predicted.blocks(*_rows())
+    measured = [ln for ln in drawn if not ln.dashed]
+    assert measured and all(list(ln.x) == sorted(ln.x) for ln in measured)  # links came in name order: fast, mid, slow
+    assert {ln.group for ln in measured} == {ln.group for ln in drawn if ln.dashed} == set(COMPUTE)
