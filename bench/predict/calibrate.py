@@ -68,10 +68,15 @@ def fit(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> AlphaBeta:
 
 def fit_by_op(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> dict[str, AlphaBeta]:
     """One `fit` per collective kind among `samples`, leaving out kinds measured at fewer than two sizes."""
+    return {op: fit(group, algorithm) for op, group in _by_op(samples).items()}
+
+
+def _by_op(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
+    """Samples per collective kind, by kind, for kinds measured at two or more message sizes."""
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
         by_op.setdefault(s.op, []).append(s)
-    return {op: fit(group, algorithm) for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}
+    return {op: group for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +115,4 @@ def segment_for(segs: tuple[Segment, ...], msg_bytes: float) -> AlphaBeta:
 
 def segments_by_op(samples: Iterable[Sample], algorithm: Algorithm = "gloo") -> dict[str, tuple[Segment, ...]]:
     """`segments` per collective kind, for kinds measured at two or more sizes."""
-    by_op: dict[str, list[Sample]] = {}
-    for s in samples:
-        by_op.setdefault(s.op, []).append(s)
-    return {op: segments(group, algorithm) for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}
+    return {op: segments(group, algorithm) for op, group in _by_op(samples).items()}

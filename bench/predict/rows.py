@@ -21,6 +21,7 @@ from bench.predict.holdout import Observed
 from bench.predict.step import Call, LinkModel
 from bench.storage.parquet import launches_by_round, read_comm, read_results
 
+CALIBRATION_WORKLOAD = "collectives"  # the rows alpha and beta are fitted on (suite calibration)
 _CASE = ("model", "workload", "world_size", "nnodes", "batch_size", "seq_len", "steps")
 
 
@@ -42,7 +43,7 @@ def _ok(rows: pd.DataFrame, workload: str) -> pd.DataFrame:
 def samples(rows: pd.DataFrame) -> dict[str, list[Sample]]:
     """Link name -> the timed collectives measured on it."""
     out: dict[str, list[Sample]] = {}
-    for _, r in _ok(rows, "collectives").iterrows():
+    for _, r in _ok(rows, CALIBRATION_WORKLOAD).iterrows():
         m = json.loads(r["metrics"])
         op = "send" if m["op"] == "send_recv" else m["op"]
         out.setdefault(r["network"], []).append(

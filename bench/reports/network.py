@@ -32,7 +32,8 @@ import pandas as pd
 
 from bench.config import canonical_json
 from bench.predict.breakeven import RoundBreakEven, crossing, over_rounds, rate_text, round_text
-from bench.reports import cases, fmt, plots, predicted
+from bench.predict.rows import CALIBRATION_WORKLOAD
+from bench.reports import cases, detail, fmt, plots, predicted
 from bench.reports.blocks import Cell, Column, Figure, Paragraph, Section, Table, present
 from bench.storage.parquet import launches_by_round
 
@@ -50,6 +51,7 @@ class Curve:
     messages: float | None  # collectives per step
     compute_s: float | None  # the model's fitted compute time
     model_error: float | None  # max |model - measured| / measured over the shaped links
+    intervals: tuple[tuple[float | None, str], ...] = ()  # (rate, or None unshaped; the step's CI over launches, as text)
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +120,14 @@ def _curve(strategy: str, rows: pd.DataFrame) -> Curve:
         comm = [8 * nbytes / r + d * (messages or 0.0) for (r, _), d in zip(points, delays)]
         compute = float(np.median([t - c for (_, t), c in zip(points, comm)]))
         err = max(abs(compute + c - t) / t for (_, t), c in zip(points, comm))
-    return Curve(strategy, points, float(unshaped.iloc[0]) if len(unshaped) else None, nbytes, messages, compute, err)
+    intervals = tuple((_f(r["network_rate_bps"]), _interval(r)) for _, r in rows.iterrows())
+    return Curve(strategy, points, float(unshaped.iloc[0]) if len(unshaped) else None, nbytes, messages, compute, err, intervals)
+
+
+def _interval(row: pd.Series) -> str:
+    """The step p50's CI over the launches of its one run; a median over runs has none of its own."""
+    runs = int(row.get("runs") or 1)
+    return f"median of {runs} runs" if runs > 1 else detail.ci_text(row, "latency_p50_s", fmt.ms) or ""
 
 
 def _case_key(row: pd.Series) -> str:
@@ -153,7 +162,7 @@ def analyse(rows: pd.DataFrame) -> list[NetworkCase]:
     """
     if "network" not in rows or rows.empty:
         return []
-    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna() & (rows["workload"] != "collectives")]
+    ok = rows[(rows["status"] == "ok") & rows["network"].notna() & rows["latency_p50_s"].notna() & (rows["workload"] != CALIBRATION_WORKLOAD)]
     if ok.empty:
         return []
     ok = ok.assign(_case=[_case_key(r) for _, r in ok.iterrows()])
@@ -190,22 +199,23 @@ def table(case: NetworkCase, simple_model: bool = True) -> Table:
     links = _links(case)
     columns = (
         Column("strategy", left=True),
-        Column("veth (unshaped)", "step p50 on the veth without a rate limit"),
-        *(Column(rate_text(r), "step p50 (ms) on this link") for r in links),
+        Column("veth (unshaped)", "step p50 (ms) on the veth without a rate limit [its CI over launches]"),
+        *(Column(rate_text(r), "step p50 (ms) on this link [its CI over launches]") for r in links),
         Column("link MB/step one way", "veth-counted bytes per step in one direction, headers included"),
         Column("break-even (measured)", "below this bandwidth the strategy's step beats fp32's (log-interpolated)"),
         Column("break-even over rounds [CI]", "median over rounds of each round's crossing of its per-link ratios, with its CI; "
                "resolved when every round crosses and the CI lies inside the measured links"),
-        Column("break-even (model)", "8·(bytes_fp32 − bytes) / (compute − compute_fp32)"),
-        Column("model error", "max |model − measured| / measured over the shaped links"),
-    )[: None if simple_model else -2]
+    )
+    if simple_model:
+        columns += (Column("break-even (model)", "8·(bytes_fp32 − bytes) / (compute − compute_fp32)"),
+                    Column("model error", "max |model − measured| / measured over the shaped links"))  # fmt: skip
     body = []
     for curve, be in [(case.baseline, None), *((b.curve, b) for b in case.rows)]:
-        step = dict(curve.points)
+        step, ci = dict(curve.points), dict(curve.intervals)
         cells = [
             Cell(curve.strategy, left=True),
-            Cell(fmt.ms(curve.unshaped_s)),
-            *(Cell(fmt.ms(step.get(r)), sort=step.get(r)) for r in links),
+            Cell(f"{fmt.ms(curve.unshaped_s)} {ci.get(None, '')}".strip(), sort=curve.unshaped_s, cls="wrap"),
+            *(Cell(f"{fmt.ms(step.get(r))} {ci.get(r, '')}".strip(), sort=step.get(r), cls="wrap") for r in links),
             Cell(fmt.mb(curve.bytes_per_direction)),
             Cell(
                 "(fp32)" if be is None else (rate_text(be.measured_bps) if be.measured_bps else fmt.DASH),
@@ -215,12 +225,13 @@ def table(case: NetworkCase, simple_model: bool = True) -> Table:
             Cell("(fp32)" if be is None else round_text(be.over_rounds), left=True, cls="wrap",
                  sort=None if be is None or be.over_rounds is None or be.over_rounds.estimate is None
                  else be.over_rounds.estimate.value),  # fmt: skip
-            Cell(
-                "(fp32)" if be is None else (rate_text(be.model_bps) if be.model_bps else fmt.DASH),
-                title="" if be is None else (be.model_reason or ""),
-            ),  # fmt: skip
-            Cell(fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH),
-        ][: None if simple_model else -2]
+        ]
+        if simple_model:
+            cells += [
+                Cell("(fp32)" if be is None else (rate_text(be.model_bps) if be.model_bps else fmt.DASH),
+                     title="" if be is None else (be.model_reason or "")),
+                Cell(fmt.pct(curve.model_error) if curve.model_error is not None else fmt.DASH),
+            ]  # fmt: skip
         body.append(tuple(cells))
     return Table(columns, tuple(body), caption=case.title)
 

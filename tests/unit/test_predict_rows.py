@@ -120,3 +120,20 @@ def test_the_model_figure_draws_each_measured_line_in_rate_order_beside_its_dash
     measured = [ln for ln in drawn if not ln.dashed]
     assert measured and all(list(ln.x) == sorted(ln.x) for ln in measured)  # links came in name order: fast, mid, slow
     assert {ln.group for ln in measured} == {ln.group for ln in drawn if ln.dashed} == set(COMPUTE)
+
+
+def test_every_step_in_the_network_table_carries_its_interval_over_launches() -> None:
+    from bench.reports import fmt, network
+
+    trials, comm = _rows()
+    train = trials["workload"] == "train"
+    trials.loc[train, "latency_p50_s_ci_low"] = trials.loc[train, "latency_p50_s"] * 0.9
+    trials.loc[train, "latency_p50_s_ci_high"] = trials.loc[train, "latency_p50_s"] * 1.1
+    trials.loc[train, "ci_level"], trials.loc[train, "launches"] = 0.75, 3
+    (case,) = network.analyse(trials)
+    rows = network.table(case).rows
+    assert all(c.text.endswith("(75%)") and "[" in c.text for row in rows for c in row[2:5])  # fast, mid, slow
+    assert {row[1].text for row in rows} == {fmt.DASH}  # no unshaped veth in these rows: no interval to show
+    twice = pd.concat([trials, trials.assign(run_id="r2")])  # a median over two runs has no interval of its own
+    (case,) = network.analyse(twice)
+    assert all("median of 2 runs" in c.text for row in network.table(case).rows for c in row[2:5])
