@@ -282,8 +282,6 @@ def chromium(page: Path, profile: Path, *args: str) -> subprocess.CompletedProce
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=True)
 
 
-@pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
 def test_cli_report_adds_the_advice_section_for_a_cluster_file(sample: Path, tmp_path: Path) -> None:
     cfg = tmp_path / "advise.toml"
     cfg.write_text('model = "llama-7b"\nnodes = 8\ngpus_per_node = 8\nlink = "100gbit"\nmem = "80GB"\n')
@@ -302,6 +300,8 @@ def test_cli_report_adds_the_advice_section_for_a_cluster_file(sample: Path, tmp
     assert 'id="findings"' in text  # the results' own report is all there too
 
 
+@pytest.mark.browser
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)")
 def test_report_renders_in_headless_chromium(sample_report: Path, tmp_path: Path) -> None:
     checked = tmp_path / "checked.html"
     checked.write_text(sample_report.read_text().replace("</body>", CHECK + "</body>"))
