@@ -1,10 +1,21 @@
 """Validation on held-out links: fit compute on some links, predict the step on the others, state the error.
 
 An `Observed` trial is one strategy of one case on one link, with its measured step (p50) and
-its calls per step. A fold holds out a set of links: each strategy's compute is the median,
-over its trials on the other links, of measured step minus predicted communication; the
-held-out trials are then predicted from that compute and their own link's calibration, and
-never seen before. `mape` summarises a fold's absolute percentage errors.
+its calls per step. A fold holds out a set of links: each strategy's compute is the
+inverse-variance weighted mean, over its trials on the other links, of the residual
+r = measured step - predicted communication; the held-out trials are then predicted from that
+compute and their own link's calibration, and never seen before. `mape` summarises a fold's
+absolute percentage errors.
+
+A residual is as uncertain as what it subtracts and what it is subtracted from:
+
+    var(r) = (COMM_REL_ERROR * comm)^2 + (cv * step)^2
+
+with `comm` the predicted communication, `step` the measured step and `cv` the relative
+spread of the trial's own launches (`DEFAULT_CV` with one launch). A residual on a slow link,
+where communication is most of the step, weighs little beside one on a fast link: the median
+of two residuals, one of them communication-bound, took a 7% communication error there for
+the compute of every link (4-node fp32 on the veth, predicted +23% in the blind check).
 """
 
 from __future__ import annotations
@@ -43,9 +54,13 @@ class Outcome:
         return (self.predicted.total_s - self.trial.measured_s) / self.trial.measured_s
 
 
+COMM_REL_ERROR = 0.10  # the communication model's error on a train step, relative (docs/predict.md: up to ~10% on the slow links)
+DEFAULT_CV = 0.05  # a step's launch-to-launch spread where a trial ran once (the host's CV at 1.5 s windows is ~6%)
+
+
 @dataclass(frozen=True, slots=True)
 class Compute:
-    """A strategy's compute: the median residual over its calibration links, and the residuals' range."""
+    """A strategy's compute: the weighted mean residual over its calibration links, and the residuals' range."""
 
     seconds: float
     low_s: float
@@ -53,13 +68,27 @@ class Compute:
     links: tuple[str, ...]
 
 
+def launch_cv(t: Observed) -> float:
+    """The relative spread (sample stdev / mean) of `t`'s launches' p50s; `DEFAULT_CV` with fewer than two."""
+    p50s = [p for _, _, p in t.by_round]
+    return statistics.stdev(p50s) / statistics.fmean(p50s) if len(p50s) > 1 else DEFAULT_CV
+
+
+def residual_weight(t: Observed, comm_s: float) -> float:
+    """1 / var(residual) of `t` (module docstring); finite for a step with neither spread nor communication."""
+    var = (COMM_REL_ERROR * comm_s) ** 2 + (launch_cv(t) * t.measured_s) ** 2
+    return 1.0 / max(var, 1e-18)
+
+
 def compute_of(trials: Iterable[Observed], links: Mapping[str, LinkModel]) -> Compute:
-    """Measured step minus predicted communication, over `trials` (one strategy); ValueError if none."""
-    res = {t.link: t.measured_s - comm_seconds(t.calls, t.n, links[t.link]) for t in trials}
+    """Measured step minus predicted communication, weighted over `trials` (one strategy); ValueError if none."""
+    comm = {t.link: comm_seconds(t.calls, t.n, links[t.link]) for t in trials}
+    res = {t.link: (t.measured_s - comm[t.link], residual_weight(t, comm[t.link])) for t in trials}
     if not res:
         raise ValueError("no calibration trial to take the compute from")
-    vals = list(res.values())
-    return Compute(statistics.median(vals), min(vals), max(vals), tuple(sorted(res)))
+    vals = [r for r, _ in res.values()]
+    mean = sum(r * w for r, w in res.values()) / sum(w for _, w in res.values())
+    return Compute(mean, min(vals), max(vals), tuple(sorted(res)))
 
 
 def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str]) -> list[Outcome]:

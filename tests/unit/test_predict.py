@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import subprocess
 import sys
@@ -148,6 +149,23 @@ def test_a_fold_predicts_held_out_links_exactly_when_the_model_is_true() -> None
         for o in obs
     ]
     assert all(o.error == pytest.approx(1 / 1.2 - 1) for o in holdout.fold(broken, models, {"mid"}))
+
+
+def test_compute_weighs_each_residual_by_its_variance() -> None:
+    """var(r) = (COMM_REL_ERROR comm)^2 + (cv step)^2: a communication-bound link's residual weighs little."""
+    models = {"fast": LinkModel("fast", AlphaBeta(0.0, 1e9, 0, 0.0)), "slow": LinkModel("slow", AlphaBeta(0.0, 1e7, 0, 0.0))}
+    calls = (Call("all_reduce", 1e7, 1.0),)  # n = 2: 10 ms on fast, 1 s on slow
+    runs = lambda step, cv: tuple(("r", i, step * (1 + d * cv)) for i, d in enumerate((-1, 0, 1)))  # noqa: E731 (stdev/mean = cv)
+    fast = holdout.Observed("c", "s", "fast", None, 2, 0.25 + 0.01, calls, runs(0.26, 0.04))
+    slow = holdout.Observed("c", "s", "slow", None, 2, 0.25 + 1.0 * 1.07, calls, runs(1.32, 0.04))  # comm 7% slower than modelled
+    assert holdout.launch_cv(fast) == pytest.approx(0.04) and holdout.launch_cv(dataclasses.replace(fast, by_round=())) == holdout.DEFAULT_CV
+    w_fast, w_slow = (holdout.residual_weight(o, c) for o, c in ((fast, 0.01), (slow, 1.0)))
+    assert w_fast == pytest.approx(1 / ((0.1 * 0.01) ** 2 + (0.04 * 0.26) ** 2))
+    assert w_slow == pytest.approx(1 / ((0.1 * 1.0) ** 2 + (0.04 * 1.32) ** 2))
+    c = holdout.compute_of([fast, slow], models)
+    expected = (0.25 * w_fast + 0.32 * w_slow) / (w_fast + w_slow)  # residuals 0.25 and 0.32
+    assert c.seconds == pytest.approx(expected) and abs(c.seconds - 0.25) < 0.002  # the median of two would be 0.285
+    assert (c.low_s, c.high_s) == pytest.approx((0.25, 0.32)) and c.links == ("fast", "slow")
 
 
 def test_size_segments_recover_each_regime_and_interpolate_between_sizes() -> None:
