@@ -5,11 +5,13 @@
 - `observed(rows, comm)`: each ok `train` row on a link as an `Observed` step, its calls
   per step from the comm table (rank 0: calls and message bytes per op over the window).
 - `link_models(rows)`: alpha-beta per collective kind on each link, fitted from `samples`.
+- `run_noise(rows)`: the machine's noise over each run whose rows the predictor uses.
 """
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +21,7 @@ from bench.network.spec import tbf_burst_bytes
 from bench.predict.calibrate import Sample, fit_by_op, segments_by_op
 from bench.predict.holdout import Observed
 from bench.predict.step import Call, LinkModel
+from bench.runner.noise import describe_run
 from bench.storage.parquet import launches_by_round, read_comm, read_results
 
 CALIBRATION_WORKLOAD = "collectives"  # the rows alpha and beta are fitted on (suite calibration)
@@ -98,10 +101,27 @@ def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
         calls = _calls(comm, first["run_id"], first["trial_id"], int(first["steps"]))
         rate = first["network_rate_bps"]
         out.append(Observed(str(case), str(strategy), str(link), None if pd.isna(rate) else float(rate),
-                            int(first["world_size"]), float(g["latency_p50_s"].median()), calls, _by_round(g)))  # fmt: skip
+                            int(first["world_size"]), float(g["latency_p50_s"].median()), calls, _by_round(g),
+                            tuple(sorted(set(g["run_id"].astype(str))))))  # fmt: skip
     return out
 
 
 def _by_round(g: pd.DataFrame) -> tuple[tuple[str, int, float], ...]:
     """(run, round, p50) of every launch of `g`'s rows that ran in rounds."""
     return tuple((str(r["run_id"]), rnd, p50) for _, r in g.iterrows() for rnd, p50 in launches_by_round(r).items())
+
+
+@dataclass(frozen=True, slots=True)
+class RunNoise:
+    """One run's suite and the noise the sweep measured over it (`bench.runner.noise`; noisy None: not measured)."""
+
+    suite: str
+    noisy: bool | None
+    line: str
+
+
+def run_noise(rows: pd.DataFrame) -> dict[str, RunNoise]:
+    """Run id -> its noise, for every run holding calibration or train rows on a link."""
+    used = pd.concat([_ok(rows, CALIBRATION_WORKLOAD), _ok(rows, "train")])
+    return {str(run): RunNoise(str(g["suite"].iloc[0]) if "suite" in g else "?", *describe_run(g))
+            for run, g in used.groupby("run_id")}  # fmt: skip

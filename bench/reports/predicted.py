@@ -77,9 +77,7 @@ def blocks(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Block]:
         return []
     if not v.outcomes:
         return []
-    worst = max(abs(o.error) for o in v.outcomes)
     summary = Paragraph(f"The calibrated model (bench/predict): each step predicted as compute (measured per strategy on the "
                         f"other links) + the alpha-beta time of its collectives, calibrated on the collectives workload on the "
-                        f"same link. Held-out error, leaving each link out: median {holdout.mape(v.outcomes):.1%}, worst "
-                        f"{worst:.1%}, over {len(v.outcomes)} trials.")  # fmt: skip
+                        f"same link. Held-out error, leaving each link out: {v.error_summary()}.")  # fmt: skip
     return list(present(Heading("The calibrated model"), summary, _outcomes_table(v), _breakeven_table(v), _figure(v, rows)))

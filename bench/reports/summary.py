@@ -10,7 +10,7 @@ import pandas as pd
 from bench.reports import fmt
 from bench.reports.blocks import Cell, Column, Details, Heading, Paragraph, Section, Table, present
 from bench.reports.cases import ReportData
-from bench.runner.noise import describe as describe_noise
+from bench.runner.noise import describe_run
 from bench.storage.schema import PHASE_COLUMNS
 
 STATUS_ORDER = ("ok", "failed", "skipped")
@@ -131,18 +131,10 @@ def _runs_table(df: pd.DataFrame, env: pd.DataFrame, varying: list[str]) -> Tabl
             Cell(status_counts(rows_of_run["status"]), left=True),
         ]
         cells += [Cell(", ".join(dict.fromkeys(env.loc[rows_of_run.index, name])), left=True) for name in varying]
-        line = noise_line(rows_of_run)
+        line = describe_run(rows_of_run)[1]
         cells.append(Cell(line, left=True, cls="wrap" + (" worse" if line.startswith("NOISY") else "")))
         rows.append(tuple(cells))
     return Table(tuple(columns), tuple(rows))
-
-
-def noise_line(rows_of_run: pd.DataFrame) -> str:
-    """The run's noise (`bench.runner.noise.describe`) from its first row that measured it."""
-    if "noisy" not in rows_of_run:
-        return "noise not measured (rows from before it was)"
-    measured = rows_of_run[rows_of_run["noisy"].notna()]
-    return describe_noise(measured.iloc[0].to_dict()) if len(measured) else "noise not measured"
 
 
 def _common_table(env: pd.DataFrame, common: list[str]) -> Table:

@@ -16,9 +16,12 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 SORTS = 20
 SAMPLES_PER_BURST = 3
@@ -122,3 +125,14 @@ def describe(row: dict[str, Any] | Any) -> str:
     if load is not None and load == load:
         parts.append(f"1-min load {load:.1f} (the sweep's own included)")
     return ("NOISY: " if noisy else "quiet: ") + ", ".join(parts)
+
+
+def describe_run(rows_of_run: pd.DataFrame) -> tuple[bool | None, str]:
+    """A run's noise verdict (None: not measured) and `describe` line, from its first row that measured it."""
+    if "noisy" not in rows_of_run:
+        return None, "noise not measured (rows from before it was)"
+    measured = rows_of_run[rows_of_run["noisy"].notna()]
+    if not len(measured):
+        return None, "noise not measured"
+    first = measured.iloc[0].to_dict()
+    return bool(first["noisy"]), describe(first)

@@ -159,7 +159,7 @@ def test_compute_weighs_each_residual_by_its_variance() -> None:
     fast = holdout.Observed("c", "s", "fast", None, 2, 0.25 + 0.01, calls, runs(0.26, 0.04))
     slow = holdout.Observed("c", "s", "slow", None, 2, 0.25 + 1.0 * 1.07, calls, runs(1.32, 0.04))  # comm 7% slower than modelled
     assert holdout.launch_cv(fast) == pytest.approx(0.04) and holdout.launch_cv(dataclasses.replace(fast, by_round=())) == holdout.DEFAULT_CV
-    w_fast, w_slow = (holdout.residual_weight(o, c) for o, c in ((fast, 0.01), (slow, 1.0)))
+    w_fast, w_slow = (holdout.residual_weight(o, c, 0.04) for o, c in ((fast, 0.01), (slow, 1.0)))
     assert w_fast == pytest.approx(1 / ((0.1 * 0.01) ** 2 + (0.04 * 0.26) ** 2))
     assert w_slow == pytest.approx(1 / ((0.1 * 1.0) ** 2 + (0.04 * 1.32) ** 2))
     c = holdout.compute_of([fast, slow], models)
@@ -254,3 +254,39 @@ def test_the_predictor_imports_no_torch() -> None:
                           env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})  # fmt: skip
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_the_noise_floor_is_the_error_a_true_model_shows_on_noisy_launches() -> None:
+    """A true model, each launch off by 10% (normal), three launches a trial: the held-out MAPE is the floor's."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    models = {n: LinkModel(n, AlphaBeta(1e-4, r / 8, 0, 0.0)) for n, r in (("a", 1e10), ("b", 5e9), ("c", 2e9), ("d", 1e9), ("e", 5e8))}
+    calls = (Call("all_reduce", 1e6, 1.0),)
+    obs = []
+    for case in range(80):
+        for name, link in models.items():
+            launches = (0.3 + comm_seconds(calls, 2, link)) * (1 + 0.1 * rng.standard_normal(3))
+            obs.append(holdout.Observed(f"c{case}", "s", name, None, 2, float(np.median(launches)), calls,
+                                        tuple(("r", i, float(p)) for i, p in enumerate(launches))))  # fmt: skip
+    outcomes = [o for f in holdout.leave_one_out(obs, models).values() for o in f]
+    floor = holdout.noise_floor(outcomes)
+    assert floor is not None and (floor.launches, floor.calibration_links, floor.trials) == (3, 4, 400)
+    assert floor.cv == pytest.approx(0.1, rel=0.1)
+    # 0.674 x 0.1 x sqrt(0.449 x 1.25) = 5.1%, the normal approximation of the floor
+    assert floor.mape == pytest.approx(0.051, rel=0.1) and holdout.mape(outcomes) == pytest.approx(floor.mape, rel=0.1)
+    assert floor.worst == pytest.approx(max(abs(o.error) for o in outcomes), rel=0.3)
+    assert holdout.noise_floor([dataclasses.replace(o, trial=dataclasses.replace(o.trial, by_round=())) for o in outcomes]) is None
+
+
+def test_the_residual_weights_pool_the_launch_spread_of_a_strategys_trials() -> None:
+    """Three launches give a trial's own spread 2 degrees of freedom: a trial whose launches agreed by chance must not
+    take the weight. Both residuals share one spread, the root mean square of their own."""
+    models = {"a": LinkModel("a", AlphaBeta(0.0, 1e12, 0, 0.0)), "b": LinkModel("b", AlphaBeta(0.0, 1e12, 0, 0.0))}
+    runs = lambda step, cv: tuple(("r", i, step * (1 + d * cv)) for i, d in enumerate((-1, 0, 1)))  # noqa: E731
+    lucky = holdout.Observed("c", "s", "a", None, 2, 0.30, (), runs(0.30, 0.001))
+    spread = holdout.Observed("c", "s", "b", None, 2, 0.36, (), runs(0.36, 0.10))
+    assert holdout.pooled_cv([lucky, spread]) == pytest.approx(((0.001**2 + 0.10**2) / 2) ** 0.5)
+    assert holdout.pooled_cv([dataclasses.replace(lucky, by_round=())]) == holdout.DEFAULT_CV
+    c = holdout.compute_of([lucky, spread], models)  # weights 1 / (cv step)^2 with one cv: 1/0.30^2 and 1/0.36^2
+    assert c.seconds == pytest.approx((0.30 / 0.30**2 + 0.36 / 0.36**2) / (1 / 0.30**2 + 1 / 0.36**2), rel=1e-6)  # 0.3246; per-trial cv: 0.30

@@ -137,3 +137,19 @@ def test_every_step_in_the_network_table_carries_its_interval_over_launches() ->
     twice = pd.concat([trials, trials.assign(run_id="r2")])  # a median over two runs has no interval of its own
     (case,) = network.analyse(twice)
     assert all("median of 2 runs" in c.text for row in network.table(case).rows for c in row[2:5])
+
+
+def test_the_held_out_error_is_told_apart_for_trials_of_sweeps_flagged_noisy() -> None:
+    trials, comm = _rows()
+    slow = (trials["workload"] == "train") & (trials["network"] == "slow")
+    trials["suite"], trials["noisy"], trials["noise_ref_cv"] = "network", False, 0.05
+    trials.loc[slow, ["run_id", "noisy", "noise_ref_cv"]] = ["n", True, 0.6]  # the slow link's trials ran in a NOISY sweep
+    comm.loc[comm["trial_id"].str.startswith("t-slow-"), "run_id"] = "n"
+    v = validate_rows(trials, comm, None)
+    assert {r: n.noisy for r, n in v.noise.items()} == {"r": False, "n": True}
+    assert [o.trial.link for o in v.outcomes if v.noisy(o)] == ["slow", "slow"]
+    text = v.error_summary()
+    assert text.startswith("MAPE 0.0% over 6 held-out trials; worst ")
+    assert "; 2 of them from sweeps flagged NOISY (quiet sweeps only: MAPE 0.0% over 4 held-out trials; worst " in text
+    trials["noisy"] = None  # not measured: nothing is set apart
+    assert "NOISY" not in validate_rows(trials, comm, None).error_summary()
