@@ -24,12 +24,18 @@ gave 4-12% more held-out MAPE than pooled ones, which sit on the noise floor bel
 test of the floor in tests/unit/test_predict.py).
 
 `noise_floor` is the held-out error the measurement alone gives, with a true model: each
-held-out step is the median of its k launches, each off by a relative normal error of the
-pooled launch spread cv, and is predicted from a compute averaged over m calibration links
-measured alike. `simulated_floor` draws such sweeps of N trials (fixed seed) and returns the
-median absolute error of ratio prediction / measurement - 1 and the median, over sweeps,
-of the worst trial. A model whose error is near this floor cannot be told from a true one on
-these rows; the floor falls as 1 / sqrt(k).
+held-out step is the median of its k launches, and it is predicted from a compute averaged
+over m calibration links measured alike. Each launch is off from its trial's true step by a
+relative error drawn from the launches themselves: every held-out trial's launches' relative
+deviations from their mean, scaled by sqrt(k / (k - 1)) to one launch's spread
+(`launch_deviations`). So the floor keeps the launches' own shape: slow outlier launches,
+which a normal error of the same standard deviation would spread over every launch, and
+which a median of three mostly ignores. `simulated_floor` draws such sweeps of N trials
+(fixed seed) and returns the median absolute error of prediction / measurement - 1 and the
+median, over sweeps, of the worst trial. A model whose error is near this floor cannot be
+told from a true one on these rows; the floor falls as 1 / sqrt(k). It takes launches as
+independent: what moves every trial of one round alike cancels between a held-out trial and
+its calibration, and the floor does not credit that.
 """
 
 from __future__ import annotations
@@ -117,6 +123,39 @@ def compute_of(trials: Iterable[Observed], links: Mapping[str, LinkModel]) -> Co
     return Compute(mean, min(vals), max(vals), tuple(sorted(res)))
 
 
+@dataclass(frozen=True, slots=True)
+class CodecCost:
+    """A strategy's compute less its baseline's: its encode, decode and hook work per step (s, with the range that the
+    two computes' residual ranges allow), over the baseline's gradient elements (its all-reduced fp32 bytes / 4)."""
+
+    case: str
+    strategy: str
+    seconds: float
+    low_s: float
+    high_s: float
+    elements: float
+
+    @property
+    def per_element_s(self) -> float:
+        return self.seconds / self.elements
+
+
+def codec_costs(observed: Sequence[Observed], links: Mapping[str, LinkModel], baseline: str) -> list[CodecCost]:
+    """Each strategy's `CodecCost` against `baseline` in every case that measured both on calibrated links."""
+    out = []
+    for case in sorted({o.case for o in observed}):
+        mine = [o for o in observed if o.case == case and o.link in links]
+        base = [o for o in mine if o.strategy == baseline]
+        elements = sum(c.msg_bytes * c.per_step for c in base[0].calls if c.op == "all_reduce") / 4 if base else 0.0
+        if elements <= 0:
+            continue
+        cb = compute_of(base, links)
+        for strategy in sorted({o.strategy for o in mine} - {baseline}):
+            cc = compute_of([o for o in mine if o.strategy == strategy], links)
+            out.append(CodecCost(case, strategy, cc.seconds - cb.seconds, cc.low_s - cb.high_s, cc.high_s - cb.low_s, elements))
+    return out
+
+
 def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str]) -> list[Outcome]:
     """Predict every trial on a `holdout` link from its strategy's compute on the other links."""
     out = []
@@ -154,21 +193,36 @@ class NoiseFloor:
     worst: float
 
 
+def launch_deviations(t: Observed) -> list[float]:
+    """Each launch's relative deviation from the mean of `t`'s launches, times sqrt(k / (k - 1)); none below two launches."""
+    p50s = [p for _, _, p in t.by_round]
+    k = len(p50s)
+    if k < 2:
+        return []
+    mean = statistics.fmean(p50s)
+    return [(p / mean - 1) * (k / (k - 1)) ** 0.5 for p in p50s]
+
+
+MAX_DRAWS = 6_000_000  # launches drawn by one `simulated_floor` (48 MB of float64)
+
+
 @cache
-def simulated_floor(cv: float, launches: int, calibration_links: int, trials: int, sweeps: int = 2000) -> tuple[float, float]:
-    """(MAPE, worst trial's |error|, on median over sweeps) of a true model on launches off by N(0, cv) each."""
-    rng = np.random.default_rng(0)
-    steps = np.median(1 + cv * rng.standard_normal((sweeps, trials, calibration_links + 1, launches)), axis=3)
+def simulated_floor(deviations: tuple[float, ...], launches: int, calibration_links: int, trials: int) -> tuple[float, float]:
+    """(MAPE, worst trial's |error| on median over sweeps) of a true model whose launches are off by `deviations`, drawn."""
+    per_sweep = trials * (calibration_links + 1) * launches
+    sweeps = max(100, min(2000, MAX_DRAWS // per_sweep))
+    draws = np.random.default_rng(0).choice(np.asarray(deviations), (sweeps, trials, calibration_links + 1, launches))
+    steps = np.median(1 + draws, axis=3)
     err = np.abs(steps[..., 1:].mean(axis=2) / steps[..., 0] - 1)
     return float(np.median(err)), float(np.median(err.max(axis=1)))
 
 
 def noise_floor(outcomes: Sequence[Outcome]) -> NoiseFloor | None:
-    """The floor of `outcomes` from their launches' spread; None where no trial ran two launches."""
+    """The floor of `outcomes` from their own launches; None where no trial ran two launches."""
     trials = [o.trial for o in outcomes]
-    if not any(len(t.by_round) > 1 for t in trials):
+    deviations = tuple(d for t in trials for d in launch_deviations(t))
+    if not deviations:
         return None
-    cv = round(pooled_cv(trials), 4)  # rounded: the simulation is cached by its arguments
     k = int(statistics.median(max(1, len(t.by_round)) for t in trials))
     m = max(1, int(statistics.median(len(o.compute_from) for o in outcomes)))
-    return NoiseFloor(cv, k, m, len(outcomes), *simulated_floor(cv, k, m, len(outcomes)))
+    return NoiseFloor(pooled_cv(trials), k, m, len(outcomes), *simulated_floor(deviations, k, m, len(outcomes)))

@@ -94,6 +94,10 @@ class Validation:
     def outcomes(self) -> list[Outcome]:
         return [o for f in self.folds.values() for o in f]
 
+    @property
+    def codecs(self) -> list[holdout.CodecCost]:
+        return holdout.codec_costs(self.observed, self.links, BASELINE)
+
     def noisy(self, o: Outcome) -> bool:
         """Whether a run of `o`'s trial was flagged NOISY (its error then measures the machine as much as the model)."""
         return any(self.noise[r].noisy for r in o.trial.runs if r in self.noise)
@@ -115,7 +119,7 @@ def _errors(outcomes: list[Outcome]) -> str:
     floor = holdout.noise_floor(outcomes)
     return (f"MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} held-out trials"
             + (f"; worst {worst.error:+.1%} ({worst.trial.strategy} on {worst.trial.link})" if worst else "")
-            + (f"; a perfect model on these measurements: MAPE ~{floor.mape:.1%}, worst ~{floor.worst:.1%} (launch cv "
+            + (f"; a true model on these launches (noise floor): MAPE ~{floor.mape:.1%}, worst ~{floor.worst:.1%} (launch cv "
                f"{floor.cv:.1%} pooled, median of {floor.launches} launches, compute from {floor.calibration_links} links)"
                if floor else ""))  # fmt: skip
 
@@ -207,6 +211,10 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
         rounds = f"; over rounds {breakeven.round_text(b.rounds)}" if b.rounds is not None else ""
         lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}{rounds}; predicted "
                      f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
+    lines += ["", "codec and hook work per step: each strategy's compute less the baseline's, both from every link [the range of "
+              "their residuals], per gradient element (the baseline's all-reduced fp32 bytes / 4); part of the compute term above:"]  # fmt: skip
+    lines += [f"  {c.case:<28} {c.strategy:<16} {c.seconds * 1e3:+7.1f} ms [{c.low_s * 1e3:+.1f}, {c.high_s * 1e3:+.1f}] = "
+              f"{c.per_element_s * 1e9:+.1f} ns per element ({c.elements / 1e6:.3g} M elements)" for c in v.codecs]  # fmt: skip
     return "\n".join(lines)
 
 

@@ -153,3 +153,10 @@ def test_the_held_out_error_is_told_apart_for_trials_of_sweeps_flagged_noisy() -
     assert "; 2 of them from sweeps flagged NOISY (quiet sweeps only: MAPE 0.0% over 4 held-out trials; worst " in text
     trials["noisy"] = None  # not measured: nothing is set apart
     assert "NOISY" not in validate_rows(trials, comm, None).error_summary()
+
+
+def test_a_strategys_codec_cost_is_its_compute_less_the_baselines_per_gradient_element() -> None:
+    (cost,) = validate_rows(*_rows(), None).codecs  # fp16 computes 10 ms more than fp32; fp32 all-reduces 6 MB a step
+    assert (cost.strategy, cost.elements) == ("fp16_compress", GRAD / 4)
+    assert cost.seconds == pytest.approx(0.01, abs=1e-9) and cost.per_element_s == pytest.approx(0.01 / 1.5e6, rel=1e-6)
+    assert cost.low_s == pytest.approx(0.01, abs=1e-9) and cost.high_s == pytest.approx(0.01, abs=1e-9)  # rows without noise
