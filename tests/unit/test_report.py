@@ -335,3 +335,9 @@ def test_every_schema_format_is_a_formatter_and_real_columns_take_the_schemas_la
     specs = [s for group in detail.GROUPS.values() for s in group]
     assert [s.head for s in specs if s.column == "latency_p50_s"] == [labels["latency_p50_s"]] == ["p50 ms"]
     assert all(s.head == labels[s.column] for s in specs if s.column in labels)
+
+
+def test_minor_log_ticks_are_labelled_only_at_2_3_and_5() -> None:
+    from bench.reports.plots import minor_log_label
+
+    assert [minor_log_label(v) for v in (0.2, 0.3, 0.5, 30.0, 0.09, 0.4, 0.9, 7.0)] == ["0.2", "0.3", "0.5", "30", "", "", "", ""]
