@@ -19,9 +19,9 @@ them communication-bound, took a 7% communication error there for the compute of
 (4-node fp32 on the veth, predicted +23% in the blind check). The spread is pooled because
 three launches estimate a trial's own spread with 2 degrees of freedom, where E[1/s^2] is
 infinite: a trial whose launches agreed by chance took nearly all the weight. On three
-simulated sweeps of a true model (80 cases x 6 links, launches off by 10%), per-trial weights
-gave 4-12% more held-out MAPE than pooled ones, which sit on the noise floor below (the
-test of the floor in tests/unit/test_predict.py).
+simulated sweeps of a true model (80 cases x 6 links, launches off by 10%; a one-off script,
+findings/2026-12-06-noise-floor.md), per-trial weights gave 4-12% more held-out MAPE than
+pooled ones; pooled ones sit on the noise floor below (tests/unit/test_predict.py).
 
 `noise_floor` is the held-out error the measurement alone gives, with a true model: each
 held-out step is the median of its k launches, and it is predicted from a compute averaged

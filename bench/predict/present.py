@@ -114,7 +114,7 @@ class Validation:
 
 
 def _errors(outcomes: list[Outcome]) -> str:
-    """`MAPE 4.0% over 36 held-out trials; worst +23.0% (baseline on veth); the measurement alone: ...`."""
+    """`MAPE 4.0% over 36 held-out trials; worst +23.0% (baseline on veth); a true model on these launches (noise floor): ...`."""
     worst = max(outcomes, key=lambda o: abs(o.error)) if outcomes else None
     floor = holdout.noise_floor(outcomes)
     return (f"MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} held-out trials"

@@ -123,5 +123,5 @@ class RunNoise:
 def run_noise(rows: pd.DataFrame) -> dict[str, RunNoise]:
     """Run id -> its noise, for every run holding calibration or train rows on a link."""
     used = pd.concat([_ok(rows, CALIBRATION_WORKLOAD), _ok(rows, "train")])
-    return {str(run): RunNoise(str(g["suite"].iloc[0]) if "suite" in g else "?", *describe_run(g))
+    return {str(run): RunNoise(str(g["suite"].iloc[0]) if "suite" in g else "suite not recorded", *describe_run(g))
             for run, g in used.groupby("run_id")}  # fmt: skip
