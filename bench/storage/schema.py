@@ -110,6 +110,8 @@ TRIAL_COLUMNS: list[Column] = [
         ("transfer_encode_p50_s", F64, "s", "transfer: median time rank 0 takes to pack the state (inside the step)"),
         ("transfer_broadcast_p50_s", F64, "s", "transfer: median time from rank 0's packed buffer to the last receiver holding it"),
         ("transfer_decode_p50_s", F64, "s", "transfer: median time of the slowest receiver's unpacking; a step is encode + broadcast + decode"),
+        ("codec_s_per_step", F64, "s/step", "compressing DDP hooks: rank 0's last-step buckets replayed through the hook on a one-rank gloo group, less the same through a plain all_reduce (median of 5 rounds): the codec's encode and decode, apart from the link", "codec ms/step", "ms"),
+        ("codec_elements", I64, "elements", "gradient elements in those buckets"),
         *(spec for col, unit in _CI_METRICS for spec in (
             (f"{col}_ci_low", F64, unit, f"low end of the CI over launches of {col}'s median (level: ci_level); null under 3 launches"),
             (f"{col}_ci_high", F64, unit, "high end of the same CI"),

@@ -91,6 +91,7 @@ class TrialState:
     micro_steps: int = 1  # gradient accumulation: micro-batches per optimizer step
     comm_hook: str | None = None
     comm_hook_state: Any = None
+    comm_hook_recording: Any = None  # the registered hook's `replay.Recording` (its last step's buckets)
     parallel: Parallel | None = None  # the layout's real degrees; None: data parallel over the world
     metrics: Metrics = field(default_factory=Metrics)
 

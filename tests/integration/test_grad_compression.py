@@ -14,6 +14,7 @@ from bench.runner.sweep import run_sweep
 from bench.storage.parquet import read_comm, read_results
 from bench.strategies import STRATEGIES as REGISTRY
 from bench.strategies import Aspect, parse
+from bench.strategies.grad_compression import CommHookStrategy
 
 pytestmark = pytest.mark.multirank
 
@@ -158,3 +159,26 @@ def test_ddp_holds_the_whole_model_state_on_every_rank(swept: tuple) -> None:
     row = _ok(df[df.world_size == 2]).set_index("strategy").loc["baseline"]
     # fp32 weights, grads and AdamW's two moments, plus one float32 `step` per parameter.
     assert list(row.model_state_bytes_per_rank) == [(4 + 4 + 8) * psi + 4 * params] * 2
+
+
+def test_every_hook_has_its_codec_replayed_apart_from_the_link(swept: tuple) -> None:
+    """`codec_s_per_step`: the hook's last-step buckets replayed on a one-rank group, less a plain all_reduce of them."""
+    df, _ = swept
+    ok = _ok(df).set_index("strategy")
+    hooked = {s for s in ok.index if any(isinstance(t, CommHookStrategy) for t in parse(s).strategies)}
+    assert {"fp16_compress", "bf16_compress", "powersgd", "topk", "signsgd", "qsgd"} <= hooked
+    elements = sum(p.numel() for p in build_model(MODELS.get("gpt2-tiny"), seed=0).parameters())
+    for s in ok.index:
+        row = ok.loc[s]
+        if s not in hooked:
+            assert pd.isna(row.codec_s_per_step) and pd.isna(row.codec_elements), s
+            continue
+        m = json.loads(row.metrics)
+        assert row.codec_elements == elements, s  # every bucket of the last step, replayed
+        assert row.codec_s_per_step == pytest.approx(m["codec_s_per_step"]) and m["codec_plain_s_per_step"] > 0, s
+    # The codecs' encode and decode (top-k's sort, sign's bit packing) are many times a plain
+    # all_reduce of the same buckets on a one-rank group (a memcpy): a replay that timed the
+    # wrong hook, or the same one twice, would not show it.
+    for s in ("topk", "signsgd", "powersgd"):
+        m = json.loads(ok.loc[s].metrics)
+        assert m["codec_hook_s_per_step"] > 2 * m["codec_plain_s_per_step"], (s, m)

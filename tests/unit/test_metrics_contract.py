@@ -133,6 +133,7 @@ def test_the_metric_columns_are_derived_from_the_declarations() -> None:
         "sparsity": "sparsity_pruned", "transfer_payload_bytes": "payload_bytes", "serialized_bytes": "serialized_dense_bytes",
         "input_bytes_per_step": "input_bytes_per_step", "input_tokens_per_step": "input_tokens_per_step",
         "padded_token_fraction": "padded_token_fraction", "kernel_note": "kernel_note",
+        "codec_s_per_step": "codec_s_per_step", "codec_elements": "codec_elements",
     }  # fmt: skip
     assert set(columns) <= {c.name for c in TRIAL_COLUMNS}
 

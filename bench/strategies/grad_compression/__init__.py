@@ -9,6 +9,7 @@ against it.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -23,14 +24,20 @@ from bench.strategies import STRATEGIES
 from bench.strategies.base import Aspect, Strategy, TrialState
 from bench.strategies.ddp import ddp_analytic_ops
 from bench.strategies.grad_compression import hooks as ch
-from bench.strategies.grad_compression.powersgd import PowerSGDHookState, register_powersgd
+from bench.strategies.grad_compression.powersgd import PowerSGDHookState, bucket_group_hook, on_group, powersgd_state
+from bench.strategies.grad_compression.replay import Recording, recorded_hook, replay
 from bench.strategies.metrics import Metric
 
 Hook = Callable[[Any, Any], Any]
 
 
 class CommHookStrategy(Strategy):
-    """Base for strategies that register one DDP comm hook on the wrapped model."""
+    """Base for strategies that register one DDP comm hook on the wrapped model.
+
+    The hook is registered through `replay.Recording`, which keeps the last step's buckets;
+    `finish` replays them on this rank's own group to time the codec apart from the link
+    (`replay.py`): the `codec_s_per_step` column.
+    """
 
     aspect = Aspect.COMM
     workloads = frozenset({"train"})
@@ -39,18 +46,45 @@ class CommHookStrategy(Strategy):
     # The dtype the hook's all_reduce must carry; the train workload fails the trial if the
     # flight recorder shows anything else (an old C++ fp16 hook once sent fp32, PR #63375).
     wire_dtype: str | None = None
+    metrics = (
+        Metric("codec_s_per_step", float, "s/step", column="codec_s_per_step",
+               doc="the hook's last-step buckets replayed on a one-rank group, less a plain all_reduce of them",
+               null_reason="the hook saw no bucket"),  # fmt: skip
+        Metric("codec_hook_s_per_step", float, "s/step", doc="that replay through the hook (median of the rounds)"),
+        Metric("codec_plain_s_per_step", float, "s/step", doc="that replay through a plain all_reduce (median)"),
+        Metric("codec_elements", int, "elements", column="codec_elements", doc="gradient elements in those buckets"),
+    )
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         """Return (hook state, hook function) for `DistributedDataParallel.register_comm_hook`."""
         raise NotImplementedError
 
+    def replay_hook(self, rec: Recording, group: Any) -> tuple[Any, Hook]:
+        """(state, hook) that run the recorded hook on `group`, leaving the run's own state as it is.
+
+        The default fits a hook whose state is its process group (torch's fp16 and bf16 casts).
+        """
+        return group, rec.hook
+
     def apply(self, state: TrialState) -> None:
         if state.wrapper != "ddp":
             raise RuntimeError(f"{self.name} needs DDP, but the model is wrapped by {state.wrapper}")
         hook_state, hook = self.make_hook(state)
-        state.train_module.register_comm_hook(hook_state, hook)
-        state.comm_hook = self.name
-        state.comm_hook_state = hook_state
+        ddp = state.train_module
+        ddp._check_comm_hook(hook)  # DDP's own checks of the hook (its name, for bf16 on old NCCL), not the wrapper's
+        rec = Recording(hook_state, hook)
+        ddp.register_comm_hook(rec, recorded_hook)
+        state.comm_hook, state.comm_hook_state, state.comm_hook_recording = self.name, hook_state, rec
+
+    def finish(self, state: TrialState) -> None:
+        rec: Recording = state.comm_hook_recording
+        got = replay(rec, lambda group: self.replay_hook(rec, group))
+        state.metrics.update(
+            codec_s_per_step=got.codec_s if got else None,
+            codec_hook_s_per_step=got.hook_s if got else None,
+            codec_plain_s_per_step=got.plain_s if got else None,
+            codec_elements=got.elements if got else None,
+        )
 
 
 @STRATEGIES.register("fp16_compress", aliases=("ddp_fp16_hook",))
@@ -85,7 +119,7 @@ class Bf16Compress(CommHookStrategy):
     name = "bf16_compress"
     summary = "gradients all-reduced in bfloat16: torch's `bf16_compress_hook` on NCCL, the same math under a name DDP allows on gloo"
     wire_dtype = "bfloat16"
-    metrics = (Metric("bf16_hook", str, doc="the hook that ran: torch's on NCCL, commbench's cast hook on gloo"),)
+    metrics = (*CommHookStrategy.metrics, Metric("bf16_hook", str, doc="the hook that ran: torch's on NCCL, commbench's cast hook on gloo"))
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         hook = default_hooks.bf16_compress_hook if state.env.backend == "nccl" else ch.bf16_cast_hook
@@ -144,7 +178,7 @@ class PowerSGDParams:
 
 @STRATEGIES.register("powersgd")
 class PowerSGD(CommHookStrategy):
-    """torch's `powerSGD_hook` (or `batched_powerSGD_hook`), made safe on gloo by `register_powersgd`.
+    """torch's `powerSGD_hook` (or `batched_powerSGD_hook`), made safe on gloo by `bucket_group_hook`.
 
     Each gradient, viewed as n x m, is all-reduced as P (n x r') and Q (m x r'), r' =
     min(n, m, rank), when that pays (`min_compression_rate`); 1-D tensors go uncompressed.
@@ -157,18 +191,16 @@ class PowerSGD(CommHookStrategy):
     Params = PowerSGDParams
     wire_dtype = "float32"
     metrics = (
+        *CommHookStrategy.metrics,
         Metric("powersgd_iter", int, "iterations", doc="rank 0's PowerSGD iteration count at the end"),
         Metric("powersgd_compression_rate", float, "ratio", doc="elements before / after compression (compression_stats)"),
         Metric("powersgd_numel_before", int, "elements", doc="elements the compressed tensors had"),
         Metric("powersgd_numel_after", int, "elements", doc="elements their P and Q have"),
     )
 
-    def apply(self, state: TrialState) -> None:  # registers through register_powersgd, not make_hook
-        if state.wrapper != "ddp":
-            raise RuntimeError(f"{self.name} needs DDP, but the model is wrapped by {state.wrapper}")
+    def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         p = self.params
-        hook_state = register_powersgd(
-            state.train_module,
+        hook_state = powersgd_state(
             matrix_approximation_rank=p.rank,
             start_powerSGD_iter=p.start_iter,
             batched=p.batched,
@@ -177,9 +209,13 @@ class PowerSGD(CommHookStrategy):
             min_compression_rate=p.min_compression_rate,
             random_seed=state.cfg.seed,
         )
-        state.comm_hook, state.comm_hook_state = self.name, hook_state
+        return hook_state, bucket_group_hook
+
+    def replay_hook(self, rec: Recording, group: Any) -> tuple[Any, Hook]:
+        return on_group(rec.state, group), rec.state.hook  # torch's hook itself: one bucket at a time needs no bucket groups
 
     def finish(self, state: TrialState) -> None:
+        super().finish(state)
         hook_state: PowerSGDHookState = state.comm_hook_state
         rate, before, after = hook_state.compression_stats()
         state.metrics.update(
@@ -215,12 +251,16 @@ class CodecStrategy(CommHookStrategy):
     fields are the strategy's parameters and it validates them.
     """
 
-    metrics = (Metric("hook_payload_bytes_sent", int, "B", doc="this rank's packed payloads, summed over calls"),)
+    metrics = (*CommHookStrategy.metrics, Metric("hook_payload_bytes_sent", int, "B", doc="this rank's packed payloads, summed over calls"))
 
     def make_hook(self, state: TrialState) -> tuple[Any, Hook]:
         return ch.CompressionState(codec=self.params, seed=state.cfg.seed), ch.compression_hook
 
+    def replay_hook(self, rec: Recording, group: Any) -> tuple[Any, Hook]:
+        return dataclasses.replace(rec.state, process_group=group), rec.hook  # its own counters; the same residuals
+
     def finish(self, state: TrialState) -> None:
+        super().finish(state)
         state.metrics["hook_payload_bytes_sent"] = state.comm_hook_state.payload_bytes_sent
 
     def analytic_ops(self, state: TrialState) -> dict[str, float] | None:

@@ -182,8 +182,7 @@ def _allow_2d_orthogonalize() -> None:
     psgd._orthogonalize = orthogonalize
 
 
-def register_powersgd(
-    ddp: DistributedDataParallel,
+def powersgd_state(
     *,
     matrix_approximation_rank: int = 1,
     start_powerSGD_iter: int = 2,
@@ -191,7 +190,7 @@ def register_powersgd(
     process_group: dist.ProcessGroup | None = None,
     **options: Any,
 ) -> PowerSGDHookState:
-    """Register torch's `powerSGD_hook` (or `batched_powerSGD_hook`) on `ddp` so it works on gloo.
+    """The state `bucket_group_hook` needs to run torch's `powerSGD_hook` (or `batched_powerSGD_hook`) on `ddp`'s gloo.
 
     `options` go to `PowerSGDState` (e.g. `warm_start`, `use_error_feedback`,
     `min_compression_rate`). On a non-NCCL backend each bucket runs on its own process
@@ -214,6 +213,21 @@ def register_powersgd(
     if batched:
         _allow_2d_orthogonalize()
     hook = psgd.batched_powerSGD_hook if batched else psgd.powerSGD_hook
-    hook_state = PowerSGDHookState(powersgd=state, hook=hook, groups=groups)
+    return PowerSGDHookState(powersgd=state, hook=hook, groups=groups)
+
+
+def register_powersgd(ddp: DistributedDataParallel, **options: Any) -> PowerSGDHookState:
+    """Register torch's PowerSGD hook on `ddp` so it works on gloo (`powersgd_state`'s options)."""
+    hook_state = powersgd_state(**options)
     ddp.register_comm_hook(hook_state, bucket_group_hook)
     return hook_state
+
+
+def on_group(hook_state: PowerSGDHookState, group: dist.ProcessGroup) -> psgd.PowerSGDState:
+    """A copy of torch's state that runs on `group`: its own counters and stats, the same P, Q and error memories."""
+    old = hook_state.powersgd
+    state = object.__new__(type(old))  # not copy.copy: PowerSGDState's __getstate__ drops the group, with a warning
+    for name in type(old).__slots__:
+        setattr(state, name, getattr(old, name))
+    state.process_group = group
+    return state
