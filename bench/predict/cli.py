@@ -27,9 +27,12 @@ def _holdout(items: list[str]) -> list[set[str]] | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
+    from bench.predict.holdout import COMPUTE_WAYS  # numpy: only when predicting
     from bench.predict.present import predict_text
 
-    print(predict_text(args.results, _holdout(args.holdout)))
+    if args.compute not in COMPUTE_WAYS:
+        raise BenchError(f"--compute {args.compute!r}: unknown (known: {', '.join(COMPUTE_WAYS)})")
+    print(predict_text(args.results, _holdout(args.holdout), args.compute))
     return 0
 
 
@@ -65,6 +68,8 @@ def add_parsers(sub: argparse._SubParsersAction, write_html: WriteHtml) -> None:
     pr.add_argument("results", nargs="+", type=Path, help="results holding the calibration and network suites' rows")
     pr.add_argument("--holdout", action="append", default=[], metavar="network=LINK[,LINK]",
                     help="links to hold out (repeat for several folds); default: every leave-one-link-out fold")  # fmt: skip
+    pr.add_argument("--compute", default="fitted", metavar="WAY",
+                    help="each strategy's compute: fitted on its own trials (default), or replayed: the baseline's plus its hook's codec replayed apart from the link")  # fmt: skip
     pr.set_defaults(func=_cmd_predict)
 
     ad = sub.add_parser("advise", help="rank layouts and techniques for a model on a cluster (predicted; launches nothing)")

@@ -5,7 +5,10 @@ its calls per step. A fold holds out a set of links: each strategy's compute is 
 inverse-variance weighted mean, over its trials on the other links, of the residual
 r = measured step - predicted communication; the held-out trials are then predicted from that
 compute and their own link's calibration, and never seen before. `mape` summarises a fold's
-absolute percentage errors.
+absolute percentage errors. That is the `fitted` way (`COMPUTE_WAYS`); the `replayed` way
+fits nothing per strategy: a hook's step is its baseline's compute plus its codec, replayed
+apart from the link in the trial itself (`codec_s_per_step`,
+bench/strategies/grad_compression/replay.py), plus its own communication.
 
 A residual is as uncertain as what it subtracts and what it is subtracted from:
 
@@ -63,6 +66,7 @@ class Observed:
     calls: tuple[Call, ...]
     by_round: tuple[tuple[str, int, float], ...] = ()  # (run, round, step p50) of each launch made in rounds
     runs: tuple[str, ...] = ()  # the runs (sweeps) its rows came from
+    codec_s: float | None = None  # its hook's codec per step, replayed apart from the link (`codec_s_per_step`); None: not measured
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,13 +87,37 @@ DEFAULT_CV = 0.05  # a step's launch-to-launch spread where a trial ran once (th
 
 
 @dataclass(frozen=True, slots=True)
+class Codec:
+    """A hook's replayed codec per step (s): the median over trials, and their lowest and highest."""
+
+    seconds: float
+    low_s: float
+    high_s: float
+
+
+@dataclass(frozen=True, slots=True)
 class Compute:
-    """A strategy's compute: the weighted mean residual over its calibration links, and the residuals' range."""
+    """A strategy's compute: the weighted mean residual over its calibration links, and the residuals' range.
+
+    With `codec` (the `replayed` way), the compute is its baseline's and the codec is a term apart.
+    """
 
     seconds: float
     low_s: float
     high_s: float
     links: tuple[str, ...]
+    codec: Codec | None = None
+
+    @property
+    def codec_s(self) -> float:
+        return self.codec.seconds if self.codec else 0.0
+
+
+# How a strategy's compute is taken (`commbench predict --compute`):
+# - fitted: from its own trials' residuals, codec and hook work included (one compute per strategy);
+# - replayed: its baseline's compute, plus its codec as replayed apart from the link (`codec_s_per_step`):
+#   nothing fitted per strategy; a strategy whose rows have no replayed codec is not predicted.
+COMPUTE_WAYS = ("fitted", "replayed")
 
 
 def launch_cv(t: Observed) -> float:
@@ -123,10 +151,51 @@ def compute_of(trials: Iterable[Observed], links: Mapping[str, LinkModel]) -> Co
     return Compute(mean, min(vals), max(vals), tuple(sorted(res)))
 
 
+def replayed_codec(trials: Iterable[Observed]) -> Codec | None:
+    """The median, lowest and highest replayed codec of `trials`; None where none has one."""
+    got = [t.codec_s for t in trials if t.codec_s is not None]
+    return Codec(statistics.median(got), min(got), max(got)) if got else None
+
+
+def strategy_compute(
+    observed: Sequence[Observed], links: Mapping[str, LinkModel], case: str, strategy: str, *,
+    exclude: set[str] = frozenset(), way: str = "fitted", baseline: str = "baseline",
+) -> Compute | None:  # fmt: skip
+    """`strategy`'s compute in `case` from its trials on calibrated links outside `exclude`, the `way` asked
+    (`COMPUTE_WAYS`); None where those trials cannot give it."""
+    if way not in COMPUTE_WAYS:
+        raise ValueError(f"unknown compute way {way!r} (known: {', '.join(COMPUTE_WAYS)})")
+
+    def calib(name: str) -> list[Observed]:
+        return [o for o in observed if o.case == case and o.strategy == name and o.link in links and o.link not in exclude]
+
+    mine = calib(strategy)
+    if not mine:
+        return None
+    if way == "fitted" or strategy == baseline:
+        return compute_of(mine, links)
+    base, codec = calib(baseline), replayed_codec(mine)
+    if not base or codec is None:
+        return None
+    cb = compute_of(base, links)
+    return Compute(cb.seconds, cb.low_s, cb.high_s, cb.links, codec)
+
+
+def difference(base: Compute, cand: Compute) -> tuple[float, float, float]:
+    """`cand`'s step less `base`'s outside communication (s): its value and the range its measurements allow.
+
+    Replayed, the compute is shared and the codec's own spread is the range; fitted, the two
+    residual ranges are.
+    """
+    if cand.codec is not None:
+        return cand.codec.seconds - base.codec_s, cand.codec.low_s - base.codec_s, cand.codec.high_s - base.codec_s
+    return cand.seconds - base.seconds, cand.low_s - base.high_s, cand.high_s - base.low_s
+
+
 @dataclass(frozen=True, slots=True)
 class CodecCost:
-    """A strategy's compute less its baseline's: its encode, decode and hook work per step (s, with the range that the
-    two computes' residual ranges allow), over the baseline's gradient elements (its all-reduced fp32 bytes / 4)."""
+    """A strategy's compute less its baseline's (s, with the range the two computes' residual ranges allow), its
+    replayed codec where measured, over the baseline's gradient elements (its all-reduced fp32 bytes / 4)."""
 
     case: str
     strategy: str
@@ -134,6 +203,7 @@ class CodecCost:
     low_s: float
     high_s: float
     elements: float
+    replayed: Codec | None = None
 
     @property
     def per_element_s(self) -> float:
@@ -151,22 +221,23 @@ def codec_costs(observed: Sequence[Observed], links: Mapping[str, LinkModel], ba
             continue
         cb = compute_of(base, links)
         for strategy in sorted({o.strategy for o in mine} - {baseline}):
-            cc = compute_of([o for o in mine if o.strategy == strategy], links)
-            out.append(CodecCost(case, strategy, cc.seconds - cb.seconds, cc.low_s - cb.high_s, cc.high_s - cb.low_s, elements))
+            trials = [o for o in mine if o.strategy == strategy]
+            d = difference(cb, compute_of(trials, links))
+            out.append(CodecCost(case, strategy, *d, elements, replayed_codec(trials)))
     return out
 
 
-def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str]) -> list[Outcome]:
-    """Predict every trial on a `holdout` link from its strategy's compute on the other links."""
+def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str], way: str = "fitted",
+         baseline: str = "baseline") -> list[Outcome]:  # fmt: skip
+    """Predict every trial on a `holdout` link from its strategy's compute on the other links, taken `way`."""
     out = []
-    for key in sorted({(o.case, o.strategy) for o in observed}):
-        mine = [o for o in observed if (o.case, o.strategy) == key and o.link in links]
-        calib = [o for o in mine if o.link not in holdout]
-        if not calib:
+    for case, strategy in sorted({(o.case, o.strategy) for o in observed}):
+        c = strategy_compute(observed, links, case, strategy, exclude=holdout, way=way, baseline=baseline)
+        if c is None:
             continue
-        c = compute_of(calib, links)
-        for o in (o for o in mine if o.link in holdout):
-            out.append(Outcome(o, predict(compute_s=c.seconds, calls=o.calls, n=o.n, link=links[o.link]), c.links))
+        for o in (o for o in observed if (o.case, o.strategy) == (case, strategy) and o.link in holdout and o.link in links):
+            p = predict(compute_s=c.seconds, calls=o.calls, n=o.n, link=links[o.link], codec_s=c.codec_s)
+            out.append(Outcome(o, p, c.links))
     return out
 
 
@@ -176,9 +247,9 @@ def mape(outcomes: Iterable[Outcome]) -> float:
     return statistics.median(errs) if errs else float("nan")
 
 
-def leave_one_out(observed: Sequence[Observed], links: Mapping[str, LinkModel]) -> dict[str, list[Outcome]]:
+def leave_one_out(observed: Sequence[Observed], links: Mapping[str, LinkModel], way: str = "fitted") -> dict[str, list[Outcome]]:
     """Every fold that holds out one link."""
-    return {link: fold(observed, links, {link}) for link in sorted({o.link for o in observed if o.link in links})}
+    return {link: fold(observed, links, {link}, way) for link in sorted({o.link for o in observed if o.link in links})}
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,16 +26,16 @@ def _ms(s: float) -> str:
     return f"{s * 1e3:.1f}"
 
 
-def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[str]] | None) -> dict[str, list[Outcome]]:
+def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[str]] | None, way: str) -> dict[str, list[Outcome]]:
     if wanted is None:
-        return holdout.leave_one_out(obs, models)
+        return holdout.leave_one_out(obs, models, way)
     known = {o.link for o in obs}
     for fold in wanted:
         if not fold <= known:
             raise BenchError(
                 f"--holdout {','.join(sorted(fold - known))}: no network trial on that link (have {', '.join(sorted(known))})"
             )
-    return {",".join(sorted(f)): holdout.fold(obs, models, f) for f in wanted}
+    return {",".join(sorted(f)): holdout.fold(obs, models, f, way) for f in wanted}
 
 
 def _terms(obs: list[Observed], models: dict[str, LinkModel]) -> list[str]:
@@ -89,6 +89,7 @@ class Validation:
     folds: dict[str, list[Outcome]]
     breakevens: list[BreakEvenRow]
     noise: dict[str, rows.RunNoise]  # run id -> the machine's noise over that sweep
+    way: str = "fitted"  # how each strategy's compute was taken (holdout.COMPUTE_WAYS)
 
     @property
     def outcomes(self) -> list[Outcome]:
@@ -129,29 +130,32 @@ def model_curve(compute_s: float, o: Observed, calibrated: dict[str, LinkModel],
     return lambda r: compute_s + comm_seconds(o.calls, o.n, links.scaled_to(r, calibrated, rates))
 
 
-def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float]) -> list[BreakEvenRow]:
-    """Measured and predicted break-even per strategy (compute from every link; links scaled by rate)."""
+def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float], way: str) -> list[BreakEvenRow]:
+    """Measured and predicted break-even per strategy (compute from every link, taken `way`; links scaled by rate)."""
     calibrated = {name: m for name, m in models.items() if name in rates}
     if not calibrated:
         return []
     out = []
     for case in sorted({o.case for o in obs}):
         every = [o for o in obs if o.case == case]
-        mine = [o for o in every if o.link in models]
-        base = [o for o in mine if o.strategy == BASELINE]
-        if not base:
+        base = [o for o in every if o.strategy == BASELINE and o.link in models]
+        cb = holdout.strategy_compute(obs, models, case, BASELINE, way=way, baseline=BASELINE)
+        if cb is None:
             continue
-        cb = holdout.compute_of(base, models)
-        for strat in sorted({o.strategy for o in mine} - {BASELINE}):
-            cand = [o for o in mine if o.strategy == strat]
+        for strat in sorted({o.strategy for o in every if o.link in models} - {BASELINE}):
+            cand = [o for o in every if o.strategy == strat and o.link in models]
             measured, why = breakeven.crossing([(o.rate_bps, o.measured_s) for o in every if o.strategy == BASELINE and o.rate_bps],
                                                [(o.rate_bps, o.measured_s) for o in every if o.strategy == strat and o.rate_bps])  # fmt: skip
-            cc = holdout.compute_of(cand, models)
-            preds = [breakeven.predicted_crossing(model_curve(b, base[0], calibrated, rates), model_curve(c, cand[0], calibrated, rates))
-                     for b, c in ((cb.seconds, cc.seconds), (cb.high_s, cc.low_s), (cb.low_s, cc.high_s))]  # fmt: skip
+            cc = holdout.strategy_compute(obs, models, case, strat, way=way, baseline=BASELINE)
+            rounds = breakeven.over_rounds(_round_points([o for o in every if o.strategy == BASELINE]), _round_points(cand))
+            if cc is None:
+                out.append(BreakEvenRow(case, strat, measured, why, None, f"no {way} compute", None, None, rounds))
+                continue
+            base_curve = model_curve(cb.seconds, base[0], calibrated, rates)
+            preds = [breakeven.predicted_crossing(base_curve, model_curve(cb.seconds + d, cand[0], calibrated, rates))
+                     for d in holdout.difference(cb, cc)]  # fmt: skip
             (p, pwhy), (a, _), (b, _) = preds
             lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)
-            rounds = breakeven.over_rounds(_round_points([o for o in every if o.strategy == BASELINE]), _round_points(cand))
             out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi, rounds))
     return out
 
@@ -165,28 +169,35 @@ def _round_points(obs: list[Observed]) -> dict[tuple[str, int], dict[float, floa
     return out
 
 
-def validate(paths: list[Path], wanted: list[set[str]] | None) -> Validation:
+def validate(paths: list[Path], wanted: list[set[str]] | None, way: str = "fitted") -> Validation:
     """Calibrate on the collectives rows, hold out links of the train rows, predict them; BenchError without both."""
     trial_rows, comm = rows.load(paths)
-    return validate_rows(trial_rows, comm, wanted)
+    return validate_rows(trial_rows, comm, wanted, way)
 
 
-def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None) -> Validation:
+def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None, way: str = "fitted") -> Validation:
     models = rows.link_models(trial_rows)
     obs = rows.observed(trial_rows, comm)
     if not models or not obs:
         raise BenchError("predict needs collectives rows (suite calibration) and train rows (suite network) on the same links")
-    folds = _folds(obs, models, wanted)
-    return Validation(models, obs, folds, _breakevens(obs, models, rows.rates(trial_rows)), rows.run_noise(trial_rows))
+    folds = _folds(obs, models, wanted, way)
+    breakevens = _breakevens(obs, models, rows.rates(trial_rows), way)
+    return Validation(models, obs, folds, breakevens, rows.run_noise(trial_rows), way)
 
 
 def _rate(bps: float | None, reason: str | None = None) -> str:
     return breakeven.rate_text(bps) if bps else f"- ({reason})" if reason else "-"
 
 
-def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
+WAY_TEXT = {
+    "fitted": "each strategy's compute fitted on its own trials (codec and hook work included)",
+    "replayed": "the baseline's compute plus each hook's codec replayed apart from the link (codec_s_per_step)",
+}
+
+
+def predict_text(paths: list[Path], wanted: list[set[str]] | None, way: str = "fitted") -> str:
     """The `commbench predict` report: per held-out trial measured, predicted, error; MAPE per fold and overall."""
-    v = validate(paths, wanted)
+    v = validate(paths, wanted, way)
     lines = ["calibration (alpha-beta per collective kind, gloo ring, fitted on the collectives rows of each link):"]
     for name, link in sorted(v.links.items()):
         fits = ", ".join(f"{op} a={ab.alpha_s * 1e6:.0f}us b={ab.beta_Bps * 8 / 1e6:.0f}Mbit/s (max err {ab.max_rel_error:.1%})"
@@ -195,12 +206,12 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
     lines += ["", "sweeps (the machine's noise, measured between launches: bench/runner/noise.py):"]
     lines += [f"  {n.suite:<12} {run:<24} {n.line}" for run, n in sorted(v.noise.items())]
     for fold, outcomes in v.folds.items():
-        lines += ["", f"held out: {fold} (compute from the other links; all values predicted except 'measured')",
-                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'comm':>8} {'error':>7}"]  # fmt: skip
+        lines += ["", f"held out: {fold} (compute from the other links, {WAY_TEXT[v.way]}; all values predicted except 'measured')",
+                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'codec':>6} {'comm':>8} {'error':>7}"]  # fmt: skip
         for o in outcomes:
             p = o.predicted
             lines.append(f"  {o.trial.case:<40} {o.trial.strategy:<18} {o.trial.link:<8} {_ms(o.trial.measured_s):>11} "
-                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
+                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.codec_s):>6} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
         lines.append(f"  MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} trials")
     lines += ["", f"summary: {v.error_summary()}"]
     lines += _terms(v.observed, v.links)
@@ -211,11 +222,20 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None) -> str:
         rounds = f"; over rounds {breakeven.round_text(b.rounds)}" if b.rounds is not None else ""
         lines.append(f"  {b.case:<28} {b.strategy:<16} measured {_rate(b.measured_bps, b.measured_reason)}{rounds}; predicted "
                      f"{_rate(b.predicted_bps, b.predicted_reason)} [{_rate(b.low_bps)}, {_rate(b.high_bps)}]{verdict}")  # fmt: skip
-    lines += ["", "codec and hook work per step: each strategy's compute less the baseline's, both from every link [the range of "
-              "their residuals], per gradient element (the baseline's all-reduced fp32 bytes / 4); part of the compute term above:"]  # fmt: skip
-    lines += [f"  {c.case:<28} {c.strategy:<16} {c.seconds * 1e3:+7.1f} ms [{c.low_s * 1e3:+.1f}, {c.high_s * 1e3:+.1f}] = "
-              f"{c.per_element_s * 1e9:+.1f} ns per element ({c.elements / 1e6:.3g} M elements)" for c in v.codecs]  # fmt: skip
+    lines += ["", "codec and hook work per step, two ways: each strategy's compute less the baseline's, both fitted on every link "
+              "[the range of their residuals], per gradient element (the baseline's all-reduced fp32 bytes / 4); and the codec "
+              "replayed apart from the link (codec_s_per_step: median [lowest, highest] over its links):"]  # fmt: skip
+    lines += [f"  {c.case:<28} {c.strategy:<16} fitted {c.seconds * 1e3:+7.1f} ms [{c.low_s * 1e3:+.1f}, {c.high_s * 1e3:+.1f}] = "
+              f"{c.per_element_s * 1e9:+.1f} ns per element ({c.elements / 1e6:.3g} M elements); {_replayed(c)}" for c in v.codecs]  # fmt: skip
     return "\n".join(lines)
+
+
+def _replayed(c: holdout.CodecCost) -> str:
+    r = c.replayed
+    if r is None:
+        return "replayed: not measured (rows without codec_s_per_step)"
+    return (f"replayed {r.seconds * 1e3:+.1f} ms [{r.low_s * 1e3:+.1f}, {r.high_s * 1e3:+.1f}] = "
+            f"{r.seconds / c.elements * 1e9:+.1f} ns per element")
 
 
 # --- advise ------------------------------------------------------------------------------------

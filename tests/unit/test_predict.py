@@ -154,6 +154,27 @@ def test_a_fold_predicts_held_out_links_exactly_when_the_model_is_true() -> None
     assert all(o.error == pytest.approx(1 / 1.2 - 1) for o in holdout.fold(broken, models, {"mid"}))
 
 
+def test_the_replayed_way_is_the_baselines_compute_plus_the_replayed_codec() -> None:
+    """Nothing fitted per strategy: a strategy's step is fp32's compute + its replayed codec + its own communication."""
+    models = {n: LinkModel(n, AlphaBeta(1e-4, r / 8, 0, 0.0)) for n, r in (("fast", 1e9), ("mid", 2e8), ("slow", 5e7))}
+    calls = {"baseline": (Call("all_reduce", 6e6, 1.0),), "topk": (Call("all_gather", 1e5, 1.0),), "old": (Call("all_reduce", 3e6, 1.0),)}
+    obs = _observed({"baseline": 0.1, "topk": 0.14, "old": 0.11}, models, calls)  # topk's codec: 40 ms
+    codec = {"fast": 0.038, "mid": 0.040, "slow": 0.043}
+    obs = [dataclasses.replace(o, codec_s=codec[o.link]) if o.strategy == "topk" else o for o in obs]
+    c = holdout.strategy_compute(obs, models, "case", "topk", exclude={"mid"}, way="replayed")
+    base = holdout.strategy_compute(obs, models, "case", "baseline", exclude={"mid"}, way="replayed")
+    assert c is not None and base is not None and c.seconds == pytest.approx(0.1) and base.codec is None
+    assert c.codec == holdout.Codec(statistics.median([0.038, 0.043]), 0.038, 0.043)  # from the calibration links only
+    assert holdout.difference(base, c) == pytest.approx((0.0405, 0.038, 0.043))
+    outcomes = {o.trial.strategy: o for o in holdout.fold(obs, models, {"mid"}, "replayed")}
+    assert set(outcomes) == {"baseline", "topk"}  # "old" has no replayed codec: not predicted, not guessed
+    assert outcomes["topk"].predicted.codec_s == pytest.approx(0.0405) and outcomes["topk"].error == pytest.approx(0.0005 / outcomes["topk"].trial.measured_s)
+    fitted = {o.trial.strategy: o for o in holdout.fold(obs, models, {"mid"})}
+    assert set(fitted) == {"baseline", "topk", "old"} and fitted["topk"].predicted.codec_s == 0.0
+    with pytest.raises(ValueError, match="unknown compute way"):
+        holdout.strategy_compute(obs, models, "case", "topk", way="guessed")
+
+
 def test_compute_weighs_each_residual_by_its_variance() -> None:
     """var(r) = (COMM_REL_ERROR comm)^2 + (cv step)^2: a communication-bound link's residual weighs little."""
     models = {"fast": LinkModel("fast", AlphaBeta(0.0, 1e9, 0, 0.0)), "slow": LinkModel("slow", AlphaBeta(0.0, 1e7, 0, 0.0))}

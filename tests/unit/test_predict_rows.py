@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from bench.network.spec import tbf_burst_bytes
+from bench.predict import holdout
 from bench.predict.breakeven import ratio_crossing
 from bench.predict.collectives import seconds
 from bench.predict.present import validate_rows
@@ -160,3 +161,18 @@ def test_a_strategys_codec_cost_is_its_compute_less_the_baselines_per_gradient_e
     assert (cost.strategy, cost.elements) == ("fp16_compress", GRAD / 4)
     assert cost.seconds == pytest.approx(0.01, abs=1e-9) and cost.per_element_s == pytest.approx(0.01 / 1.5e6, rel=1e-6)
     assert cost.low_s == pytest.approx(0.01, abs=1e-9) and cost.high_s == pytest.approx(0.01, abs=1e-9)  # rows without noise
+
+
+def test_the_replayed_codec_is_read_from_the_rows_and_predicts_without_a_compute_per_strategy() -> None:
+    trials, comm = _rows()  # fp16 computes 10 ms more than fp32
+    assert validate_rows(trials, comm, None).codecs[0].replayed is None  # rows from before codec_s_per_step
+    assert {o.trial.strategy for o in validate_rows(trials, comm, None, "replayed").outcomes} == {"baseline"}
+    trials["codec_s_per_step"] = [0.01 if s == "fp16_compress" and w == "train" else None for s, w in zip(trials.strategy, trials.workload)]
+    v = validate_rows(trials, comm, None, "replayed")
+    assert {o.trial.strategy for o in v.outcomes} == set(COMPUTE) and all(abs(o.error) < 1e-9 for o in v.outcomes)
+    fp16 = [o for o in v.outcomes if o.trial.strategy == "fp16_compress"]
+    assert all(o.predicted.codec_s == pytest.approx(0.01) and o.predicted.compute_s == pytest.approx(COMPUTE["baseline"]) for o in fp16)
+    assert v.codecs[0].replayed == holdout.Codec(0.01, 0.01, 0.01)
+    (be,) = v.breakevens
+    fitted = validate_rows(trials, comm, None).breakevens[0]
+    assert be.predicted_bps == pytest.approx(fitted.predicted_bps, rel=1e-6)  # the same 10 ms, either way
