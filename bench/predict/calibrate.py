@@ -14,6 +14,11 @@ all_gather runs 8 MB calls at 58% of the rate and 256 KB calls at 94%, so the on
 370 KB call at twice its time. `segments` therefore also fits alpha and beta between each
 pair of adjacent calibrated sizes (exact through both when they hold one sample each); a call
 is priced on the segment around its size, and beyond the calibrated sizes on the nearest one.
+
+A kind is an op and the type it carries (`kind`): gloo sums an fp16 buffer at its own speed
+(1.48 M elements all-reduced at 2 ranks over loopback: 4.5 ms in fp16, 2-3 ms for fp32 of the
+same bytes), so where the calibration timed a kind in fp16 its calls are priced on that fit; a
+kind timed only in fp32 prices every type's calls (`step.LinkModel.of`).
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ class Sample:
     n: int
     msg_bytes: float
     seconds: float
+    dtype: str = "float32"
+
+
+def kind(op: str, dtype: str = "float32") -> str:
+    """The calibration's key of `op` carrying `dtype`: the op itself for float32, else `op:dtype`."""
+    return op if dtype == "float32" else f"{op}:{dtype}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +86,7 @@ def _by_op(samples: Iterable[Sample]) -> dict[str, list[Sample]]:
     """Samples per collective kind, by kind, for kinds measured at two or more message sizes."""
     by_op: dict[str, list[Sample]] = {}
     for s in samples:
-        by_op.setdefault(s.op, []).append(s)
+        by_op.setdefault(kind(s.op, s.dtype), []).append(s)
     return {op: group for op, group in sorted(by_op.items()) if len({s.msg_bytes for s in group}) > 1}
 
 

@@ -1,9 +1,12 @@
 """Links beyond this machine: published rates, and a calibrated link scaled to another rate.
 
-`scaled_to` is what the predicted break-even and the report's model curves use between and
-around the calibrated links: the calibrated shaped link nearest in log-rate, every bandwidth
-(each size segment's too) scaled by the rate ratio, its latencies kept, and the tbf bucket
-that rate gets.
+`scaled_to` is a calibrated shaped link carried to another rate: every bandwidth (each size
+segment's too) scaled by the rate ratio, its latencies kept, and the tbf bucket that rate gets.
+`bracketing` is what the predicted break-even and the report's model curves use between and
+around the calibrated links: the two calibrated links on either side of the rate, each scaled
+to it and weighted linearly in log-rate (a rate at a calibrated link is that link; beyond the
+slowest or fastest, the nearest one). Taking only the nearest link made the curve jump halfway
+between two links whose efficiencies differ (near 100 Mbit/s between 200 and 50 Mbit/s).
 
 A published link is its nominal rate per direction and a latency per message; a collective
 is taken to reach that rate. Latencies are the vendors' port-to-port or the transport's
@@ -60,10 +63,32 @@ def resolve(text: str, latency_s: float | None = None) -> Published:
     )
 
 
-def scaled_to(rate_bps: float, calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> LinkModel:
-    """The calibrated shaped link nearest `rate_bps` in log-rate, scaled to it (module docstring); ValueError without one."""
+def _shaped(calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> list[str]:
     shaped = [name for name in calibrated if rates.get(name)]
     if not shaped:
         raise ValueError("no calibrated link with a known rate to scale from")
-    near = min(shaped, key=lambda name: abs(math.log(rates[name] / rate_bps)))
-    return calibrated[near].scaled(rate_bps / rates[near], f"{near} scaled to {rate_bps:g} bit/s", tbf_burst_bytes(rate_bps))
+    return shaped
+
+
+def _carried(name: str, rate_bps: float, calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> LinkModel:
+    return calibrated[name].scaled(rate_bps / rates[name], f"{name} scaled to {rate_bps:g} bit/s", tbf_burst_bytes(rate_bps))
+
+
+def scaled_to(rate_bps: float, calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> LinkModel:
+    """The calibrated shaped link nearest `rate_bps` in log-rate, scaled to it (module docstring); ValueError without one."""
+    near = min(_shaped(calibrated, rates), key=lambda name: abs(math.log(rates[name] / rate_bps)))
+    return _carried(near, rate_bps, calibrated, rates)
+
+
+def bracketing(rate_bps: float, calibrated: Mapping[str, LinkModel], rates: Mapping[str, float]) -> tuple[tuple[LinkModel, float], ...]:
+    """(link scaled to `rate_bps`, weight) for the calibrated shaped links on either side of it, weights summing
+    to 1, linear in log-rate; one link at weight 1 at or beyond the calibrated rates. ValueError without one."""
+    by_rate = sorted(_shaped(calibrated, rates), key=lambda name: rates[name])
+    below = [n for n in by_rate if rates[n] <= rate_bps]
+    above = [n for n in by_rate if rates[n] > rate_bps]
+    if not below or not above:
+        return ((_carried((below or above)[-1 if below else 0], rate_bps, calibrated, rates), 1.0),)
+    lo, hi = below[-1], above[0]
+    w_hi = math.log(rate_bps / rates[lo]) / math.log(rates[hi] / rates[lo])
+    out = ((_carried(lo, rate_bps, calibrated, rates), 1.0 - w_hi), (_carried(hi, rate_bps, calibrated, rates), w_hi))
+    return tuple((link, w) for link, w in out if w > 0)

@@ -43,7 +43,7 @@ def _terms(obs: list[Observed], models: dict[str, LinkModel]) -> list[str]:
     out = ["", "terms per trial (ms): measured step | predicted latency sum L*alpha | predicted bandwidth sum W/beta | their share of the step"]
     for o in sorted((o for o in obs if o.link in models), key=lambda o: (o.case, o.strategy, -(o.rate_bps or 1e30))):
         link = models[o.link]
-        lat = sum(c.per_step * link.of(c.op).seconds(c.op, 0, o.n, "gloo") for c in o.calls)
+        lat = sum(c.per_step * link.of(c.op, c.msg_bytes, c.dtype).seconds(c.op, 0, o.n, "gloo") for c in o.calls)
         bw = comm_seconds(o.calls, o.n, link) - lat
         out.append(f"  {o.case:<32} {o.strategy:<16} {o.link:<8} {_ms(o.measured_s):>8} | {_ms(lat):>6} | {_ms(bw):>7} | "
                    f"{lat / o.measured_s:>5.1%} {bw / o.measured_s:>6.1%}")  # fmt: skip
@@ -126,8 +126,8 @@ def _errors(outcomes: list[Outcome]) -> str:
 
 
 def model_curve(compute_s: float, o: Observed, calibrated: dict[str, LinkModel], rates: dict[str, float]) -> Callable[[float], float]:
-    """Predicted step (s) of `o`'s calls against link rate (bit/s): the nearest calibrated link, scaled (`links.scaled_to`)."""
-    return lambda r: compute_s + comm_seconds(o.calls, o.n, links.scaled_to(r, calibrated, rates))
+    """Predicted step (s) of `o`'s calls against link rate (bit/s): the calibrated links either side, scaled (`links.bracketing`)."""
+    return lambda r: compute_s + sum(w * comm_seconds(o.calls, o.n, link) for link, w in links.bracketing(r, calibrated, rates))
 
 
 def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float], way: str) -> list[BreakEvenRow]:

@@ -1,7 +1,7 @@
 """The predictor's adapter to stored results: parquet rows in, the pure modules' numbers out (pandas, no torch).
 
 - `samples(rows)`: each ok `collectives`-workload row on a link as a calibration `Sample`
-  (its median call time; `send_recv` is a send of S).
+  (its median call time and its type; `send_recv` is a send of S).
 - `observed(rows, comm)`: each ok `train` row on a link as an `Observed` step, its calls
   per step from the comm table (rank 0: calls and message bytes per op over the window) and
   its hook's replayed codec (`codec_s_per_step`).
@@ -51,7 +51,7 @@ def samples(rows: pd.DataFrame) -> dict[str, list[Sample]]:
         m = json.loads(r["metrics"])
         op = "send" if m["op"] == "send_recv" else m["op"]
         out.setdefault(r["network"], []).append(
-            Sample(op, int(r["world_size"]), float(m["size_bytes"]), float(r["latency_p50_s"]))
+            Sample(op, int(r["world_size"]), float(m["size_bytes"]), float(r["latency_p50_s"]), m.get("dtype", "float32"))
         )
     return out
 
@@ -79,15 +79,16 @@ def link_models(rows: pd.DataFrame) -> dict[str, LinkModel]:
 
 
 def _median_samples(group: list[Sample]) -> list[Sample]:
-    keyed: dict[tuple[str, int, float], list[float]] = {}
+    """One sample per (op, ranks, size, type): the median over runs."""
+    keyed: dict[tuple[str, int, float, str], list[float]] = {}
     for s in group:
-        keyed.setdefault((s.op, s.n, s.msg_bytes), []).append(s.seconds)
-    return [Sample(op, n, b, float(pd.Series(v).median())) for (op, n, b), v in sorted(keyed.items())]
+        keyed.setdefault((s.op, s.n, s.msg_bytes, s.dtype), []).append(s.seconds)
+    return [Sample(op, n, b, float(pd.Series(v).median()), t) for (op, n, b, t), v in sorted(keyed.items())]
 
 
 def _calls(comm: pd.DataFrame, run_id: str, trial_id: str, steps: int) -> tuple[Call, ...]:
     mine = comm[(comm["run_id"] == run_id) & (comm["trial_id"] == trial_id) & (comm["rank"] == 0)]
-    return tuple(Call(str(c["op"]), float(c["msg_bytes"]) / int(c["calls"]), int(c["calls"]) / steps)
+    return tuple(Call(str(c["op"]), float(c["msg_bytes"]) / int(c["calls"]), int(c["calls"]) / steps, str(c.get("dtype", "float32")))
                  for _, c in mine.iterrows() if int(c["calls"]))  # fmt: skip
 
 

@@ -25,17 +25,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from bench.predict.calibrate import AlphaBeta, Segment, segment_for
+from bench.predict.calibrate import AlphaBeta, Segment, kind, segment_for
 from bench.predict.collectives import Algorithm, terms
 
 
 @dataclass(frozen=True, slots=True)
 class Call:
-    """`per_step` calls of `op` per step, `msg_bytes` (nccl-tests S) each."""
+    """`per_step` calls of `op` per step, `msg_bytes` (nccl-tests S) each, carrying `dtype`."""
 
     op: str
     msg_bytes: float
     per_step: float = 1.0
+    dtype: str = "float32"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,9 +50,11 @@ class LinkModel:
     segments: Mapping[str, tuple[Segment, ...]] = field(default_factory=dict)  # per op, by message size
     burst_bytes: float = 0.0  # the token bucket of a shaped link, full at the start of a step
 
-    def of(self, op: str, msg_bytes: float | None = None) -> AlphaBeta:
-        """The fit for `op` (reduce_scatter runs as all_reduce on gloo); at `msg_bytes`, its segment's."""
-        key = "all_reduce" if op == "reduce_scatter" and op not in self.by_op else op
+    def of(self, op: str, msg_bytes: float | None = None, dtype: str = "float32") -> AlphaBeta:
+        """The fit for `op` carrying `dtype` (reduce_scatter runs as all_reduce on gloo; a type without its own fit
+        takes the op's float32 one); at `msg_bytes`, its segment's."""
+        op = "all_reduce" if op == "reduce_scatter" and op not in self.by_op else op
+        key = kind(op, dtype) if kind(op, dtype) in self.by_op else op
         if msg_bytes is not None and self.segments.get(key):
             return segment_for(self.segments[key], msg_bytes)
         return self.by_op.get(key, self.default)
@@ -84,7 +87,7 @@ def comm_seconds(calls: Iterable[Call], n: int, link: LinkModel, algorithm: Algo
     """Sum of every call's alpha-beta time per step, less what the link's full bucket lets through."""
     total = serial = byte_time = 0.0
     for c in calls:
-        ab = link.of(c.op, c.msg_bytes)
+        ab = link.of(c.op, c.msg_bytes, c.dtype)
         t = terms(c.op, c.msg_bytes, n, algorithm)
         total += c.per_step * t.seconds(ab.alpha_s, ab.beta_Bps)
         serial += c.per_step * t.serial_bytes

@@ -1,8 +1,10 @@
 """`collectives`: one collective per step at a fixed message size, like nccl-tests on any backend.
 
 Settings: `options.op` (all_reduce, all_gather, reduce_scatter, broadcast, all_to_all,
-send_recv) and `options.size_bytes`, the message size S in nccl-tests' convention (the
-total array for all_gather/reduce_scatter, so each rank contributes S/n). `send_recv` is a
+send_recv), `options.size_bytes`, the message size S in nccl-tests' convention (the
+total array for all_gather/reduce_scatter, so each rank contributes S/n), and
+`options.dtype` (float32; float16 or bfloat16 as a compressing hook sends them: a reduction
+sums in that type, which gloo does at its own speed). `send_recv` is a
 ring shift: every rank sends S to rank+1 and receives S from rank-1 in one
 `batch_isend_irecv`. Each step issues the call and waits for it, so its latency is the
 collective's time, and algbw = S / t, busbw = algbw x the op's bus factor.
@@ -28,6 +30,7 @@ from bench.workloads import Workload, register
 Op = Literal["all_reduce", "all_gather", "reduce_scatter", "broadcast", "all_to_all", "send_recv"]
 OPS: tuple[str, ...] = get_args(Op)
 ELEMENT = torch.float32
+DType = Literal["float32", "float16", "bfloat16"]
 
 
 @dataclass(kw_only=True, slots=True, frozen=True)
@@ -36,23 +39,28 @@ class CollectivesOptions:
 
     op: Op = "all_reduce"
     size_bytes: int = 1 << 20  # nccl-tests' S: the whole array for all_gather/reduce_scatter
+    dtype: DType = "float32"
+
+    @property
+    def element(self) -> torch.dtype:
+        return getattr(torch, self.dtype)
 
     def __post_init__(self) -> None:
         if self.size_bytes <= 0:
             raise ValueError(f"size_bytes must be a positive integer, got {self.size_bytes}")
 
 
-def elements(op: str, size_bytes: int, n: int) -> int:
+def elements(op: str, size_bytes: int, n: int, element: torch.dtype = ELEMENT) -> int:
     """Elements of the full message S, rounded down so every rank's shard is whole."""
-    unit = ELEMENT.itemsize * (n if op in ("all_gather", "reduce_scatter", "all_to_all") else 1)
-    return max(1, size_bytes // unit) * (unit // ELEMENT.itemsize)
+    unit = element.itemsize * (n if op in ("all_gather", "reduce_scatter", "all_to_all") else 1)
+    return max(1, size_bytes // unit) * (unit // element.itemsize)
 
 
-def make_call(op: str, numel: int, env: RankEnv) -> Callable[[], None]:
+def make_call(op: str, numel: int, env: RankEnv, element: torch.dtype = ELEMENT) -> Callable[[], None]:
     """A closure issuing one blocking collective on preallocated buffers."""
     n, r, dev = env.world_size, env.rank, env.device
-    full = torch.ones(numel, dtype=ELEMENT, device=dev)
-    shard = torch.ones(numel // n, dtype=ELEMENT, device=dev)
+    full = torch.ones(numel, dtype=element, device=dev)
+    shard = torch.ones(numel // n, dtype=element, device=dev)
     if op == "all_reduce":
         return lambda: dist.all_reduce(full)
     if op == "broadcast":
@@ -86,16 +94,16 @@ def run(cfg: TrialConfig, comp: Composition, env: RankEnv) -> RankResult:
     opts: CollectivesOptions = WORKLOAD.options(cfg)
     if opts.op == "send_recv" and env.world_size < 2:
         raise SkipTrial("send_recv needs at least 2 ranks")
-    numel = elements(opts.op, opts.size_bytes, env.world_size)
-    call = make_call(opts.op, numel, env)
+    numel = elements(opts.op, opts.size_bytes, env.world_size, opts.element)
+    call = make_call(opts.op, numel, env, opts.element)
     window = Window(env.device, env.backend, track_comm=cfg.track_comm).measure(call, warmup=cfg.warmup_steps, steps=cfg.steps)
     return RankResult(
         rank=env.rank,
         window=window,
         tokens_per_step=None,
         accuracy=Accuracy(),
-        metrics={"op": opts.op, "size_bytes": numel * ELEMENT.itemsize, "elements": numel},
-        analytic_ops=analytic_ops(opts.op, numel * ELEMENT.itemsize),
+        metrics={"op": opts.op, "size_bytes": numel * opts.element.itemsize, "elements": numel, "dtype": opts.dtype},
+        analytic_ops=analytic_ops(opts.op, numel * opts.element.itemsize),
         parallel=Parallel(dp=env.world_size),
     )
 
@@ -111,6 +119,7 @@ WORKLOAD = register(
             Metric("op", str, doc="the collective run each step"),
             Metric("size_bytes", int, "B", doc="its message size S (sets algbw and busbw)"),
             Metric("elements", int, "count", doc="its elements"),
+            Metric("dtype", str, doc="their type"),
         ),
     )
 )

@@ -16,7 +16,7 @@ import pytest
 from bench.network.spec import tbf_burst_bytes
 from bench.predict import advise as adv
 from bench.predict import breakeven, holdout, links
-from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op, segments
+from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op, kind, segments, segments_by_op
 from bench.predict.collectives import seconds, terms
 from bench.predict.memory import Layout, model_state_bytes
 from bench.predict.shapes import PUBLISHED, ZOO, parameter_shapes
@@ -71,6 +71,20 @@ def test_a_synthetic_calibration_recovers_alpha_and_beta() -> None:
     noisy = fit(_synthetic(150e-6, 12.5e6, noise=0.01))
     assert noisy.alpha_s == pytest.approx(150e-6, rel=0.2) and noisy.beta_Bps == pytest.approx(12.5e6, rel=0.02)  # alpha is ~1% of the big calls
     assert set(fit_by_op(_synthetic(1e-4, 1e8))) == {"all_reduce", "all_gather"}
+
+
+def test_a_type_timed_apart_is_its_own_kind_and_an_untimed_one_takes_fp32s_fit() -> None:
+    """gloo sums fp16 at its own speed: fp16 all-reduces calibrated apart price fp16 calls; others fall back to fp32's fit."""
+    fp16 = [Sample("all_reduce", 2, s, seconds("all_reduce", s, 2, 200e-6, 4e6, "gloo"), "float16") for s in (16e3, 256e3, 2e6, 8e6)]
+    samples = [*_synthetic(150e-6, 12.5e6), *fp16]
+    by_kind = fit_by_op(samples)
+    assert set(by_kind) == {"all_reduce", "all_gather", "all_reduce:float16"} and kind("all_reduce", "float32") == "all_reduce"
+    assert by_kind["all_reduce:float16"].beta_Bps == pytest.approx(4e6) and by_kind["all_reduce"].beta_Bps == pytest.approx(12.5e6)
+    link = LinkModel("l", by_kind["all_reduce"], by_kind, segments=segments_by_op(samples))
+    assert link.of("all_reduce", 1e6, "float16").beta_Bps == pytest.approx(4e6)  # its segment, in its kind
+    assert link.of("all_reduce", 1e6).beta_Bps == pytest.approx(12.5e6) and link.of("all_gather", 1e6, "bfloat16").beta_Bps == pytest.approx(12.5e6)
+    call = Call("all_reduce", 2e6, 1.0, "float16")
+    assert comm_seconds([call], 2, link) == pytest.approx(seconds("all_reduce", 2e6, 2, 200e-6, 4e6, "gloo"))
 
 
 def test_calibration_needs_two_sizes_and_keeps_alpha_non_negative() -> None:
@@ -230,6 +244,28 @@ def test_a_scaled_link_keeps_its_latencies_and_scales_every_bandwidth() -> None:
     assert fast.of("all_reduce", 5e5).beta_Bps == pytest.approx(4e6) and fast.default.beta_Bps == pytest.approx(4e6)
     with pytest.raises(ValueError):
         links.scaled_to(1e9, {"veth": link}, {})
+
+
+def test_between_two_calibrated_links_the_curve_weighs_both_in_log_rate_and_does_not_jump() -> None:
+    """Links at 200 and 50 Mbit/s running at 90% and 60% of their rates: at 100 Mbit/s the old nearest-link
+    curve jumped by a third halfway (log) between them; the bracketing one moves smoothly from one to the other."""
+    cal = {n: LinkModel(n, AlphaBeta(1e-4, eff * r / 8, 2, 0.0)) for n, r, eff in (("200mbit", 2e8, 0.9), ("50mbit", 5e7, 0.6))}
+    rates = {"200mbit": 2e8, "50mbit": 5e7}
+    calls = (Call("all_reduce", 6e6, 1.0),)
+
+    def comm(r: float) -> float:
+        return sum(w * comm_seconds(calls, 2, link) for link, w in links.bracketing(r, cal, rates))
+
+    at = {r: comm(r) for r in (2e8, 5e7)}
+    assert at[2e8] == pytest.approx(comm_seconds(calls, 2, links.scaled_to(2e8, cal, rates)))  # a calibrated rate is its link
+    assert [w for _, w in links.bracketing(5e7, cal, rates)] == [1.0] and len(links.bracketing(1e9, cal, rates)) == 1
+    mid = (2e8 * 5e7) ** 0.5
+    below, above = comm(mid * 0.999), comm(mid * 1.001)
+    assert abs(below / above - 1) < 0.01  # continuous: the nearest link's curve jumps ~50% here (0.9 / 0.6)
+    nearest = [comm_seconds(calls, 2, links.scaled_to(r, cal, rates)) for r in (mid * 0.999, mid * 1.001)]
+    assert nearest[0] / nearest[1] > 1.4
+    (lo, w_lo), (hi, w_hi) = links.bracketing(mid, cal, rates)
+    assert (w_lo, w_hi) == pytest.approx((0.5, 0.5)) and lo.name.startswith("50mbit") and hi.name.startswith("200mbit")
 
 
 def test_the_predicted_break_even_is_the_closed_form_crossing() -> None:

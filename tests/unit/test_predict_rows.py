@@ -19,28 +19,33 @@ COMPUTE = {"baseline": 0.10, "fp16_compress": 0.11}
 GRAD = 6e6  # bytes all-reduced per step by the baseline, in 2 calls
 
 
-def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Rows drawn from the model; `rounds`: strategy -> a factor per round on its launches (three launches a row)."""
+def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | None = None,
+          fp16_beta: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+    """Rows drawn from the model; `rounds`: strategy -> a factor per round on its launches (three launches a row);
+    `fp16_beta`: fp16 all-reduces run at that share of fp32's bandwidth, and the calibration timed them apart."""
     trials, comm = [], []
     common = {"status": "ok", "world_size": 2, "nnodes": 2, "batch_size": 8, "seq_len": 64, "steps": 8, "run_id": "r"}
+    kinds = [("all_reduce", "float32", 1.0), ("all_gather", "float32", 1.0)] + ([("all_reduce", "float16", fp16_beta)] if fp16_beta else [])
     for link, (rate, alpha) in LINKS.items():
         beta = EFF * rate / 8
-        for op in ("all_reduce", "all_gather"):
+        for op, dtype, share in kinds:
             for size in (16384, 262144, 2097152, 8388608):
                 trials.append({**common, "workload": "collectives", "model": None, "strategy": "baseline", "network": link,
-                               "network_rate_bps": rate, "trial_id": f"c-{link}-{op}-{size}",
-                               "metrics": json.dumps({"op": op, "size_bytes": size}),
-                               "latency_p50_s": seconds(op, size, 2, alpha, beta, "gloo")})  # fmt: skip
+                               "network_rate_bps": rate, "trial_id": f"c-{link}-{op}-{dtype}-{size}",
+                               "metrics": json.dumps({"op": op, "size_bytes": size, "dtype": dtype}),
+                               "latency_p50_s": seconds(op, size, 2, alpha, beta * share, "gloo")})  # fmt: skip
         for strategy, c in compute.items():
-            per_call = GRAD / 2 / (2 if strategy == "fp16_compress" else 1)
+            fp16 = strategy == "fp16_compress"
+            per_call, b = GRAD / 2 / (2 if fp16 else 1), beta * (fp16_beta if fp16 and fp16_beta else 1.0)
             tid = f"t-{link}-{strategy}"
             # 2 calls of serial bytes S each (gloo ring, n = 2); the tbf bucket is full at the step's start
-            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, beta, "gloo") - min(tbf_burst_bytes(rate), 2 * per_call) / beta
+            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, b, "gloo") - min(tbf_burst_bytes(rate), 2 * per_call) / b
             launches = {"launch_rounds": [0, 1, 2], "latency_p50_s_per_launch": [step * f for f in rounds[strategy]]} if rounds else {}
             trials.append({**common, "workload": "train", "model": "gpt2-tiny", "strategy": strategy, "network": link,
                            "network_rate_bps": rate, "trial_id": tid, "metrics": "{}", "latency_p50_s": step, **launches})  # fmt: skip
             for rank in (0, 1):
-                comm.append({"run_id": "r", "trial_id": tid, "rank": rank, "op": "all_reduce", "calls": 16, "msg_bytes": int(16 * per_call)})
+                comm.append({"run_id": "r", "trial_id": tid, "rank": rank, "op": "all_reduce", "calls": 16, "msg_bytes": int(16 * per_call),
+                             "dtype": "float16" if fp16 else "float32"})  # fmt: skip
     return pd.DataFrame(trials), pd.DataFrame(comm)
 
 
@@ -176,3 +181,14 @@ def test_the_replayed_codec_is_read_from_the_rows_and_predicts_without_a_compute
     (be,) = v.breakevens
     fitted = validate_rows(trials, comm, None).breakevens[0]
     assert be.predicted_bps == pytest.approx(fitted.predicted_bps, rel=1e-6)  # the same 10 ms, either way
+
+
+def test_fp16_all_reduces_are_priced_on_their_own_calibration_where_it_timed_them() -> None:
+    """Rows where gloo's fp16 all-reduce runs at 60% of fp32's bandwidth: exact with the fp16 calibration rows, off without."""
+    trials, comm = _rows(fp16_beta=0.6)
+    v = validate_rows(trials, comm, None)
+    assert all(abs(o.error) < 1e-9 for o in v.outcomes)
+    assert all(c.dtype == "float16" for o in v.observed if o.strategy == "fp16_compress" for c in o.calls)
+    without = trials[~trials.metrics.str.contains("float16")]
+    off = [o for o in validate_rows(without, comm, None).outcomes if o.trial.strategy == "fp16_compress"]
+    assert max(abs(o.error) for o in off) > 0.02  # priced at fp32's beta: the slow links' fp16 steps come out short
