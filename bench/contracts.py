@@ -288,6 +288,7 @@ class Profile:
     per_op: dict[str, dict[str, float]]
     comm_time_s_per_step: float | None
     overlap_fraction: float | None
+    hidden_s_per_step: float | None = None  # collective time in flight while the main thread computed
     reason: str | None = None
 
 

@@ -8,7 +8,10 @@ whose latency is reported. What it adds:
   on gloo's worker threads, `nccl:*` on NCCL), from which algbw/busbw follow;
 - the overlap fraction: of the time collectives were in flight, the share during which the
   step's main thread was computing (forward/backward/optimizer ops). 1.0 means fully hidden
-  communication, 0.0 fully exposed.
+  communication, 0.0 fully exposed;
+- the hidden time: that intersection itself, per step (s): what the predictor subtracts as
+  overlap (bench/predict/step.py). On gloo a collective is in flight from its enqueue, so the
+  time it waits for the slower rank counts as in flight too.
 
 On CUDA the NCCL kernels run on their own streams; the CPU-side events then time the
 enqueue, not the transfer, so durations are only reported for CPU backends (gloo).
@@ -62,9 +65,13 @@ def _intersection(a: list[Interval], b: list[Interval]) -> float:
 
 def overlap_fraction(comm: list[Interval], compute: list[Interval]) -> float | None:
     """Share of the union of `comm` intervals that lies inside the union of `compute`."""
-    c = _union(comm)
-    busy = _length(c)
-    return None if busy == 0 else _intersection(c, _union(compute)) / busy
+    busy = _length(_union(comm))
+    return None if busy == 0 else hidden_time(comm, compute) / busy
+
+
+def hidden_time(comm: list[Interval], compute: list[Interval]) -> float:
+    """Length of the union of `comm` that lies inside the union of `compute`."""
+    return _intersection(_union(comm), _union(compute))
 
 
 def analyse(events: list[Any], main_thread: int, steps: int) -> Profile:
@@ -86,6 +93,7 @@ def analyse(events: list[Any], main_thread: int, steps: int) -> Profile:
         per_op={op: {**v, "time_s_per_call": v["time_s"] / v["calls"]} for op, v in per_op.items()},
         comm_time_s_per_step=_length(_union(comm)) / steps if steps else None,
         overlap_fraction=overlap_fraction(comm, compute),
+        hidden_s_per_step=hidden_time(comm, compute) / steps if steps and comm else None,
     )
 
 
@@ -104,6 +112,7 @@ def profile_steps(step: Callable[[], object], steps: int, device: torch.device) 
         result.per_op = {op: {"calls": v["calls"]} for op, v in result.per_op.items()}
         result.comm_time_s_per_step = None
         result.overlap_fraction = None
+        result.hidden_s_per_step = None
         result.reason = "NCCL runs on CUDA streams: CPU-side events time the enqueue, not the transfer"
     return result
 

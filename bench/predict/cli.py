@@ -27,12 +27,13 @@ def _holdout(items: list[str]) -> list[set[str]] | None:
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from bench.predict.holdout import COMPUTE_WAYS  # numpy: only when predicting
+    from bench.predict.holdout import COMPUTE_WAYS, OVERLAP_WAYS, Way  # numpy: only when predicting
     from bench.predict.present import predict_text
 
-    if args.compute not in COMPUTE_WAYS:
-        raise BenchError(f"--compute {args.compute!r}: unknown (known: {', '.join(COMPUTE_WAYS)})")
-    print(predict_text(args.results, _holdout(args.holdout), args.compute))
+    for flag, value, known in (("--compute", args.compute, COMPUTE_WAYS), ("--overlap", args.overlap, OVERLAP_WAYS)):
+        if value not in known:
+            raise BenchError(f"{flag} {value!r}: unknown (known: {', '.join(known)})")
+    print(predict_text(args.results, _holdout(args.holdout), Way(args.compute, args.overlap)))
     return 0
 
 
@@ -70,6 +71,8 @@ def add_parsers(sub: argparse._SubParsersAction, write_html: WriteHtml) -> None:
                     help="links to hold out (repeat for several folds); default: every leave-one-link-out fold")  # fmt: skip
     pr.add_argument("--compute", default="fitted", metavar="WAY",
                     help="each strategy's compute: fitted on its own trials (default), or replayed: the baseline's plus its hook's codec replayed apart from the link")  # fmt: skip
+    pr.add_argument("--overlap", default="profiled", metavar="WAY",
+                    help="profiled (default): less the communication each strategy's profiled calibration trials hid behind compute (comm_hidden_s_per_step; none where the rows have no profiler pass); none: every collective exposed")  # fmt: skip
     pr.set_defaults(func=_cmd_predict)
 
     ad = sub.add_parser("advise", help="rank layouts and techniques for a model on a cluster (predicted; launches nothing)")

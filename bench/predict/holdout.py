@@ -10,6 +10,13 @@ fits nothing per strategy: a hook's step is its baseline's compute plus its code
 apart from the link in the trial itself (`codec_s_per_step`,
 bench/strategies/grad_compression/replay.py), plus its own communication.
 
+The overlap (`OVERLAP_WAYS`, `profiled` by default) is the communication a strategy's profiled
+steps hid behind compute (`comm_hidden_s_per_step`: collective time in flight while the main
+thread computed): only the exposed part, comm - min(hidden, comm), adds to the step. A
+calibration trial's residual subtracts its own exposed part; a held-out trial is predicted with
+the median hidden time of its strategy's calibration trials, never its own. Rows without a
+profiler pass hide nothing, which is the `none` way.
+
 A residual is as uncertain as what it subtracts and what it is subtracted from:
 
     var(r) = (COMM_REL_ERROR * comm)^2 + (cv * step)^2
@@ -50,7 +57,7 @@ from functools import cache
 
 import numpy as np
 
-from bench.predict.step import Call, LinkModel, StepPrediction, comm_seconds, predict
+from bench.predict.step import Call, LinkModel, StepPrediction, comm_seconds, exposed, predict
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +74,7 @@ class Observed:
     by_round: tuple[tuple[str, int, float], ...] = ()  # (run, round, step p50) of each launch made in rounds
     runs: tuple[str, ...] = ()  # the runs (sweeps) its rows came from
     codec_s: float | None = None  # its hook's codec per step, replayed apart from the link (`codec_s_per_step`); None: not measured
+    hidden_s: float | None = None  # communication its profiled steps hid behind compute (`comm_hidden_s_per_step`); None: not profiled
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +108,7 @@ class Compute:
     """A strategy's compute: the weighted mean residual over its calibration links, and the residuals' range.
 
     With `codec` (the `replayed` way), the compute is its baseline's and the codec is a term apart.
+    `hidden_s` is the strategy's communication hidden behind compute, for the links it is predicted on.
     """
 
     seconds: float
@@ -107,6 +116,7 @@ class Compute:
     high_s: float
     links: tuple[str, ...]
     codec: Codec | None = None
+    hidden_s: float = 0.0
 
     @property
     def codec_s(self) -> float:
@@ -118,6 +128,28 @@ class Compute:
 # - replayed: its baseline's compute, plus its codec as replayed apart from the link (`codec_s_per_step`):
 #   nothing fitted per strategy; a strategy whose rows have no replayed codec is not predicted.
 COMPUTE_WAYS = ("fitted", "replayed")
+# Whether the profiled overlap is subtracted (module docstring): profiled, or none (every collective exposed).
+OVERLAP_WAYS = ("profiled", "none")
+
+
+@dataclass(frozen=True, slots=True)
+class Way:
+    """How the model takes what it measures per strategy rather than derives: its compute and its overlap."""
+
+    compute: str = "fitted"
+    overlap: str = "profiled"
+
+    def __post_init__(self) -> None:
+        if self.compute not in COMPUTE_WAYS:
+            raise ValueError(f"unknown compute way {self.compute!r} (known: {', '.join(COMPUTE_WAYS)})")
+        if self.overlap not in OVERLAP_WAYS:
+            raise ValueError(f"unknown overlap way {self.overlap!r} (known: {', '.join(OVERLAP_WAYS)})")
+
+
+def hidden_of(trials: Iterable[Observed]) -> float:
+    """The median hidden communication of `trials` that were profiled; 0 where none was."""
+    got = [t.hidden_s for t in trials if t.hidden_s is not None]
+    return statistics.median(got) if got else 0.0
 
 
 def launch_cv(t: Observed) -> float:
@@ -138,17 +170,26 @@ def residual_weight(t: Observed, comm_s: float, cv: float) -> float:
     return 1.0 / max(var, 1e-18)
 
 
-def compute_of(trials: Iterable[Observed], links: Mapping[str, LinkModel]) -> Compute:
-    """Measured step minus predicted communication, weighted over `trials` (one strategy); ValueError if none."""
+def compute_of(trials: Iterable[Observed], links: Mapping[str, LinkModel], overlap: bool = True) -> Compute:
+    """Measured step minus predicted exposed communication, weighted over `trials` (one strategy); ValueError if none.
+
+    With `overlap`, each trial's own hidden time is subtracted from its communication (the strategy's
+    median where it was not profiled), and the compute carries that median for its predictions.
+    """
     trials = list(trials)
     cv = pooled_cv(trials)
+    hidden = hidden_of(trials) if overlap else 0.0
+
+    def hid(t: Observed) -> float:
+        return t.hidden_s if overlap and t.hidden_s is not None else hidden
+
     comm = {t.link: comm_seconds(t.calls, t.n, links[t.link]) for t in trials}
-    res = {t.link: (t.measured_s - comm[t.link], residual_weight(t, comm[t.link], cv)) for t in trials}
+    res = {t.link: (t.measured_s - exposed(comm[t.link], hid(t)), residual_weight(t, comm[t.link], cv)) for t in trials}
     if not res:
         raise ValueError("no calibration trial to take the compute from")
     vals = [r for r, _ in res.values()]
     mean = sum(r * w for r, w in res.values()) / sum(w for _, w in res.values())
-    return Compute(mean, min(vals), max(vals), tuple(sorted(res)))
+    return Compute(mean, min(vals), max(vals), tuple(sorted(res)), hidden_s=hidden)
 
 
 def replayed_codec(trials: Iterable[Observed]) -> Codec | None:
@@ -159,12 +200,11 @@ def replayed_codec(trials: Iterable[Observed]) -> Codec | None:
 
 def strategy_compute(
     observed: Sequence[Observed], links: Mapping[str, LinkModel], case: str, strategy: str, *,
-    exclude: set[str] = frozenset(), way: str = "fitted", baseline: str = "baseline",
+    exclude: set[str] = frozenset(), way: Way = Way(), baseline: str = "baseline",
 ) -> Compute | None:  # fmt: skip
-    """`strategy`'s compute in `case` from its trials on calibrated links outside `exclude`, the `way` asked
-    (`COMPUTE_WAYS`); None where those trials cannot give it."""
-    if way not in COMPUTE_WAYS:
-        raise ValueError(f"unknown compute way {way!r} (known: {', '.join(COMPUTE_WAYS)})")
+    """`strategy`'s compute in `case` from its trials on calibrated links outside `exclude`, the `way` asked;
+    None where those trials cannot give it."""
+    overlap = way.overlap == "profiled"
 
     def calib(name: str) -> list[Observed]:
         return [o for o in observed if o.case == case and o.strategy == name and o.link in links and o.link not in exclude]
@@ -172,13 +212,13 @@ def strategy_compute(
     mine = calib(strategy)
     if not mine:
         return None
-    if way == "fitted" or strategy == baseline:
-        return compute_of(mine, links)
+    if way.compute == "fitted" or strategy == baseline:
+        return compute_of(mine, links, overlap)
     base, codec = calib(baseline), replayed_codec(mine)
     if not base or codec is None:
         return None
-    cb = compute_of(base, links)
-    return Compute(cb.seconds, cb.low_s, cb.high_s, cb.links, codec)
+    cb = compute_of(base, links, overlap)
+    return Compute(cb.seconds, cb.low_s, cb.high_s, cb.links, codec, hidden_of(mine) if overlap else 0.0)
 
 
 def difference(base: Compute, cand: Compute) -> tuple[float, float, float]:
@@ -210,8 +250,9 @@ class CodecCost:
         return self.seconds / self.elements
 
 
-def codec_costs(observed: Sequence[Observed], links: Mapping[str, LinkModel], baseline: str) -> list[CodecCost]:
-    """Each strategy's `CodecCost` against `baseline` in every case that measured both on calibrated links."""
+def codec_costs(observed: Sequence[Observed], links: Mapping[str, LinkModel], baseline: str, overlap: bool = True) -> list[CodecCost]:
+    """Each strategy's `CodecCost` against `baseline` in every case that measured both on calibrated links
+    (computes fitted, with each one's profiled overlap or without)."""
     out = []
     for case in sorted({o.case for o in observed}):
         mine = [o for o in observed if o.case == case and o.link in links]
@@ -219,15 +260,15 @@ def codec_costs(observed: Sequence[Observed], links: Mapping[str, LinkModel], ba
         elements = sum(c.msg_bytes * c.per_step for c in base[0].calls if c.op == "all_reduce") / 4 if base else 0.0
         if elements <= 0:
             continue
-        cb = compute_of(base, links)
+        cb = compute_of(base, links, overlap)
         for strategy in sorted({o.strategy for o in mine} - {baseline}):
             trials = [o for o in mine if o.strategy == strategy]
-            d = difference(cb, compute_of(trials, links))
+            d = difference(cb, compute_of(trials, links, overlap))
             out.append(CodecCost(case, strategy, *d, elements, replayed_codec(trials)))
     return out
 
 
-def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str], way: str = "fitted",
+def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: set[str], way: Way = Way(),
          baseline: str = "baseline") -> list[Outcome]:  # fmt: skip
     """Predict every trial on a `holdout` link from its strategy's compute on the other links, taken `way`."""
     out = []
@@ -236,7 +277,7 @@ def fold(observed: Sequence[Observed], links: Mapping[str, LinkModel], holdout: 
         if c is None:
             continue
         for o in (o for o in observed if (o.case, o.strategy) == (case, strategy) and o.link in holdout and o.link in links):
-            p = predict(compute_s=c.seconds, calls=o.calls, n=o.n, link=links[o.link], codec_s=c.codec_s)
+            p = predict(compute_s=c.seconds, calls=o.calls, n=o.n, link=links[o.link], codec_s=c.codec_s, overlap_s=c.hidden_s)
             out.append(Outcome(o, p, c.links))
     return out
 
@@ -247,7 +288,7 @@ def mape(outcomes: Iterable[Outcome]) -> float:
     return statistics.median(errs) if errs else float("nan")
 
 
-def leave_one_out(observed: Sequence[Observed], links: Mapping[str, LinkModel], way: str = "fitted") -> dict[str, list[Outcome]]:
+def leave_one_out(observed: Sequence[Observed], links: Mapping[str, LinkModel], way: Way = Way()) -> dict[str, list[Outcome]]:
     """Every fold that holds out one link."""
     return {link: fold(observed, links, {link}, way) for link in sorted({o.link for o in observed if o.link in links})}
 

@@ -17,7 +17,7 @@ from bench.predict import breakeven, holdout, links, rows
 from bench.predict.holdout import Observed, Outcome
 from bench.predict.request import AdviseRequest
 from bench.predict.shapes import ModelShape
-from bench.predict.step import LinkModel, comm_seconds
+from bench.predict.step import LinkModel, comm_seconds, exposed
 
 BASELINE = "baseline"
 
@@ -26,7 +26,7 @@ def _ms(s: float) -> str:
     return f"{s * 1e3:.1f}"
 
 
-def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[str]] | None, way: str) -> dict[str, list[Outcome]]:
+def _folds(obs: list[Observed], models: dict[str, LinkModel], wanted: list[set[str]] | None, way: holdout.Way) -> dict[str, list[Outcome]]:
     if wanted is None:
         return holdout.leave_one_out(obs, models, way)
     known = {o.link for o in obs}
@@ -89,7 +89,7 @@ class Validation:
     folds: dict[str, list[Outcome]]
     breakevens: list[BreakEvenRow]
     noise: dict[str, rows.RunNoise]  # run id -> the machine's noise over that sweep
-    way: str = "fitted"  # how each strategy's compute was taken (holdout.COMPUTE_WAYS)
+    way: holdout.Way = holdout.Way()  # how each strategy's compute and overlap were taken
 
     @property
     def outcomes(self) -> list[Outcome]:
@@ -97,7 +97,7 @@ class Validation:
 
     @property
     def codecs(self) -> list[holdout.CodecCost]:
-        return holdout.codec_costs(self.observed, self.links, BASELINE)
+        return holdout.codec_costs(self.observed, self.links, BASELINE, self.way.overlap == "profiled")
 
     def noisy(self, o: Outcome) -> bool:
         """Whether a run of `o`'s trial was flagged NOISY (its error then measures the machine as much as the model)."""
@@ -125,12 +125,17 @@ def _errors(outcomes: list[Outcome]) -> str:
                if floor else ""))  # fmt: skip
 
 
-def model_curve(compute_s: float, o: Observed, calibrated: dict[str, LinkModel], rates: dict[str, float]) -> Callable[[float], float]:
-    """Predicted step (s) of `o`'s calls against link rate (bit/s): the calibrated links either side, scaled (`links.bracketing`)."""
-    return lambda r: compute_s + sum(w * comm_seconds(o.calls, o.n, link) for link, w in links.bracketing(r, calibrated, rates))
+def model_curve(c: holdout.Compute, o: Observed, calibrated: dict[str, LinkModel], rates: dict[str, float]) -> Callable[[float], float]:
+    """Predicted step (s) of `o`'s calls against link rate (bit/s) at compute `c` (its seconds, codec and hidden
+    communication): the calibrated links either side, scaled (`links.bracketing`)."""
+    def step(r: float) -> float:
+        comm = sum(w * comm_seconds(o.calls, o.n, link) for link, w in links.bracketing(r, calibrated, rates))
+        return c.seconds + c.codec_s + exposed(comm, c.hidden_s)
+
+    return step
 
 
-def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float], way: str) -> list[BreakEvenRow]:
+def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[str, float], way: holdout.Way) -> list[BreakEvenRow]:
     """Measured and predicted break-even per strategy (compute from every link, taken `way`; links scaled by rate)."""
     calibrated = {name: m for name, m in models.items() if name in rates}
     if not calibrated:
@@ -149,15 +154,20 @@ def _breakevens(obs: list[Observed], models: dict[str, LinkModel], rates: dict[s
             cc = holdout.strategy_compute(obs, models, case, strat, way=way, baseline=BASELINE)
             rounds = breakeven.over_rounds(_round_points([o for o in every if o.strategy == BASELINE]), _round_points(cand))
             if cc is None:
-                out.append(BreakEvenRow(case, strat, measured, why, None, f"no {way} compute", None, None, rounds))
+                out.append(BreakEvenRow(case, strat, measured, why, None, f"no {way.compute} compute", None, None, rounds))
                 continue
-            base_curve = model_curve(cb.seconds, base[0], calibrated, rates)
-            preds = [breakeven.predicted_crossing(base_curve, model_curve(cb.seconds + d, cand[0], calibrated, rates))
+            base_curve = model_curve(cb, base[0], calibrated, rates)
+            preds = [breakeven.predicted_crossing(base_curve, model_curve(_shifted(cb, d, cc.hidden_s), cand[0], calibrated, rates))
                      for d in holdout.difference(cb, cc)]  # fmt: skip
             (p, pwhy), (a, _), (b, _) = preds
             lo, hi = (min(a, b), max(a, b)) if a and b else (a or b, None) if a or b else (None, None)
             out.append(BreakEvenRow(case, strat, measured, why, p, pwhy, lo, hi, rounds))
     return out
+
+
+def _shifted(base: holdout.Compute, d: float, hidden_s: float) -> holdout.Compute:
+    """The baseline's compute plus `d` (a strategy's step less the baseline's outside communication), hiding `hidden_s`."""
+    return holdout.Compute(base.seconds + base.codec_s + d, base.low_s, base.high_s, base.links, None, hidden_s)
 
 
 def _round_points(obs: list[Observed]) -> dict[tuple[str, int], dict[float, float]]:
@@ -169,13 +179,14 @@ def _round_points(obs: list[Observed]) -> dict[tuple[str, int], dict[float, floa
     return out
 
 
-def validate(paths: list[Path], wanted: list[set[str]] | None, way: str = "fitted") -> Validation:
+def validate(paths: list[Path], wanted: list[set[str]] | None, way: holdout.Way = holdout.Way()) -> Validation:
     """Calibrate on the collectives rows, hold out links of the train rows, predict them; BenchError without both."""
     trial_rows, comm = rows.load(paths)
     return validate_rows(trial_rows, comm, wanted, way)
 
 
-def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None, way: str = "fitted") -> Validation:
+def validate_rows(trial_rows: pd.DataFrame, comm: pd.DataFrame, wanted: list[set[str]] | None,
+                  way: holdout.Way = holdout.Way()) -> Validation:  # fmt: skip
     models = rows.link_models(trial_rows)
     obs = rows.observed(trial_rows, comm)
     if not models or not obs:
@@ -192,10 +203,12 @@ def _rate(bps: float | None, reason: str | None = None) -> str:
 WAY_TEXT = {
     "fitted": "each strategy's compute fitted on its own trials (codec and hook work included)",
     "replayed": "the baseline's compute plus each hook's codec replayed apart from the link (codec_s_per_step)",
+    "profiled": "less the communication its profiled calibration trials hid behind compute (comm_hidden_s_per_step)",
+    "none": "every collective exposed",
 }
 
 
-def predict_text(paths: list[Path], wanted: list[set[str]] | None, way: str = "fitted") -> str:
+def predict_text(paths: list[Path], wanted: list[set[str]] | None, way: holdout.Way = holdout.Way()) -> str:
     """The `commbench predict` report: per held-out trial measured, predicted, error; MAPE per fold and overall."""
     v = validate(paths, wanted, way)
     lines = ["calibration (alpha-beta per collective kind, gloo ring, fitted on the collectives rows of each link):"]
@@ -206,12 +219,15 @@ def predict_text(paths: list[Path], wanted: list[set[str]] | None, way: str = "f
     lines += ["", "sweeps (the machine's noise, measured between launches: bench/runner/noise.py):"]
     lines += [f"  {n.suite:<12} {run:<24} {n.line}" for run, n in sorted(v.noise.items())]
     for fold, outcomes in v.folds.items():
-        lines += ["", f"held out: {fold} (compute from the other links, {WAY_TEXT[v.way]}; all values predicted except 'measured')",
-                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'codec':>6} {'comm':>8} {'error':>7}"]  # fmt: skip
+        lines += ["", f"held out: {fold} (compute from the other links, {WAY_TEXT[v.way.compute]}; {WAY_TEXT[v.way.overlap]}; "
+                  "all values predicted except 'measured')",
+                  f"  {'case':<40} {'strategy':<18} {'link':<8} {'measured ms':>11} {'predicted ms':>12} {'compute':>8} {'codec':>6} "
+                  f"{'comm':>8} {'hidden':>7} {'error':>7}"]  # fmt: skip
         for o in outcomes:
             p = o.predicted
             lines.append(f"  {o.trial.case:<40} {o.trial.strategy:<18} {o.trial.link:<8} {_ms(o.trial.measured_s):>11} "
-                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.codec_s):>6} {_ms(p.comm_s):>8} {o.error:>+7.1%}")  # fmt: skip
+                         f"{_ms(p.total_s):>12} {_ms(p.compute_s):>8} {_ms(p.codec_s):>6} {_ms(p.comm_s):>8} {_ms(p.overlap_s):>7} "
+                         f"{o.error:>+7.1%}")  # fmt: skip
         lines.append(f"  MAPE {holdout.mape(outcomes):.1%} over {len(outcomes)} trials")
     lines += ["", f"summary: {v.error_summary()}"]
     lines += _terms(v.observed, v.links)

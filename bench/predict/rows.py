@@ -3,8 +3,9 @@
 - `samples(rows)`: each ok `collectives`-workload row on a link as a calibration `Sample`
   (its median call time and its type; `send_recv` is a send of S).
 - `observed(rows, comm)`: each ok `train` row on a link as an `Observed` step, its calls
-  per step from the comm table (rank 0: calls and message bytes per op over the window) and
-  its hook's replayed codec (`codec_s_per_step`).
+  per step from the comm table (rank 0: calls and message bytes per op over the window),
+  its hook's replayed codec (`codec_s_per_step`) and the communication its profiled steps hid
+  behind compute (`comm_hidden_s_per_step`).
 - `link_models(rows)`: alpha-beta per collective kind on each link, fitted from `samples`.
 - `run_noise(rows)`: the machine's noise over each run whose rows the predictor uses.
 """
@@ -104,13 +105,15 @@ def observed(rows: pd.DataFrame, comm: pd.DataFrame) -> list[Observed]:
         rate = first["network_rate_bps"]
         out.append(Observed(str(case), str(strategy), str(link), None if pd.isna(rate) else float(rate),
                             int(first["world_size"]), float(g["latency_p50_s"].median()), calls, _by_round(g),
-                            tuple(sorted(set(g["run_id"].astype(str)))), _codec(g)))  # fmt: skip
+                            tuple(sorted(set(g["run_id"].astype(str)))), _median(g, "codec_s_per_step"),
+                            _median(g, "comm_hidden_s_per_step")))  # fmt: skip
     return out
 
 
-def _codec(g: pd.DataFrame) -> float | None:
-    """The median replayed codec per step of `g`'s rows (`codec_s_per_step`); None where none has one (or rows predate it)."""
-    got = g["codec_s_per_step"].dropna() if "codec_s_per_step" in g else ()
+def _median(g: pd.DataFrame, col: str) -> float | None:
+    """The median of `g`'s rows' `col` (the replayed codec, the profiled hidden communication); None where
+    none has one (or the rows predate the column)."""
+    got = g[col].dropna() if col in g else ()
     return float(pd.Series(got).median()) if len(got) else None
 
 

@@ -103,4 +103,9 @@ def predict(
 ) -> StepPrediction:  # fmt: skip
     """The step on `link` at `n` ranks; the overlap hides at most the whole communication."""
     comm = comm_seconds(calls, n, link, algorithm)
-    return StepPrediction(compute_s, comm, codec_s, min(max(overlap_s, 0.0), comm))
+    return StepPrediction(compute_s, comm, codec_s, comm - exposed(comm, overlap_s))
+
+
+def exposed(comm_s: float, hidden_s: float) -> float:
+    """What of `comm_s` the step waits for, when `hidden_s` of it ran behind compute (at most all of it)."""
+    return comm_s - min(max(hidden_s, 0.0), comm_s)

@@ -56,9 +56,9 @@ def _figure(v: Validation, rows: pd.DataFrame) -> Figure | None:
         mine = [o for o in v.observed if o.strategy == strat and o.rate_bps and o.link in v.links]
         if not mine:
             continue
-        c = holdout.compute_of(mine, v.links)
+        c = holdout.compute_of(mine, v.links, v.way.overlap == "profiled")
         grid = [r for r in breakeven.GRID if min(o.rate_bps for o in mine) / 2 <= r <= max(o.rate_bps for o in mine) * 2]  # type: ignore[type-var]
-        curve = model_curve(c.seconds, mine[0], calibrated, shaped)
+        curve = model_curve(c, mine[0], calibrated, shaped)
         lines.append(plots.Line(f"{strat} (model)", [r / 1e6 for r in grid], [curve(r) for r in grid], group=strat, dashed=True))
         mine.sort(key=lambda o: o.rate_bps)  # type: ignore[arg-type,return-value]
         lines.append(plots.Line(f"{strat} (measured)", [o.rate_bps / 1e6 for o in mine], [o.measured_s for o in mine], group=strat))  # type: ignore[operator]

@@ -35,6 +35,7 @@ CI_METRICS = ("latency_p50_s", "tokens_per_s", "algbw_Bps", "busbw_Bps")
 MEDIAN_OVER_LAUNCHES = (
     "latency_p90_s", "latency_p99_s", "latency_mean_s", "latency_std_s", "gen_tokens_per_s",
     "transfer_encode_p50_s", "transfer_broadcast_p50_s", "transfer_decode_p50_s", "codec_s_per_step",
+    "comm_time_s_per_step", "comm_overlap_fraction", "comm_hidden_s_per_step",
 )  # fmt: skip
 CONCATENATED = ("latency_samples_s", "latency_spread_s")
 SUMMED = ("trial_wall_s", "launcher_cpu_s")

@@ -207,15 +207,19 @@ def _profile_columns(outputs: list[RankResult], reasons: dict[str, str]) -> dict
     profiles = [o.profile for o in outputs if o.profile is not None]
     times = [p.comm_time_s_per_step for p in profiles if p.comm_time_s_per_step is not None]
     overlaps = [p.overlap_fraction for p in profiles if p.overlap_fraction is not None]
+    hidden = [p.hidden_s_per_step for p in profiles if p.hidden_s_per_step is not None]
     if not times:
         reasons["comm_time_s_per_step"] = next(
             (p.reason for p in profiles if p.reason), "no profiler pass (profile_steps=0) or no collectives"
         )
     if not overlaps:
         reasons["comm_overlap_fraction"] = reasons.get("comm_time_s_per_step", "no collectives in the profiled steps")
+    if not hidden:
+        reasons["comm_hidden_s_per_step"] = reasons["comm_overlap_fraction"]
     return {
         "comm_time_s_per_step": max(times) if times else None,
         "comm_overlap_fraction": float(np.mean(overlaps)) if overlaps else None,
+        "comm_hidden_s_per_step": float(np.mean(hidden)) if hidden else None,
     }
 
 

@@ -43,7 +43,8 @@ def overlap_of_two_steps(_: Any) -> dict[str, Any]:
             step()  # connections and allocator warm
             prof = profile_steps(step, 3, env.device)
             assert prof is not None
-            out[name] = {"overlap": prof.overlap_fraction, "comm_s": prof.comm_time_s_per_step, "ops": prof.per_op}
+            out[name] = {"overlap": prof.overlap_fraction, "comm_s": prof.comm_time_s_per_step, "ops": prof.per_op,
+                         "hidden_s": prof.hidden_s_per_step}
             dist.barrier()
     finally:
         shutdown()
@@ -59,3 +60,5 @@ def test_overlap_is_zero_when_exposed_and_most_when_hidden(ranks: Any) -> None:
         assert out["exposed"]["ops"]["all_reduce"]["calls"] == 3 == out["hidden"]["ops"]["all_reduce"]["calls"], rank
         assert out["exposed"]["overlap"] < 0.05, (rank, out)
         assert out["hidden"]["overlap"] > 0.5, (rank, out)
+        for way in out.values():  # the hidden time is the in-flight time the overlap fraction counts
+            assert way["hidden_s"] == pytest.approx(way["overlap"] * way["comm_s"], rel=1e-9, abs=1e-12), (rank, out)

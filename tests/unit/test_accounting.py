@@ -12,7 +12,7 @@ import torch
 
 from bench.comm import wire
 from bench.comm.accounting import _DTYPE_NAMES, CollectiveRecord, UnknownDtype, _bytes, message_bytes, normalise_op, summarise
-from bench.comm.profile import overlap_fraction
+from bench.comm.profile import hidden_time, overlap_fraction
 from bench.comm.wire import WireCounter, WireUnavailable, snapshot
 from bench.contracts import Accuracy, MemoryPeaks, Parallel, Profile, RankResult, TrialConfig, WindowResult
 from bench.meters.window import Window
@@ -54,6 +54,11 @@ def test_overlap_fraction() -> None:
     assert overlap_fraction([(0, 10)], [(10, 20)]) == 0.0
     assert overlap_fraction([(0, 4), (2, 10)], [(5, 7), (6, 8)]) == pytest.approx(3 / 10)
     assert overlap_fraction([], [(0, 1)]) is None
+
+
+def test_hidden_time_is_the_in_flight_time_inside_compute() -> None:
+    assert hidden_time([(0, 4), (2, 10)], [(5, 7), (6, 8)]) == pytest.approx(3)  # unions (0, 10) and (5, 8)
+    assert hidden_time([(0, 10)], [(10, 20)]) == 0.0 and hidden_time([], [(0, 1)]) == 0.0
 
 
 def test_socket_counters_see_exactly_what_crossed_a_tcp_connection() -> None:

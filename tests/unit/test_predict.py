@@ -20,7 +20,7 @@ from bench.predict.calibrate import AlphaBeta, Sample, fit, fit_by_op, kind, seg
 from bench.predict.collectives import seconds, terms
 from bench.predict.memory import Layout, model_state_bytes
 from bench.predict.shapes import PUBLISHED, ZOO, parameter_shapes
-from bench.predict.step import Call, LinkModel, comm_seconds, predict
+from bench.predict.step import Call, LinkModel, comm_seconds, exposed, predict
 
 REPO = Path(__file__).resolve().parents[2]
 A, B = 20e-6, 1e9  # alpha 20 us, beta 1 GB/s
@@ -175,18 +175,18 @@ def test_the_replayed_way_is_the_baselines_compute_plus_the_replayed_codec() -> 
     obs = _observed({"baseline": 0.1, "topk": 0.14, "old": 0.11}, models, calls)  # topk's codec: 40 ms
     codec = {"fast": 0.038, "mid": 0.040, "slow": 0.043}
     obs = [dataclasses.replace(o, codec_s=codec[o.link]) if o.strategy == "topk" else o for o in obs]
-    c = holdout.strategy_compute(obs, models, "case", "topk", exclude={"mid"}, way="replayed")
-    base = holdout.strategy_compute(obs, models, "case", "baseline", exclude={"mid"}, way="replayed")
+    c = holdout.strategy_compute(obs, models, "case", "topk", exclude={"mid"}, way=holdout.Way("replayed"))
+    base = holdout.strategy_compute(obs, models, "case", "baseline", exclude={"mid"}, way=holdout.Way("replayed"))
     assert c is not None and base is not None and c.seconds == pytest.approx(0.1) and base.codec is None
     assert c.codec == holdout.Codec(statistics.median([0.038, 0.043]), 0.038, 0.043)  # from the calibration links only
     assert holdout.difference(base, c) == pytest.approx((0.0405, 0.038, 0.043))
-    outcomes = {o.trial.strategy: o for o in holdout.fold(obs, models, {"mid"}, "replayed")}
+    outcomes = {o.trial.strategy: o for o in holdout.fold(obs, models, {"mid"}, holdout.Way("replayed"))}
     assert set(outcomes) == {"baseline", "topk"}  # "old" has no replayed codec: not predicted, not guessed
     assert outcomes["topk"].predicted.codec_s == pytest.approx(0.0405) and outcomes["topk"].error == pytest.approx(0.0005 / outcomes["topk"].trial.measured_s)
     fitted = {o.trial.strategy: o for o in holdout.fold(obs, models, {"mid"})}
     assert set(fitted) == {"baseline", "topk", "old"} and fitted["topk"].predicted.codec_s == 0.0
     with pytest.raises(ValueError, match="unknown compute way"):
-        holdout.strategy_compute(obs, models, "case", "topk", way="guessed")
+        holdout.Way("guessed")
 
 
 def test_compute_weighs_each_residual_by_its_variance() -> None:
@@ -365,3 +365,23 @@ def test_the_residual_weights_pool_the_launch_spread_of_a_strategys_trials() -> 
     assert holdout.pooled_cv([dataclasses.replace(lucky, by_round=())]) == holdout.DEFAULT_CV
     c = holdout.compute_of([lucky, spread], models)  # weights 1 / (cv step)^2 with one cv: 1/0.30^2 and 1/0.36^2
     assert c.seconds == pytest.approx((0.30 / 0.30**2 + 0.36 / 0.36**2) / (1 / 0.30**2 + 1 / 0.36**2), rel=1e-6)  # 0.3246; per-trial cv: 0.30
+
+
+def test_a_held_out_trial_is_predicted_with_its_strategys_calibration_overlap_never_its_own() -> None:
+    """Each calibration trial's residual adds back what it hid; the held-out one gets the strategy's median hidden time."""
+    models = {n: LinkModel(n, AlphaBeta(1e-4, r / 8, 0, 0.0)) for n, r in (("fast", 1e9), ("mid", 2e8), ("slow", 5e7))}
+    calls = (Call("all_reduce", 6e6, 1.0),)
+    obs = []
+    for name, link in models.items():
+        comm = comm_seconds(calls, 2, link)
+        # 60 ms hidden, all of the fast link's 48 ms; the held-out trial's own figure is one the prediction must not read
+        hidden = 0.5 if name == "mid" else 0.06
+        obs.append(holdout.Observed("case", "baseline", name, None, 2, 0.1 + exposed(comm, 0.06), calls, hidden_s=hidden))
+    (o,) = holdout.fold(obs, models, {"mid"})
+    assert o.predicted.overlap_s == pytest.approx(0.06) and abs(o.error) < 1e-12
+    c = holdout.strategy_compute(obs, models, "case", "baseline", exclude={"mid"})
+    assert c is not None and c.seconds == pytest.approx(0.1) and c.hidden_s == pytest.approx(0.06)
+    (blind,) = holdout.fold(obs, models, {"mid"}, holdout.Way(overlap="none"))
+    assert blind.predicted.overlap_s == 0.0 and blind.error > 0.01
+    with pytest.raises(ValueError, match="unknown overlap way"):
+        holdout.Way(overlap="guessed")

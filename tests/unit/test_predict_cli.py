@@ -60,6 +60,12 @@ def test_predict_refuses_a_holdout_of_another_axis(capsys: pytest.CaptureFixture
     assert code == 2 and "only network=LINK" in err, err
 
 
+@pytest.mark.parametrize(("flag", "value"), [("--compute", "guessed"), ("--overlap", "assumed")])
+def test_predict_refuses_an_unknown_way(capsys: pytest.CaptureFixture[str], tmp_path: Path, flag: str, value: str) -> None:
+    code, _, err = _run(capsys, "predict", str(tmp_path), flag, value)
+    assert code == 2 and err.count("\n") == 1 and f"{flag} {value!r}: unknown (known: " in err, err
+
+
 def _config(tmp_path: Path, text: str) -> str:
     path = tmp_path / "advise.toml"
     path.write_text(text)

@@ -12,6 +12,7 @@ from bench.predict import holdout
 from bench.predict.breakeven import ratio_crossing
 from bench.predict.collectives import seconds
 from bench.predict.present import validate_rows
+from bench.predict.step import exposed
 
 LINKS = {"fast": (1e9, 200e-6), "mid": (2e8, 300e-6), "slow": (5e7, 400e-6)}  # rate bit/s, alpha s
 EFF = 0.95  # beta = EFF x rate / 8
@@ -20,9 +21,10 @@ GRAD = 6e6  # bytes all-reduced per step by the baseline, in 2 calls
 
 
 def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | None = None,
-          fp16_beta: float | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
+          fp16_beta: float | None = None, hidden: dict[str, float] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:  # fmt: skip
     """Rows drawn from the model; `rounds`: strategy -> a factor per round on its launches (three launches a row);
-    `fp16_beta`: fp16 all-reduces run at that share of fp32's bandwidth, and the calibration timed them apart."""
+    `fp16_beta`: fp16 all-reduces run at that share of fp32's bandwidth, and the calibration timed them apart;
+    `hidden`: strategy -> the communication its steps hide behind compute (s), profiled on every link."""
     trials, comm = [], []
     common = {"status": "ok", "world_size": 2, "nnodes": 2, "batch_size": 8, "seq_len": 64, "steps": 8, "run_id": "r"}
     kinds = [("all_reduce", "float32", 1.0), ("all_gather", "float32", 1.0)] + ([("all_reduce", "float16", fp16_beta)] if fp16_beta else [])
@@ -39,10 +41,12 @@ def _rows(compute: dict[str, float] = COMPUTE, rounds: dict[str, list[float]] | 
             per_call, b = GRAD / 2 / (2 if fp16 else 1), beta * (fp16_beta if fp16 and fp16_beta else 1.0)
             tid = f"t-{link}-{strategy}"
             # 2 calls of serial bytes S each (gloo ring, n = 2); the tbf bucket is full at the step's start
-            step = c + 2 * seconds("all_reduce", per_call, 2, alpha, b, "gloo") - min(tbf_burst_bytes(rate), 2 * per_call) / b
+            step = c + exposed(2 * seconds("all_reduce", per_call, 2, alpha, b, "gloo") - min(tbf_burst_bytes(rate), 2 * per_call) / b,
+                               (hidden or {}).get(strategy, 0.0))
+            profiled = {"comm_hidden_s_per_step": hidden.get(strategy, 0.0)} if hidden is not None else {}
             launches = {"launch_rounds": [0, 1, 2], "latency_p50_s_per_launch": [step * f for f in rounds[strategy]]} if rounds else {}
             trials.append({**common, "workload": "train", "model": "gpt2-tiny", "strategy": strategy, "network": link,
-                           "network_rate_bps": rate, "trial_id": tid, "metrics": "{}", "latency_p50_s": step, **launches})  # fmt: skip
+                           "network_rate_bps": rate, "trial_id": tid, "metrics": "{}", "latency_p50_s": step, **launches, **profiled})  # fmt: skip
             for rank in (0, 1):
                 comm.append({"run_id": "r", "trial_id": tid, "rank": rank, "op": "all_reduce", "calls": 16, "msg_bytes": int(16 * per_call),
                              "dtype": "float16" if fp16 else "float32"})  # fmt: skip
@@ -171,9 +175,9 @@ def test_a_strategys_codec_cost_is_its_compute_less_the_baselines_per_gradient_e
 def test_the_replayed_codec_is_read_from_the_rows_and_predicts_without_a_compute_per_strategy() -> None:
     trials, comm = _rows()  # fp16 computes 10 ms more than fp32
     assert validate_rows(trials, comm, None).codecs[0].replayed is None  # rows from before codec_s_per_step
-    assert {o.trial.strategy for o in validate_rows(trials, comm, None, "replayed").outcomes} == {"baseline"}
+    assert {o.trial.strategy for o in validate_rows(trials, comm, None, holdout.Way("replayed")).outcomes} == {"baseline"}
     trials["codec_s_per_step"] = [0.01 if s == "fp16_compress" and w == "train" else None for s, w in zip(trials.strategy, trials.workload)]
-    v = validate_rows(trials, comm, None, "replayed")
+    v = validate_rows(trials, comm, None, holdout.Way("replayed"))
     assert {o.trial.strategy for o in v.outcomes} == set(COMPUTE) and all(abs(o.error) < 1e-9 for o in v.outcomes)
     fp16 = [o for o in v.outcomes if o.trial.strategy == "fp16_compress"]
     assert all(o.predicted.codec_s == pytest.approx(0.01) and o.predicted.compute_s == pytest.approx(COMPUTE["baseline"]) for o in fp16)
@@ -192,3 +196,18 @@ def test_fp16_all_reduces_are_priced_on_their_own_calibration_where_it_timed_the
     without = trials[~trials.metrics.str.contains("float16")]
     off = [o for o in validate_rows(without, comm, None).outcomes if o.trial.strategy == "fp16_compress"]
     assert max(abs(o.error) for o in off) > 0.02  # priced at fp32's beta: the slow links' fp16 steps come out short
+
+
+def test_the_profiled_overlap_is_read_from_the_rows_and_hides_that_much_communication() -> None:
+    """fp32 hides 60 ms of its all-reduces behind compute (comm_hidden_s_per_step): exact with the overlap; without it,
+    off on the fast link, where that is all its communication, and its break-even against fp16 moves up."""
+    trials, comm = _rows(hidden={"baseline": 0.06})
+    v = validate_rows(trials, comm, None)
+    assert all(abs(o.error) < 1e-9 for o in v.outcomes)
+    base = {o.trial.link: o.predicted for o in v.outcomes if o.trial.strategy == "baseline"}
+    assert base["fast"].overlap_s == pytest.approx(base["fast"].comm_s) and base["slow"].overlap_s == pytest.approx(0.06)
+    none = validate_rows(trials, comm, None, holdout.Way(overlap="none"))
+    assert max(abs(o.error) for o in none.outcomes) > 0.05
+    (profiled,), (blind,) = v.breakevens, none.breakevens
+    assert profiled.predicted_bps < blind.predicted_bps  # fp32 hides some of what fp16 saves
+    assert validate_rows(*_rows(), None).outcomes[0].predicted.overlap_s == 0.0  # rows without a profiler pass hide nothing
