@@ -53,8 +53,12 @@ F64, I64, STR, BOOL = "double", "int64", "string", "bool"
 LIST_F64, LIST_I64, LIST_STR = "list<item: double>", "list<item: int64>", "list<item: string>"
 TS = "timestamp[us, tz=UTC]"
 
-# The time figures with a CI over launches (bench/runner/repeats.py CI_METRICS), and their units.
-_CI_METRICS = (("latency_p50_s", "s"), ("tokens_per_s", "tokens/s"), ("algbw_Bps", "B/s"), ("busbw_Bps", "B/s"))
+# The time figures with a CI over launches (bench/runner/repeats.py combines them), and their units:
+# the step, its throughputs and the profiler's times that the predictor reads.
+CI_METRICS = (
+    ("latency_p50_s", "s"), ("tokens_per_s", "tokens/s"), ("algbw_Bps", "B/s"), ("busbw_Bps", "B/s"),
+    ("codec_s_per_step", "s/step"), ("comm_time_s_per_step", "s/step"), ("comm_hidden_s_per_step", "s/step"),
+)  # fmt: skip
 
 TRIAL_COLUMNS: list[Column] = [
     *_cols(
@@ -112,7 +116,7 @@ TRIAL_COLUMNS: list[Column] = [
         ("transfer_decode_p50_s", F64, "s", "transfer: median time of the slowest receiver's unpacking; a step is encode + broadcast + decode"),
         ("codec_s_per_step", F64, "s/step", "compressing DDP hooks: rank 0's last-step buckets replayed through the hook on a one-rank gloo group, less the same through a plain all_reduce (median of 5 rounds): the codec's encode and decode, apart from the link", "codec ms/step", "ms"),
         ("codec_elements", I64, "elements", "gradient elements in those buckets"),
-        *(spec for col, unit in _CI_METRICS for spec in (
+        *(spec for col, unit in CI_METRICS for spec in (
             (f"{col}_ci_low", F64, unit, f"low end of the CI over launches of {col}'s median (level: ci_level); null under 3 launches"),
             (f"{col}_ci_high", F64, unit, "high end of the same CI"),
             (f"{col}_per_launch", LIST_F64, unit, f"{col} of each launch, in launch order; the column itself is their median"),

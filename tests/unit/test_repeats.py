@@ -136,6 +136,19 @@ def test_combine_takes_medians_over_launches_and_keeps_each_launch() -> None:
     assert "algbw_Bps_ci_low" not in row  # not measured: no CI, its reason stays
 
 
+def test_the_profilers_times_keep_each_launch_and_a_ci_as_the_step_does() -> None:
+    rule, launches = _auto(), []
+    for r, (p, hidden, codec) in enumerate(((1.0, 0.008, 0.020), (1.2, 0.006, 0.023), (1.1, 0.013, 0.021))):
+        rule.add(p, 2.0)
+        launches.append(Launch({**_row(p, [p]), "comm_hidden_s_per_step": hidden, "codec_s_per_step": codec,
+                                "comm_time_s_per_step": None}, [], r))  # fmt: skip
+    row, _ = combine(launches, rule, round_seed=None)
+    assert row["comm_hidden_s_per_step"] == 0.008 and row["comm_hidden_s_per_step_per_launch"] == [0.008, 0.006, 0.013]
+    assert (row["comm_hidden_s_per_step_ci_low"], row["comm_hidden_s_per_step_ci_high"]) == (0.006, 0.013)
+    assert row["codec_s_per_step"] == 0.021 and row["codec_s_per_step_per_launch"] == [0.020, 0.023, 0.021]
+    assert row["comm_time_s_per_step"] is None and "comm_time_s_per_step_per_launch" not in row  # not profiled
+
+
 def test_combine_of_one_launch_has_a_null_ci_with_its_reason() -> None:
     rule = Repeats.of(TrialConfig(suite="s", strategy="baseline", model="m", workload="train"))
     rule.add(1.0, 2.0)
