@@ -19,8 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.axes import Axes  # noqa: E402
+from matplotlib.axis import Axis  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FuncFormatter, NullFormatter  # noqa: E402
 
 COLUMNS = 3  # panels per figure row: 3 x 4.2 in at 110 dpi fits a 1400-px page
 PANEL_W = 4.2
@@ -58,7 +59,15 @@ def _plain_y(ax: Axes) -> None:
     if ax.get_yscale() == "linear":
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
     else:
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+        _log_labels(ax.yaxis, *ax.get_ylim())
+
+
+def _log_labels(axis: Axis, lo: float, hi: float) -> None:
+    """A log axis labelled with plain values; one spanning under 1.5 decades also at 2, 3 and 5 times a power of ten
+    (matplotlib's own minor labels on a short axis, 3x10^1 at every tick, ran into each other)."""
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    short = 0 < lo < hi and math.log10(hi / lo) < 1.5
+    axis.set_minor_formatter(FuncFormatter(lambda v, _: minor_log_label(v)) if short else NullFormatter())
 
 
 def _title(ax: Axes, text: str) -> None:
@@ -230,10 +239,7 @@ def lines(panels: Sequence[LinePanel], xlabel: str, legend: bool = True) -> str:
             ax.set_yscale("log")
         if p.log_x:
             ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-            ys = [y for ln in p.lines for y in ln.y if y and y > 0]
-            if p.log_y and ys and max(ys) < 10 * min(ys):  # less than a decade: the minor ticks carry the labels
-                ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: minor_log_label(v)))
+            _log_labels(ax.xaxis, *ax.get_xlim())
         _plain_y(ax)
         _title(ax, p.title)
         ax.set_xlabel(xlabel, fontsize=8)

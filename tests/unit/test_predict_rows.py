@@ -211,3 +211,24 @@ def test_the_profiled_overlap_is_read_from_the_rows_and_hides_that_much_communic
     (profiled,), (blind,) = v.breakevens, none.breakevens
     assert profiled.predicted_bps < blind.predicted_bps  # fp32 hides some of what fp16 saves
     assert validate_rows(*_rows(), None).outcomes[0].predicted.overlap_s == 0.0  # rows without a profiler pass hide nothing
+
+
+def test_the_model_figure_has_a_panel_per_case_and_the_tables_show_the_overlap(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bench.reports import plots, predicted
+    from bench.reports.blocks import Paragraph, Table
+
+    trials, comm = _rows(hidden={"baseline": 0.004, "fp16_compress": 0.004})
+    train = trials[trials["workload"] == "train"].assign(world_size=4, nnodes=4, trial_id=lambda d: d["trial_id"] + "-4")
+    trials = pd.concat([trials, train], ignore_index=True)
+    comm = pd.concat([comm, comm.assign(trial_id=comm["trial_id"] + "-4")], ignore_index=True)
+    panels: list[plots.LinePanel] = []
+    monkeypatch.setattr(plots, "lines", lambda p, xlabel, legend=True: panels.extend(p) or "")
+    blocks = predicted.blocks(trials, comm)
+    assert len(panels) == 2 and len({p.title for p in panels}) == 2  # a 2-node and a 4-node panel, not one mixing them
+    assert all(len(ln.x) == len(set(ln.x)) == len(LINKS) for p in panels for ln in p.lines if not ln.dashed)
+    (summary,) = [b for b in blocks if isinstance(b, Paragraph)]
+    assert "hid behind compute" in summary.text
+    outcomes, evens = [b for b in blocks if isinstance(b, Table)]
+    hidden = [c.head for c in outcomes.columns].index("hidden")
+    assert {row[hidden].text for row in outcomes.rows} == {"4.00"}  # each strategy's profiled 4 ms, on every held-out link
+    assert [c.head for c in evens.columns][0] == "case" and len({row[0].text for row in evens.rows}) == 2

@@ -341,3 +341,17 @@ def test_minor_log_ticks_are_labelled_only_at_2_3_and_5() -> None:
     from bench.reports.plots import minor_log_label
 
     assert [minor_log_label(v) for v in (0.2, 0.3, 0.5, 30.0, 0.09, 0.4, 0.9, 7.0)] == ["0.2", "0.3", "0.5", "30", "", "", "", ""]
+
+
+def test_a_short_log_axis_carries_plain_minor_labels_and_a_long_one_none() -> None:
+    import matplotlib.pyplot as plt
+
+    from bench.reports.plots import _log_labels
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    _log_labels(ax.xaxis, 25, 400)  # 1.2 decades: the 4-node panel, whose only major tick is 100
+    assert ax.xaxis.get_minor_formatter()(30.0, 0) == "30" and ax.xaxis.get_major_formatter()(100.0, 0) == "100"
+    _log_labels(ax.xaxis, 25, 10000)  # 2.6 decades: the majors are enough
+    assert ax.xaxis.get_minor_formatter()(30.0, 0) == ""
+    plt.close(fig)
